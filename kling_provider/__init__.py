@@ -1,0 +1,71 @@
+"""Apache Airflow provider for Kling video generation through the AI/ML API.
+
+Airflow discovers the provider through the ``apache_airflow_provider`` entry point, which calls
+:func:`get_provider_info`; that dict is everything Airflow needs (hooks, operators, triggers, the
+connection form) without importing any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_PACKAGE = "kling_provider"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Provider metadata in the shape of Airflow's ``provider_info.schema.json``."""
+    return {
+        "package-name": "airflow-provider-kling",
+        "name": "Kling (AI/ML API)",
+        "description": "Generate videos with Kling models through the AI/ML API: submit, wait "
+                       "deferrably, download.",
+        "versions": [__version__],
+        "integrations": [{
+            "integration-name": "Kling",
+            "external-doc-url": "https://docs.aimlapi.com/",
+            "tags": ["software"],
+        }],
+        "hooks": [{"integration-name": "Kling", "python-modules": [f"{_PACKAGE}.hooks.kling"]}],
+        "operators": [{"integration-name": "Kling",
+                       "python-modules": [f"{_PACKAGE}.operators.kling"]}],
+        "sensors": [{"integration-name": "Kling", "python-modules": [f"{_PACKAGE}.sensors.kling"]}],
+        "triggers": [{"integration-name": "Kling",
+                      "python-modules": [f"{_PACKAGE}.triggers.kling"]}],
+        "connection-types": [{
+            "connection-type": "kling",
+            "hook-class-name": f"{_PACKAGE}.hooks.kling.KlingHook",
+            "hook-name": "Kling (AI/ML API)",
+            "ui-field-behaviour": {
+                "hidden-fields": ["schema", "login", "port"],
+                "relabeling": {"password": "API Key", "host": "API base URL"},
+                "placeholders": {"host": "https://api.aimlapi.com",
+                                 "password": "your AI/ML API key"},
+            },
+            "conn-fields": {
+                "endpoint_family": {
+                    "label": "Endpoint family",
+                    "description": "legacy = /v2/generate/video/kling/generation (the documented "
+                                   "Kling endpoint); unified = /v2/video/generations.",
+                    "schema": {"type": ["string", "null"], "enum": ["legacy", "unified", None],
+                               "default": "legacy"},
+                },
+                "timeout": {
+                    "label": "Request timeout (s)",
+                    "schema": {"type": ["number", "null"], "default": 30, "minimum": 1},
+                },
+                "connect_timeout": {
+                    "label": "Connect timeout (s)",
+                    "schema": {"type": ["number", "null"], "default": 10, "minimum": 1},
+                },
+                "max_retries": {
+                    "label": "Attempts per request",
+                    "description": "Attempts for safe retries (polls; never a create request "
+                                   "that may have reached the API).",
+                    "schema": {"type": ["integer", "null"], "default": 5, "minimum": 1},
+                },
+            },
+        }],
+        "extra-links": [f"{_PACKAGE}.links.kling.KlingVideoLink"],
+    }

@@ -1,0 +1,253 @@
+"""Streaming, atomic, credential-scoped video download.
+
+Used by :meth:`KlingHook.download_video` (and through it by the download operator). Generated
+videos live on a CDN, not on the API host, so the API key is only attached to URLs on the API's
+own origin, and redirects are followed by hand to re-check that on every hop. Bytes go to a
+temporary sibling of the destination which is renamed into place only when the size matches and
+the file starts with an MP4 ``ftyp`` box: a failure at any point leaves nothing at the destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urljoin, urlsplit
+
+import httpx
+
+from kling_provider.exceptions import KlingDownloadError, KlingValidationError
+
+log = logging.getLogger("kling_provider")
+
+CHUNK_SIZE = 1024 * 1024
+MAX_REDIRECTS = 5
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class WritablePath(Protocol):
+    """What a destination must offer: ``pathlib.Path`` and Airflow's ``ObjectStoragePath`` both do."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def parent(self) -> Any: ...
+    def open(self, mode: str = ...) -> Any: ...
+    def exists(self) -> bool: ...
+    def unlink(self) -> None: ...
+    def stat(self) -> Any: ...
+    def rename(self, target: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """Where the video ended up and how big it is."""
+
+    uri: str
+    size: int
+    downloaded: bool  #: False when an existing complete file was kept (idempotent re-run).
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def check_video_url(url: str) -> None:
+    """Only absolute http(s) URLs: ``file://`` or ``ftp://`` from a response must never be opened."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise KlingValidationError(
+            f"Invalid parameter 'video_url'={url!r}: only absolute http:// or https:// URLs are "
+            "downloaded."
+        )
+
+
+def safe_file_name(name: str | None, fallback: str = "video.mp4") -> str:
+    """A file name from the API or a URL, reduced to one harmless path component."""
+    base = posixpath.basename(unquote(name or "").replace("\\", "/"))
+    base = _SAFE_NAME.sub("_", base).lstrip(".")
+    return base[:200] or fallback
+
+
+def file_name_from_url(url: str) -> str:
+    return safe_file_name(urlsplit(url).path)
+
+
+def resolve_destination(destination: Any, file_name: str) -> Any:
+    """A path or ObjectStoragePath; a trailing ``/`` or an existing directory gets ``file_name``."""
+    if isinstance(destination, (str, os.PathLike)) and not _is_uri(str(destination)):
+        text = os.fspath(destination)
+        path = Path(text)
+        if text.endswith(("/", os.sep)) or path.is_dir():
+            return path / file_name
+        return path
+    if isinstance(destination, str):
+        from airflow.sdk import ObjectStoragePath
+
+        target = ObjectStoragePath(destination)
+        return target / file_name if destination.endswith("/") else target
+    if str(destination).endswith("/") or (destination.exists() and destination.is_dir()):
+        return destination / file_name
+    return destination
+
+
+def _is_uri(text: str) -> bool:
+    return "://" in text
+
+
+def _size_of(path: WritablePath) -> int:
+    stat = path.stat()
+    return int(stat["size"] if isinstance(stat, Mapping) else stat.st_size)
+
+
+def download(
+    client: httpx.Client,
+    url: str,
+    destination: Any,
+    *,
+    auth_headers: Mapping[str, str],
+    api_url: str,
+    expected_size: int | None = None,
+    file_name: str | None = None,
+    overwrite: bool = False,
+    max_bytes: int | None = None,
+    verify_mp4: bool = True,
+    attempts: int = 3,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DownloadResult:
+    """Stream ``url`` into ``destination`` atomically; retry whole attempts on transient faults."""
+    check_video_url(url)
+    target = resolve_destination(destination, safe_file_name(file_name or file_name_from_url(url)))
+    if not overwrite and expected_size is not None and target.exists() \
+            and _size_of(target) == expected_size:
+        log.info("Keeping existing %s (%d bytes, as expected)", target, expected_size)
+        return DownloadResult(uri=_uri(target), size=expected_size, downloaded=False)
+    last: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            return _attempt(client, url, target, auth_headers=auth_headers, api_url=api_url,
+                            expected_size=expected_size, overwrite=overwrite,
+                            max_bytes=max_bytes, verify_mp4=verify_mp4)
+        except _Retryable as exc:
+            last = exc.__cause__ or exc
+            if attempt < attempts:
+                log.warning("Download attempt %d/%d of %s failed (%s); retrying",
+                            attempt, attempts, _strip_query(url), exc)
+                sleep(min(2.0 ** attempt, 30.0))
+    raise KlingDownloadError(
+        f"Could not download {_strip_query(url)} to {target} after {attempts} attempts: {last}. "
+        "Nothing was left at the destination."
+    )
+
+
+class _Retryable(Exception):
+    """A failed attempt that a fresh attempt may fix (network drop, truncation, 5xx)."""
+
+
+def _strip_query(url: str) -> str:
+    # CDN URLs are often signed; the signature is a credential of sorts, keep it out of logs.
+    return url.split("?", 1)[0]
+
+
+def _uri(path: Any) -> str:
+    if isinstance(path, Path):
+        return path.resolve().as_uri()
+    return str(path)
+
+
+def _attempt(client: httpx.Client, url: str, target: WritablePath, *,
+             auth_headers: Mapping[str, str], api_url: str, expected_size: int | None,
+             overwrite: bool, max_bytes: int | None, verify_mp4: bool) -> DownloadResult:
+    api_origin = origin(api_url)
+    current = url
+    for _hop in range(MAX_REDIRECTS + 1):
+        check_video_url(current)
+        # The key goes only to the API's own origin; a CDN (or a redirect to one) never sees it.
+        headers = dict(auth_headers) if origin(current) == api_origin else {}
+        try:
+            with client.stream("GET", current, headers=headers) as response:
+                if response.is_redirect:
+                    current = urljoin(current, response.headers.get("location", ""))
+                    continue
+                if response.status_code >= 500 or response.status_code == 429:
+                    raise _Retryable(f"HTTP {response.status_code}")
+                if response.status_code != 200:
+                    raise KlingDownloadError(
+                        f"Downloading {_strip_query(current)} failed with HTTP "
+                        f"{response.status_code}; nothing was written to {target}."
+                    )
+                return _store(response, target, expected_size=expected_size,
+                              overwrite=overwrite, max_bytes=max_bytes, verify_mp4=verify_mp4)
+        except httpx.TransportError as exc:
+            raise _Retryable(type(exc).__name__) from exc
+    raise KlingDownloadError(
+        f"Downloading {_strip_query(url)} was redirected more than {MAX_REDIRECTS} times."
+    )
+
+
+def _store(response: httpx.Response, target: WritablePath, *, expected_size: int | None,
+           overwrite: bool, max_bytes: int | None, verify_mp4: bool) -> DownloadResult:
+    length_header = response.headers.get("content-length")
+    announced = int(length_header) if length_header and length_header.isdigit() else None
+    if "content-encoding" in response.headers:
+        announced = None  # the header then counts compressed bytes, not what we write
+    if expected_size is not None and announced is not None and expected_size != announced:
+        raise KlingDownloadError(
+            f"The API says the video has {expected_size} bytes but the server announces "
+            f"{announced}; refusing to store a video that may be incomplete."
+        )
+    want = expected_size if expected_size is not None else announced
+    if not overwrite and want is not None and target.exists() and _size_of(target) == want:
+        return DownloadResult(uri=_uri(target), size=want, downloaded=False)
+    if max_bytes is not None and want is not None and want > max_bytes:
+        raise KlingDownloadError(
+            f"The video has {want} bytes, more than max_bytes={max_bytes}; not downloaded."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.part"
+    written = 0
+    head = b""
+    try:
+        with temporary.open("wb") as sink:
+            for chunk in response.iter_raw(CHUNK_SIZE) if announced is not None \
+                    else response.iter_bytes(CHUNK_SIZE):
+                if len(head) < 12:
+                    head += chunk[: 12 - len(head)]
+                written += len(chunk)
+                if max_bytes is not None and written > max_bytes:
+                    raise KlingDownloadError(
+                        f"The video exceeded max_bytes={max_bytes}; download stopped."
+                    )
+                sink.write(chunk)
+        if want is not None and written != want:
+            raise _Retryable(f"got {written} of {want} bytes")
+        if verify_mp4 and head[4:8] != b"ftyp":
+            raise KlingDownloadError(
+                f"The downloaded file does not start like an MP4 (no 'ftyp' box; first bytes "
+                f"{head[:12]!r}); not stored at {target}."
+            )
+        if target.exists():
+            target.unlink()
+        temporary.rename(target)
+    except BaseException:
+        _discard(temporary)
+        raise
+    log.info("Stored %d bytes at %s", written, target)
+    return DownloadResult(uri=_uri(target), size=written, downloaded=True)
+
+
+def _discard(path: WritablePath) -> None:
+    try:
+        if path.exists():
+            path.unlink()
+    except OSError:  # pragma: no cover - best effort: the original error matters more
+        log.warning("Could not remove temporary file %s", path)

@@ -1,0 +1,362 @@
+"""The AI/ML API protocol as pure functions and I/O-free step generators.
+
+This is the provider's single implementation of request building, response parsing, status
+classification, error mapping and retry policy. It performs no I/O: the step generators *yield*
+what they need (send this :class:`ApiRequest`, or sleep this many seconds) and receive the result.
+:class:`~kling_provider.hooks.kling.KlingHook` drives them with a sync httpx client in workers and
+with a shared async client in the triggerer, so both paths behave identically by construction
+(the same trick as "sans-IO" protocol libraries such as h11).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, Union
+
+import httpx
+
+from kling_provider.catalogue import endpoint_path
+from kling_provider.exceptions import (
+    KlingAuthenticationError,
+    KlingError,
+    KlingGenerationFailedError,
+    KlingGenerationNotFoundError,
+    KlingNetworkError,
+    KlingNoCreditsError,
+    KlingRateLimitError,
+    KlingServerError,
+    KlingSubmissionUncertainError,
+    KlingTimeoutError,
+    KlingValidationError,
+)
+from kling_provider.types import Generation, StatusClass
+
+log = logging.getLogger("kling_provider")
+
+Operation = Literal["create", "fetch", "probe"]
+#: What a driver hands back for an :class:`ApiRequest`: the response, or the transport error.
+Outcome = Union[httpx.Response, httpx.TransportError]
+#: A step is either a request to send or a number of seconds to sleep.
+Step = Union["ApiRequest", float]
+Steps = Generator[Step, Any, Any]
+
+#: Transport errors raised before any byte of the request left: retrying cannot duplicate it.
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: Statuses after which the API cannot have created a generation (documented as rate/capacity
+#: refusals), so even the paid POST may be sent again.
+SAFE_POST_STATUSES = frozenset({429, 503})
+RETRYABLE_GET_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One API call, before authentication is attached by the driver."""
+
+    method: Literal["GET", "POST"]
+    path: str
+    operation: Operation
+    params: Mapping[str, str] | None = None
+    json: Mapping[str, Any] | None = None
+    #: For messages only: the generation this request is about, or the model being created.
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, and a cap on honoured ``Retry-After`` values."""
+
+    max_attempts: int = 5
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+    retry_after_max: float = 60.0
+    #: Source of jitter in [0, 1); tests pass a constant to make delays exact.
+    rand: Callable[[], float] = field(default=random.random, compare=False, repr=False)
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before attempt ``attempt + 1``: uniform in [ceiling/2, ceiling]."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
+        return ceiling / 2 + self.rand() * ceiling / 2
+
+
+def build_create_request(family: str, body: Mapping[str, Any]) -> ApiRequest:
+    return ApiRequest("POST", endpoint_path(family), "create", json=dict(body),
+                      subject=str(body.get("model", "")))
+
+
+def build_fetch_request(family: str, generation_id: str) -> ApiRequest:
+    if not generation_id or not isinstance(generation_id, str):
+        raise KlingValidationError(
+            f"Invalid parameter 'generation_id'={generation_id!r}: a non-empty generation id is "
+            "required (the 'id' the create call returned)."
+        )
+    return ApiRequest("GET", endpoint_path(family), "fetch",
+                      params={"generation_id": generation_id}, subject=generation_id)
+
+
+def retry_delay(request: ApiRequest, outcome: Outcome, attempt: int,
+                policy: RetryPolicy) -> float | None:
+    """Seconds to wait before sending ``request`` again, or ``None`` when it must not be retried.
+
+    GETs are idempotent and retried on any transport error, 429 and 500/502/503/504. The create
+    POST is paid: it is retried only when the request cannot have created a generation (never
+    sent, or refused with 429/503). A read timeout or 500/502/504 after sending may hide a
+    generation that was created and billed, so it is reported instead of repeated.
+    """
+    if attempt >= policy.max_attempts:
+        return None
+    is_post = request.operation == "create"
+    if isinstance(outcome, httpx.TransportError):
+        if is_post and not isinstance(outcome, NOT_SENT_ERRORS):
+            return None
+        return policy.backoff(attempt)
+    status = outcome.status_code
+    allowed = SAFE_POST_STATUSES if is_post else RETRYABLE_GET_STATUSES
+    if status not in allowed:
+        return None
+    retry_after = parse_retry_after(outcome.headers.get("retry-after"))
+    if retry_after is not None:
+        return min(retry_after, policy.retry_after_max)
+    return policy.backoff(attempt)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or HTTP date form); ``None`` if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    import datetime as _dt
+
+    return max(0.0, (when - _dt.datetime.now(_dt.timezone.utc)).total_seconds())
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """Remove every secret from ``text``: server messages may echo request headers."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _api_message(response: httpx.Response) -> tuple[str, str | None]:
+    """The error body's ``message`` (and ``requestId``) per the error contract, else its text."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return (response.text[:500].strip() or response.reason_phrase), None
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("error") or body
+        if isinstance(message, list):
+            message = "; ".join(map(str, message))
+        request_id = body.get("requestId")
+        return str(message)[:1000], (str(request_id) if request_id else None)
+    return str(body)[:1000], None
+
+
+def error_for_response(request: ApiRequest, response: httpx.Response, *, conn_id: str,
+                       secrets: tuple[str, ...] = ()) -> KlingError:
+    """Map an unsuccessful (or unreadable) API response to the provider's exception."""
+    message, request_id = _api_message(response)
+    message = redact(message, secrets)
+    status = response.status_code
+    ref = f" (requestId {request_id})" if request_id else ""
+    what = (f"creating a generation of model {request.subject!r}" if request.operation == "create"
+            else f"fetching generation {request.subject!r}" if request.operation == "fetch"
+            else "checking the connection")
+    if status == 400:
+        return KlingValidationError(f"The API rejected the request while {what} (400): {message}{ref}")
+    if status == 401:
+        return KlingAuthenticationError(
+            f"The API rejected the API key of connection {conn_id!r} (401) while {what}: {message}. "
+            "Check the connection's API Key (password field)."
+        )
+    if status == 403:
+        return KlingNoCreditsError(
+            f"The account behind connection {conn_id!r} may not do this (403) while {what}: "
+            f"{message}{ref}. Top up credits or check the plan."
+        )
+    if status == 404 and request.operation == "fetch":
+        return KlingGenerationNotFoundError(
+            f"The API does not know generation {request.subject!r} (404). Check the id and that "
+            f"connection {conn_id!r} uses the same endpoint family and account that created it."
+        )
+    if status == 429:
+        return KlingRateLimitError(
+            f"Rate or concurrency limit (429) while {what}, still limited after retries: {message}{ref}"
+        )
+    if request.operation == "create" and (status >= 500 or status < 400):
+        return KlingSubmissionUncertainError(
+            f"The create request for model {request.subject!r} reached the API but failed "
+            f"({status}: {message}{ref}). A generation may have been created and billed, so it "
+            "was not sent again. Check the AI/ML API dashboard before retrying this task."
+        )
+    if status >= 500 or status < 400:
+        return KlingServerError(f"The API failed (HTTP {status}) while {what}: {message}{ref}")
+    return KlingError(f"Unexpected HTTP {status} while {what}: {message}{ref}")
+
+
+def error_for_transport(request: ApiRequest, error: httpx.TransportError, *,
+                        conn_id: str) -> KlingError:
+    """Map a transport failure (after retries) to the provider's exception."""
+    kind = type(error).__name__
+    if request.operation == "create" and not isinstance(error, NOT_SENT_ERRORS):
+        return KlingSubmissionUncertainError(
+            f"The create request for model {request.subject!r} was sent but no answer arrived "
+            f"({kind}). A generation may have been created and billed, so it was not sent again. "
+            "Check the AI/ML API dashboard before retrying this task."
+        )
+    return KlingNetworkError(
+        f"Could not reach the AI/ML API of connection {conn_id!r} ({kind}) while "
+        f"{'creating' if request.operation == 'create' else 'fetching'} "
+        f"{request.subject!r}. Check the connection's host and the network."
+    )
+
+
+def exchange(request: ApiRequest, policy: RetryPolicy, *, conn_id: str,
+             secrets: tuple[str, ...] = ()) -> Generator[Step, Any, dict[str, Any]]:
+    """Send ``request`` with retries; return the JSON body of the successful answer."""
+    attempt = 0
+    while True:
+        attempt += 1
+        outcome: Outcome = yield request
+        failure: KlingError | None = None
+        if isinstance(outcome, httpx.Response) and outcome.is_success:
+            try:
+                body = outcome.json()
+                if not isinstance(body, dict):
+                    raise ValueError("not a JSON object")
+                return body
+            except ValueError:
+                if request.operation == "create":
+                    raise KlingSubmissionUncertainError(
+                        f"The create request for model {request.subject!r} succeeded "
+                        f"(HTTP {outcome.status_code}) but its body is not readable JSON, so the "
+                        "generation id is unknown. A generation may have been created and billed; "
+                        "check the AI/ML API dashboard before retrying this task."
+                    ) from None
+                failure = KlingServerError(
+                    f"The API answered HTTP {outcome.status_code} with a body that is not a JSON "
+                    f"object while fetching {request.subject!r}."
+                )
+                delay = policy.backoff(attempt) if attempt < policy.max_attempts else None
+        else:
+            delay = retry_delay(request, outcome, attempt, policy)
+            if delay is None:
+                if isinstance(outcome, httpx.Response):
+                    raise error_for_response(request, outcome, conn_id=conn_id, secrets=secrets)
+                raise error_for_transport(request, outcome, conn_id=conn_id) from outcome
+        if delay is None:
+            assert failure is not None
+            raise failure
+        log.warning("Kling API %s %s: attempt %d/%d failed (%s); retrying in %.1f s",
+                    request.method, request.operation, attempt, policy.max_attempts,
+                    _describe(outcome), delay)
+        yield delay
+
+
+def _describe(outcome: Outcome) -> str:
+    if isinstance(outcome, httpx.Response):
+        return f"HTTP {outcome.status_code}"
+    return type(outcome).__name__
+
+
+def create_steps(family: str, body: Mapping[str, Any], policy: RetryPolicy, *,
+                 conn_id: str, secrets: tuple[str, ...] = ()) -> Generator[Step, Any, str]:
+    """Create a generation and return its id."""
+    request = build_create_request(family, body)
+    answer = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
+    generation_id = answer.get("id") or answer.get("generation_id")
+    if not generation_id:
+        raise KlingSubmissionUncertainError(
+            f"The API accepted the create request for model {request.subject!r} but returned no "
+            f"generation id (body keys: {sorted(answer)}). A generation may have been created; "
+            "check the AI/ML API dashboard before retrying this task."
+        )
+    if classify_failure(answer):
+        failed = Generation.from_api(answer)
+        raise generation_failed(failed)
+    return str(generation_id)
+
+
+def classify_failure(body: Mapping[str, Any]) -> bool:
+    return Generation.from_api(dict(body)).status_class is StatusClass.FAILURE
+
+
+def fetch_steps(family: str, generation_id: str, policy: RetryPolicy, *, conn_id: str,
+                secrets: tuple[str, ...] = ()) -> Generator[Step, Any, Generation]:
+    """Fetch one generation's current state."""
+    request = build_fetch_request(family, generation_id)
+    answer = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
+    return Generation.from_api(answer, generation_id=generation_id)
+
+
+def generation_failed(generation: Generation) -> KlingGenerationFailedError:
+    name = generation.error_name or "unknown error"
+    detail = generation.error_message or "no message from the API"
+    return KlingGenerationFailedError(
+        f"Generation {generation.generation_id!r} ended with status {generation.status!r}: "
+        f"{name}: {detail}",
+        generation_id=generation.generation_id,
+        error_name=generation.error_name,
+        error_message=generation.error_message,
+    )
+
+
+def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadline: float,
+               now: Callable[[], float], policy: RetryPolicy, conn_id: str,
+               secrets: tuple[str, ...] = ()) -> Generator[Step, Any, Generation]:
+    """Poll until the generation finishes or the absolute ``deadline`` (epoch seconds) passes.
+
+    Transient failures (network, 429, 5xx after a fetch's own retries) do not end the wait: a
+    generation that was paid for keeps being polled until the deadline. Only a terminal answer,
+    an auth/credit/404 error or the deadline end it. A completed generation without a video URL
+    is not trusted as done yet (the URL can lag the status) and is polled again.
+    """
+    if poll_interval <= 0:
+        raise KlingValidationError(
+            f"Invalid parameter 'poll_interval'={poll_interval!r}: must be greater than 0 seconds."
+        )
+    polls = 0
+    while True:
+        polls += 1
+        try:
+            generation = yield from fetch_steps(family, generation_id, policy, conn_id=conn_id,
+                                                secrets=secrets)
+        except KlingError as exc:
+            if not exc.transient:
+                raise
+            log.warning("Poll %d of generation %s failed transiently, polling on: %s",
+                        polls, generation_id, exc)
+        else:
+            state = generation.status_class
+            if state is StatusClass.SUCCESS and generation.video_url:
+                return generation
+            if state is StatusClass.FAILURE:
+                raise generation_failed(generation)
+            if state is StatusClass.UNKNOWN:
+                log.warning("Generation %s reports unknown status %r; polling on until the "
+                            "deadline.", generation_id, generation.status)
+            elif state is StatusClass.SUCCESS:
+                log.warning("Generation %s is completed but has no video URL yet; polling on.",
+                            generation_id)
+            else:
+                log.info("Generation %s is %s (poll %d)", generation_id, generation.status, polls)
+        remaining = deadline - now()
+        if remaining <= 0:
+            raise KlingTimeoutError(
+                f"Generation {generation_id!r} did not finish before the deadline "
+                f"({polls} polls). It may still complete and is not lost: wait for it with "
+                "KlingGenerationSensor(generation_id=...) or a larger timeout."
+            )
+        yield min(poll_interval, remaining)

@@ -1,0 +1,251 @@
+"""The Kling model catalogue: which models exist, which endpoint family serves them, what they accept.
+
+Derived from the AI/ML API's published OpenAPI schemas by ``tools/build_catalogue.py`` into
+``kling_provider/data/catalogue.json`` (package data, so installed copies need nothing else).
+The operators call :func:`prepare_request` when a DAG is parsed and again before the POST, so a bad
+``duration`` fails in the DAG processor, not after a paid request; the simulator uses the same
+function to answer 400s, so tests exercise the same rules the users hit.
+
+Unknown model ids pass with a warning: a new Kling release must not need a provider release.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+from kling_provider.exceptions import KlingValidationError
+
+__all__ = [
+    "ENDPOINT_FAMILIES",
+    "EndpointFamily",
+    "ModelSpec",
+    "PreparedRequest",
+    "get_model",
+    "list_models",
+    "prepare_request",
+]
+
+log = logging.getLogger(__name__)
+
+EndpointFamily = Literal["legacy", "unified"]
+ENDPOINT_FAMILIES: tuple[EndpointFamily, ...] = ("legacy", "unified")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalogue model: its kind (``text-to-video`` ...) and request schema per endpoint family."""
+
+    model: str
+    kind: str
+    schemas: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(self.schemas)
+
+    def parameters(self, family: str) -> tuple[str, ...]:
+        return tuple(self.schemas[family].get("properties", {}))
+
+    def required(self, family: str) -> tuple[str, ...]:
+        return tuple(self.schemas[family].get("required", ()))
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A validated create body and the endpoint family it must go to."""
+
+    family: EndpointFamily
+    body: dict[str, Any]
+    known_model: bool
+
+
+@cache
+def _catalogue() -> dict[str, Any]:
+    text = resources.files("kling_provider").joinpath("data/catalogue.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def endpoint_path(family: str) -> str:
+    """The URL path of an endpoint family (``legacy`` or ``unified``)."""
+    paths: dict[str, str] = _catalogue()["families"]
+    if family not in paths:
+        raise KlingValidationError(
+            f"Invalid endpoint family {family!r}: allowed are {', '.join(map(repr, paths))}."
+        )
+    return paths[family]
+
+
+def list_models() -> list[str]:
+    """Every model id the catalogue knows, sorted."""
+    return sorted(_catalogue()["models"])
+
+
+def get_model(model: str) -> ModelSpec | None:
+    """The catalogue entry of ``model``, or ``None`` when the model is not in the catalogue."""
+    entry = _catalogue()["models"].get(model)
+    if entry is None:
+        return None
+    return ModelSpec(model=model, kind=entry["kind"], schemas=entry["families"])
+
+
+def prepare_request(
+    model: str,
+    params: Mapping[str, Any],
+    *,
+    family: str = "legacy",
+    extra_params: Mapping[str, Any] | None = None,
+) -> PreparedRequest:
+    """Validate ``params`` for ``model`` and build the JSON body of the create request.
+
+    ``family`` is the connection's preferred endpoint family; a model that only the other family
+    serves is sent there. ``None`` values are dropped (operators pass every optional argument).
+    Numeric strings are accepted for numeric fields, because templated values render as strings.
+    ``extra_params`` are merged in unvalidated: the escape hatch for fields the catalogue lacks.
+
+    :raises KlingValidationError: naming the parameter, the value and what is allowed.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise KlingValidationError(f"Invalid parameter 'model'={model!r}: a model id is required.")
+    chosen = endpoint_family(family)
+    given = {k: v for k, v in params.items() if v is not None}
+    spec = get_model(model)
+    if spec is None:
+        log.warning(
+            "Model %r is not in the Kling catalogue (%d models); sending it unvalidated to the %s "
+            "endpoint. Upgrade airflow-provider-kling for validation of newer models.",
+            model, len(list_models()), chosen,
+        )
+        body = {"model": model, **given, **dict(extra_params or {})}
+        return PreparedRequest(family=chosen, body=body, known_model=False)
+    if chosen not in spec.schemas:
+        (chosen,) = (f for f in ENDPOINT_FAMILIES if f in spec.schemas)
+    schema = spec.schemas[chosen]
+    where = f"model {model!r} ({chosen} endpoint)"
+    allowed = spec.parameters(chosen)
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise KlingValidationError(
+            f"Invalid parameter {unknown[0]!r}={given[unknown[0]]!r} for {where}: not a parameter "
+            f"of this model. Allowed: {', '.join(allowed)}. Pass fields the catalogue does not "
+            "know through extra_params."
+        )
+    missing = [r for r in spec.required(chosen) if r not in given and r not in (extra_params or {})]
+    if missing:
+        raise KlingValidationError(
+            f"Missing parameter {missing[0]!r} for {where}: it is required "
+            f"(required: {', '.join(spec.required(chosen))})."
+        )
+    body: dict[str, Any] = {"model": model}
+    for name, value in given.items():
+        body[name] = _check(value, schema["properties"][name], name, where)
+    body.update(extra_params or {})
+    return PreparedRequest(family=chosen, body=body, known_model=True)
+
+
+def endpoint_family(family: str) -> EndpointFamily:
+    """Check an endpoint family name."""
+    for known in ENDPOINT_FAMILIES:
+        if family == known:
+            return known
+    raise KlingValidationError(
+        f"Invalid endpoint family {family!r}: allowed are 'legacy' (the seeds' "
+        "/v2/generate/video/kling/generation) and 'unified' (/v2/video/generations)."
+    )
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list, tuple),
+}
+
+
+def _check(value: Any, schema: Mapping[str, Any], name: str, where: str) -> Any:
+    """Check ``value`` against the JSON-Schema subset the catalogue uses; return it normalised."""
+    if value is None and schema.get("nullable"):
+        return None
+    if "anyOf" in schema:
+        problems = []
+        for option in schema["anyOf"]:
+            try:
+                return _check(value, option, name, where)
+            except KlingValidationError as exc:
+                problems.append(str(exc))
+        raise KlingValidationError(problems[0] if len(problems) == 1 else
+                                   f"Invalid parameter {name!r}={value!r} for {where}: matches no "
+                                   f"allowed form ({'; '.join(problems)}).")
+    kind = schema.get("type")
+    value = _coerce(value, kind)
+    if kind in _JSON_TYPES and (
+        not isinstance(value, _JSON_TYPES[kind]) or (kind != "boolean" and isinstance(value, bool))
+    ):
+        raise KlingValidationError(
+            f"Invalid parameter {name!r}={value!r} for {where}: must be of type {kind}."
+        )
+    if "enum" in schema and value not in schema["enum"]:
+        raise KlingValidationError(
+            f"Invalid parameter {name!r}={value!r} for {where}: must be one of "
+            f"{', '.join(map(repr, schema['enum']))}."
+        )
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise KlingValidationError(
+            f"Invalid parameter {name!r}={value!r} for {where}: must be between {low} and {high}."
+        )
+    if kind == "string":
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            raise KlingValidationError(
+                f"Invalid parameter {name!r} for {where}: {len(value)} characters, at most "
+                f"{schema['maxLength']} allowed."
+            )
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            raise KlingValidationError(
+                f"Invalid parameter {name!r}={value!r} for {where}: at least "
+                f"{schema['minLength']} characters required."
+            )
+    if kind == "array":
+        count = len(value)
+        low_n, high_n = schema.get("minItems"), schema.get("maxItems")
+        if (low_n is not None and count < low_n) or (high_n is not None and count > high_n):
+            raise KlingValidationError(
+                f"Invalid parameter {name!r} for {where}: {count} items given, allowed "
+                f"{low_n if low_n is not None else 0} to {high_n if high_n is not None else 'any'}."
+            )
+        if "items" in schema:
+            value = [_check(v, schema["items"], f"{name}[{i}]", where) for i, v in enumerate(value)]
+    if kind == "object" and "properties" in schema:
+        props = schema["properties"]
+        for required in schema.get("required", ()):
+            if required not in value:
+                raise KlingValidationError(
+                    f"Missing parameter '{name}.{required}' for {where}: it is required."
+                )
+        value = {
+            k: (_check(v, props[k], f"{name}.{k}", where) if k in props else v)
+            for k, v in value.items()
+        }
+    return value
+
+
+def _coerce(value: Any, kind: Any) -> Any:
+    """Accept numeric strings for numeric fields: templates render ``{{ params.duration }}`` as text."""
+    if isinstance(value, str) and kind in ("integer", "number"):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return value
+        if kind == "integer":
+            return int(number) if number.is_integer() else value
+        return int(number) if number.is_integer() and "." not in text else number
+    return value

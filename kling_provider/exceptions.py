@@ -1,0 +1,90 @@
+"""The one exception hierarchy of the Kling provider.
+
+Every error the hook, operators, sensor and trigger raise on purpose is a :class:`KlingError`, and
+so an :class:`~airflow.exceptions.AirflowException`: Airflow's retry machinery treats them like any
+other task failure. Messages name the connection id, the generation id and what to check; they
+never contain the API key (the hook builds them from response bodies it has already scrubbed).
+
+Hierarchy::
+
+    KlingError
+    ├── KlingValidationError          bad input, found locally or by the API (400)
+    ├── KlingAuthenticationError      401
+    ├── KlingNoCreditsError           403
+    ├── KlingGenerationNotFoundError  404 on fetch
+    ├── KlingRateLimitError           429 after retries
+    ├── KlingServerError              5xx / malformed body after retries
+    ├── KlingNetworkError             connect / read failure after retries
+    ├── KlingSubmissionUncertainError POST may have created a generation; not retried
+    ├── KlingGenerationFailedError    the generation ended in a failure status
+    ├── KlingTimeoutError             the wait passed its deadline
+    └── KlingDownloadError            the video could not be stored completely
+"""
+
+from __future__ import annotations
+
+from airflow.exceptions import AirflowException
+
+
+class KlingError(AirflowException):
+    """Base class of every error raised by the Kling provider."""
+
+    #: Whether waiting may go on after this error (the trigger and the wait loop keep polling).
+    transient: bool = False
+
+
+class KlingValidationError(KlingError, ValueError):
+    """Raised when request parameters are invalid, before any request or on an API 400."""
+
+
+class KlingAuthenticationError(KlingError):
+    """Raised when the API rejects the connection's API key (401)."""
+
+
+class KlingNoCreditsError(KlingError):
+    """Raised when the account has no credits left (403)."""
+
+
+class KlingGenerationNotFoundError(KlingError):
+    """Raised when the API does not know the generation id (404 on fetch)."""
+
+
+class KlingRateLimitError(KlingError):
+    """Raised when requests stay rate limited (429) after the retry budget is spent."""
+
+    transient = True
+
+
+class KlingServerError(KlingError):
+    """Raised when the API keeps answering 5xx or an unreadable body after the retry budget."""
+
+    transient = True
+
+
+class KlingNetworkError(KlingError):
+    """Raised when the API cannot be reached or the connection drops after the retry budget."""
+
+    transient = True
+
+
+class KlingSubmissionUncertainError(KlingError):
+    """Raised when a create request failed in a way that may still have started a paid generation."""
+
+
+class KlingGenerationFailedError(KlingError):
+    """Raised when a generation ends in a failure status; carries the API's error name and message."""
+
+    def __init__(self, message: str, *, generation_id: str, error_name: str | None = None,
+                 error_message: str | None = None) -> None:
+        super().__init__(message)
+        self.generation_id = generation_id
+        self.error_name = error_name
+        self.error_message = error_message
+
+
+class KlingTimeoutError(KlingError):
+    """Raised when a generation is still not finished at the wait's deadline."""
+
+
+class KlingDownloadError(KlingError):
+    """Raised when a video cannot be downloaded completely; nothing is left at the destination."""

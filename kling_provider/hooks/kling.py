@@ -1,0 +1,400 @@
+"""``KlingHook``: the Airflow connection to the AI/ML API's Kling video models.
+
+Workers use the sync methods (``create_generation``, ``wait_for_generation``, ``download_video``),
+the triggerer the async twins (``acreate_generation``, ``aget_generation``,
+``await_for_generation``). Both are thin drivers over the same step generators in
+:mod:`kling_provider._protocol`, which hold all request building, retry and error logic.
+
+Connection (``conn_type="kling"``): password = API key; host = API base URL (default
+``https://api.aimlapi.com``, a scheme-less host means https); extras: ``endpoint_family``
+(``legacy`` | ``unified``), ``timeout``, ``connect_timeout``, ``max_retries``, ``max_concurrency``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import httpx
+from airflow.sdk import BaseHook
+
+from kling_provider import _download, _protocol
+from kling_provider.catalogue import PreparedRequest, endpoint_family, prepare_request
+from kling_provider.exceptions import KlingAuthenticationError, KlingError, KlingValidationError
+from kling_provider.types import Generation
+
+DEFAULT_HOST = "https://api.aimlapi.com"
+USER_AGENT = "airflow-provider-kling"
+
+
+class Clock(Protocol):
+    """Time as the hook sees it; tests pass a fake one so no unit test sleeps on the wall clock."""
+
+    def now(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+    async def asleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock: epoch seconds, blocking sleep in workers, ``asyncio.sleep`` in triggers."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class KlingConnectionSettings:
+    """What a Kling connection resolves to. The key is excluded from ``repr`` and equality."""
+
+    conn_id: str
+    base_url: str
+    endpoint_family: str
+    api_key: str = field(repr=False, compare=False)
+    timeout: float = 30.0
+    connect_timeout: float = 10.0
+    max_retries: int = 5
+    max_concurrency: int = 32
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> KlingConnectionSettings:
+        extra: Mapping[str, Any] = conn.extra_dejson or {}
+        host = (conn.host or "").strip() or DEFAULT_HOST
+        if "://" not in host:
+            host = f"https://{host}"
+        if conn.port:
+            host = f"{host.rstrip('/')}:{conn.port}"
+
+        def number(name: str, default: float, cast: type = float) -> Any:
+            value = extra.get(name, default)
+            try:
+                result = cast(value)
+            except (TypeError, ValueError):
+                result = None
+            if result is None or result <= 0:
+                raise KlingValidationError(
+                    f"Invalid extra {name!r}={value!r} in connection {conn.conn_id!r}: must be a "
+                    "positive number."
+                )
+            return result
+
+        return cls(
+            conn_id=conn.conn_id,
+            base_url=host.rstrip("/"),
+            endpoint_family=endpoint_family(str(extra.get("endpoint_family", "legacy"))),
+            api_key=(conn.password or "").strip(),
+            timeout=number("timeout", 30.0),
+            connect_timeout=number("connect_timeout", 10.0),
+            max_retries=number("max_retries", 5, int),
+            max_concurrency=number("max_concurrency", 32, int),
+        )
+
+    @property
+    def httpx_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout, connect=self.connect_timeout)
+
+    def auth_headers(self) -> dict[str, str]:
+        if not self.api_key:
+            raise KlingAuthenticationError(
+                f"Connection {self.conn_id!r} has no API key: set its password (shown as "
+                "'API Key' in the UI) to your AI/ML API key."
+            )
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+class _SharedAsyncClient:
+    """An AsyncClient plus a semaphore bounding its in-flight requests.
+
+    Why shared: creating an AsyncClient builds an SSL context (~20 ms CPU); the triggerer polls
+    hundreds of generations, so one client per event loop and connection settings is reused by
+    every trigger. Why bounded: with 1,000 concurrent pollers an unbounded pool raises
+    ``PoolTimeout``; waiting on the semaphore instead queues them fairly.
+    """
+
+    def __init__(self, settings: KlingConnectionSettings,
+                 transport: httpx.AsyncBaseTransport | None) -> None:
+        limits = httpx.Limits(max_connections=settings.max_concurrency,
+                              max_keepalive_connections=settings.max_concurrency)
+        self.client = httpx.AsyncClient(base_url=settings.base_url, timeout=settings.httpx_timeout,
+                                        limits=limits, transport=transport,
+                                        headers={"User-Agent": USER_AGENT})
+        self.slots = asyncio.Semaphore(settings.max_concurrency)
+
+
+_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                          dict[tuple[Any, ...], _SharedAsyncClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def aclose_shared_clients() -> None:
+    """Close the shared async clients of the running loop (tests and orderly shutdowns)."""
+    clients = _ASYNC_CLIENTS.pop(asyncio.get_running_loop(), {})
+    for shared in clients.values():
+        await shared.client.aclose()
+
+
+class KlingHook(BaseHook):
+    """Talk to Kling video models on the AI/ML API.
+
+    :param kling_conn_id: Airflow connection of type ``kling``.
+    :param clock: time source; tests pass a fake clock.
+    :param retry_policy: override the connection's retry settings.
+    :param transport: / :param async_transport: httpx transports, for tests with
+        ``httpx.MockTransport``.
+    """
+
+    conn_name_attr = "kling_conn_id"
+    default_conn_name = "kling_default"
+    conn_type = "kling"
+    hook_name = "Kling (AI/ML API)"
+
+    #: Template of the generated connection form; kept here for Airflow < 3.2 UIs as well.
+    _UI_FIELD_BEHAVIOUR: ClassVar[dict[str, Any]] = {
+        "hidden_fields": ["schema", "login", "port"],
+        "relabeling": {"password": "API Key", "host": "API base URL"},
+        "placeholders": {"host": DEFAULT_HOST, "password": "your AI/ML API key"},
+    }
+
+    def __init__(
+        self,
+        kling_conn_id: str = default_conn_name,
+        *,
+        clock: Clock | None = None,
+        retry_policy: _protocol.RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__()
+        self.kling_conn_id = kling_conn_id
+        self.clock: Clock = clock or SystemClock()
+        self._retry_policy = retry_policy
+        self._transport = transport
+        self._async_transport = async_transport
+        self._settings: KlingConnectionSettings | None = None
+        self._client: httpx.Client | None = None
+
+    def __repr__(self) -> str:
+        return f"KlingHook(kling_conn_id={self.kling_conn_id!r})"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return cls._UI_FIELD_BEHAVIOUR
+
+    # -- connection ------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> KlingConnectionSettings:
+        """Connection settings, loaded once (sync: use from workers, never from a trigger)."""
+        if self._settings is None:
+            self._remember(KlingConnectionSettings.from_connection(
+                self.get_connection(self.kling_conn_id)))
+        assert self._settings is not None
+        return self._settings
+
+    async def asettings(self) -> KlingConnectionSettings:
+        """Connection settings, loaded without blocking the triggerer's event loop."""
+        if self._settings is None:
+            conn = await self.aget_connection(self.kling_conn_id)
+            self._remember(KlingConnectionSettings.from_connection(conn))
+        assert self._settings is not None
+        return self._settings
+
+    def _remember(self, settings: KlingConnectionSettings) -> None:
+        if settings.api_key:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(settings.api_key)
+        self._settings = settings
+
+    def _policy(self, settings: KlingConnectionSettings) -> _protocol.RetryPolicy:
+        return self._retry_policy or _protocol.RetryPolicy(max_attempts=settings.max_retries)
+
+    def get_conn(self) -> httpx.Client:
+        """The hook's sync client (one per hook, keep-alive across polls)."""
+        if self._client is None:
+            settings = self.settings
+            self._client = httpx.Client(base_url=settings.base_url, timeout=settings.httpx_timeout,
+                                        transport=self._transport,
+                                        headers={"User-Agent": USER_AGENT})
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _async_client(self, settings: KlingConnectionSettings) -> _SharedAsyncClient:
+        loop = asyncio.get_running_loop()
+        per_loop = _ASYNC_CLIENTS.setdefault(loop, {})
+        key = (settings.base_url, settings.timeout, settings.connect_timeout,
+               settings.max_concurrency, id(self._async_transport))
+        shared = per_loop.get(key)
+        if shared is None or shared.client.is_closed:
+            shared = per_loop[key] = _SharedAsyncClient(settings, self._async_transport)
+        return shared
+
+    # -- drivers: the only sync/async-specific code ------------------------------------------
+
+    def _run(self, steps: _protocol.Steps) -> Any:
+        settings = self.settings
+        client = self.get_conn()
+        reply: Any = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            if isinstance(step, _protocol.ApiRequest):
+                try:
+                    reply = client.request(step.method, step.path, params=step.params,
+                                           json=step.json, headers=settings.auth_headers())
+                except httpx.TransportError as exc:
+                    reply = exc
+            else:
+                self.clock.sleep(step)
+                reply = None
+
+    async def _arun(self, steps: _protocol.Steps) -> Any:
+        settings = await self.asettings()
+        shared = self._async_client(settings)
+        reply: Any = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            if isinstance(step, _protocol.ApiRequest):
+                try:
+                    async with shared.slots:
+                        reply = await shared.client.request(
+                            step.method, step.path, params=step.params, json=step.json,
+                            headers=settings.auth_headers())
+                except httpx.TransportError as exc:
+                    reply = exc
+            else:
+                await self.clock.asleep(step)
+                reply = None
+
+    # -- API ---------------------------------------------------------------------------------
+
+    def prepare_request(self, model: str, params: Mapping[str, Any] | None = None, *,
+                        extra_params: Mapping[str, Any] | None = None,
+                        endpoint_family: str | None = None) -> PreparedRequest:
+        """Validate a create request against the catalogue; no network."""
+        family = endpoint_family or self.settings.endpoint_family
+        return prepare_request(model, params or {}, family=family, extra_params=extra_params)
+
+    def _create(self, settings: KlingConnectionSettings, model: str, params: Mapping[str, Any],
+                extra_params: Mapping[str, Any] | None, family: str | None) -> _protocol.Steps:
+        prepared = prepare_request(model, params, family=family or settings.endpoint_family,
+                                   extra_params=extra_params)
+        self.log.info("Creating a %s generation on the %s endpoint", model, prepared.family)
+        return _protocol.create_steps(prepared.family, prepared.body, self._policy(settings),
+                                      conn_id=settings.conn_id, secrets=(settings.api_key,))
+
+    def create_generation(self, model: str, *, extra_params: Mapping[str, Any] | None = None,
+                          endpoint_family: str | None = None, **params: Any) -> str:
+        """Validate, then POST a generation; return its id. The POST is never sent twice."""
+        settings = self.settings
+        return str(self._run(self._create(settings, model, params, extra_params, endpoint_family)))
+
+    async def acreate_generation(self, model: str, *,
+                                 extra_params: Mapping[str, Any] | None = None,
+                                 endpoint_family: str | None = None, **params: Any) -> str:
+        """Async twin of :meth:`create_generation`."""
+        settings = await self.asettings()
+        return str(await self._arun(
+            self._create(settings, model, params, extra_params, endpoint_family)))
+
+    def _fetch(self, settings: KlingConnectionSettings, generation_id: str,
+               family: str | None) -> _protocol.Steps:
+        return _protocol.fetch_steps(family or settings.endpoint_family, generation_id,
+                                     self._policy(settings), conn_id=settings.conn_id,
+                                     secrets=(settings.api_key,))
+
+    def get_generation(self, generation_id: str, *, endpoint_family: str | None = None
+                       ) -> Generation:
+        """Fetch a generation's current state (retried on transient faults)."""
+        generation: Generation = self._run(
+            self._fetch(self.settings, generation_id, endpoint_family))
+        return generation
+
+    async def aget_generation(self, generation_id: str, *, endpoint_family: str | None = None
+                              ) -> Generation:
+        """Async twin of :meth:`get_generation`."""
+        settings = await self.asettings()
+        generation: Generation = await self._arun(
+            self._fetch(settings, generation_id, endpoint_family))
+        return generation
+
+    def _wait(self, settings: KlingConnectionSettings, generation_id: str, poll_interval: float,
+              deadline: float, family: str | None) -> _protocol.Steps:
+        return _protocol.wait_steps(family or settings.endpoint_family, generation_id,
+                                    poll_interval=poll_interval, deadline=deadline,
+                                    now=self.clock.now, policy=self._policy(settings),
+                                    conn_id=settings.conn_id, secrets=(settings.api_key,))
+
+    def wait_for_generation(self, generation_id: str, *, poll_interval: float = 10.0,
+                            timeout: float = 1800.0, endpoint_family: str | None = None
+                            ) -> Generation:
+        """Poll until completed (returned), failed (raised) or ``timeout`` seconds pass (raised)."""
+        deadline = self.clock.now() + timeout
+        generation: Generation = self._run(
+            self._wait(self.settings, generation_id, poll_interval, deadline, endpoint_family))
+        return generation
+
+    async def await_for_generation(self, generation_id: str, *, poll_interval: float = 10.0,
+                                   deadline: float, endpoint_family: str | None = None
+                                   ) -> Generation:
+        """Async twin of :meth:`wait_for_generation`, bounded by an absolute epoch ``deadline``."""
+        settings = await self.asettings()
+        generation: Generation = await self._arun(
+            self._wait(settings, generation_id, poll_interval, deadline, endpoint_family))
+        return generation
+
+    def download_video(self, video_url: str, destination: Any, *,
+                       expected_size: int | None = None, file_name: str | None = None,
+                       overwrite: bool = False, max_bytes: int | None = None,
+                       verify_mp4: bool = True) -> _download.DownloadResult:
+        """Stream a video to a local path or ``ObjectStoragePath`` atomically; see ``_download``."""
+        settings = self.settings
+        headers = settings.auth_headers() if settings.api_key else {}
+        return _download.download(
+            self.get_conn(), video_url, destination, auth_headers=headers,
+            api_url=settings.base_url, expected_size=expected_size, file_name=file_name,
+            overwrite=overwrite, max_bytes=max_bytes, verify_mp4=verify_mp4,
+            sleep=self.clock.sleep,
+        )
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Probe the fetch endpoint with a made-up id: authenticated, free, and creates nothing."""
+        try:
+            settings = self.settings
+            headers = settings.auth_headers()
+            response = self.get_conn().get(
+                _protocol.build_fetch_request(settings.endpoint_family,
+                                              "airflow-connection-test").path,
+                params={"generation_id": "airflow-connection-test"}, headers=headers)
+        except KlingError as exc:
+            return False, str(exc)
+        except httpx.TransportError as exc:
+            return False, f"Could not reach {self.settings.base_url}: {type(exc).__name__}"
+        if response.status_code in (401, 403):
+            request = _protocol.ApiRequest("GET", "", "probe")
+            error = _protocol.error_for_response(request, response, conn_id=settings.conn_id,
+                                                 secrets=(settings.api_key,))
+            return False, str(error)
+        if response.status_code >= 500:
+            return False, f"The API at {settings.base_url} answered HTTP {response.status_code}."
+        return True, (f"Connected to {settings.base_url}: API key accepted "
+                      f"({settings.endpoint_family} endpoint).")
