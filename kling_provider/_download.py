@@ -131,13 +131,13 @@ def download(
             and _size_of(target) == expected_size:
         log.info("Keeping existing %s (%d bytes, as expected)", target, expected_size)
         return DownloadResult(uri=_uri(target), size=expected_size, downloaded=False)
-    last: Exception | None = None
+    last: BaseException | None = None
     for attempt in range(1, attempts + 1):
         try:
             return _attempt(client, url, target, auth_headers=auth_headers, api_url=api_url,
                             expected_size=expected_size, overwrite=overwrite,
                             max_bytes=max_bytes, verify_mp4=verify_mp4)
-        except _Retryable as exc:
+        except _RetryableError as exc:
             last = exc.__cause__ or exc
             if attempt < attempts:
                 log.warning("Download attempt %d/%d of %s failed (%s); retrying",
@@ -149,7 +149,7 @@ def download(
     )
 
 
-class _Retryable(Exception):
+class _RetryableError(Exception):
     """A failed attempt that a fresh attempt may fix (network drop, truncation, 5xx)."""
 
 
@@ -179,7 +179,7 @@ def _attempt(client: httpx.Client, url: str, target: WritablePath, *,
                     current = urljoin(current, response.headers.get("location", ""))
                     continue
                 if response.status_code >= 500 or response.status_code == 429:
-                    raise _Retryable(f"HTTP {response.status_code}")
+                    raise _RetryableError(f"HTTP {response.status_code}")
                 if response.status_code != 200:
                     raise KlingDownloadError(
                         f"Downloading {_strip_query(current)} failed with HTTP "
@@ -188,7 +188,7 @@ def _attempt(client: httpx.Client, url: str, target: WritablePath, *,
                 return _store(response, target, expected_size=expected_size,
                               overwrite=overwrite, max_bytes=max_bytes, verify_mp4=verify_mp4)
         except httpx.TransportError as exc:
-            raise _Retryable(type(exc).__name__) from exc
+            raise _RetryableError(type(exc).__name__) from exc
     raise KlingDownloadError(
         f"Downloading {_strip_query(url)} was redirected more than {MAX_REDIRECTS} times."
     )
@@ -229,7 +229,7 @@ def _store(response: httpx.Response, target: WritablePath, *, expected_size: int
                     )
                 sink.write(chunk)
         if want is not None and written != want:
-            raise _Retryable(f"got {written} of {want} bytes")
+            raise _RetryableError(f"got {written} of {want} bytes")
         if verify_mp4 and head[4:8] != b"ftyp":
             raise KlingDownloadError(
                 f"The downloaded file does not start like an MP4 (no 'ftyp' box; first bytes "

@@ -15,8 +15,9 @@ import logging
 import random
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import httpx
 
@@ -40,10 +41,7 @@ log = logging.getLogger("kling_provider")
 
 Operation = Literal["create", "fetch", "probe"]
 #: What a driver hands back for an :class:`ApiRequest`: the response, or the transport error.
-Outcome = Union[httpx.Response, httpx.TransportError]
-#: A step is either a request to send or a number of seconds to sleep.
-Step = Union["ApiRequest", float]
-Steps = Generator[Step, Any, Any]
+Outcome = httpx.Response | httpx.TransportError
 
 #: Transport errors raised before any byte of the request left: retrying cannot duplicate it.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -66,6 +64,11 @@ class ApiRequest:
     subject: str = ""
 
 
+#: A step is either a request to send or a number of seconds to sleep.
+Step = ApiRequest | float
+Steps = Generator[Step, Any, Any]
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, and a cap on honoured ``Retry-After`` values."""
@@ -80,7 +83,7 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         """Delay before attempt ``attempt + 1``: uniform in [ceiling/2, ceiling]."""
         ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
-        return ceiling / 2 + self.rand() * ceiling / 2
+        return float(ceiling / 2 + self.rand() * ceiling / 2)
 
 
 def build_create_request(family: str, body: Mapping[str, Any]) -> ApiRequest:
@@ -136,9 +139,7 @@ def parse_retry_after(value: str | None) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    import datetime as _dt
-
-    return max(0.0, (when - _dt.datetime.now(_dt.timezone.utc)).total_seconds())
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:

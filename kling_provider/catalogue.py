@@ -122,8 +122,8 @@ def prepare_request(
             "endpoint. Upgrade airflow-provider-kling for validation of newer models.",
             model, len(list_models()), chosen,
         )
-        body = {"model": model, **given, **dict(extra_params or {})}
-        return PreparedRequest(family=chosen, body=body, known_model=False)
+        passthrough = {"model": model, **given, **dict(extra_params or {})}
+        return PreparedRequest(family=chosen, body=passthrough, known_model=False)
     if chosen not in spec.schemas:
         (chosen,) = (f for f in ENDPOINT_FAMILIES if f in spec.schemas)
     schema = spec.schemas[chosen]

@@ -23,7 +23,7 @@ Hierarchy::
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException
 
 
 class KlingError(AirflowException):

@@ -1,0 +1,132 @@
+"""Shared fixtures: the simulator on loopback, a fake clock, scripted httpx transports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
+from kling_provider.testing.simulator import KlingSimulator
+
+SECRET_KEY = "sk-test-8f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+
+class FakeClock:
+    """Epoch time that moves only when something sleeps: no unit test waits on the wall clock."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.t = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+
+Answer = httpx.Response | Exception
+
+
+class Script:
+    """An httpx MockTransport handler answering from a list, recording what it was sent."""
+
+    def __init__(self, *answers: Answer | Callable[[httpx.Request], Answer]) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if not self.answers:
+            raise AssertionError(f"unexpected request {request.method} {request.url}")
+        answer = self.answers.pop(0)
+        if callable(answer) and not isinstance(answer, (httpx.Response, Exception)):
+            answer = answer(request)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def methods(self) -> list[str]:
+        return [r.method for r in self.requests]
+
+
+def ok(body: dict[str, Any], status: int = 200, **headers: str) -> httpx.Response:
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def api_error(status: int, message: str, **headers: str) -> httpx.Response:
+    return httpx.Response(status, headers=headers, json={
+        "message": message, "path": "/v2/generate/video/kling/generation",
+        "requestId": "req-123", "statusCode": status, "timestamp": "2026-11-21T00:00:00Z"})
+
+
+def connection_json(host: str, key: str = SECRET_KEY, **extra: Any) -> str:
+    return json.dumps({"conn_type": "kling", "host": host, "password": key, "extra": extra})
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def kling_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Point ``kling_default`` at a host (a connection in the env-var JSON form)."""
+
+    def point(host: str, key: str = SECRET_KEY, **extra: Any) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", connection_json(host, key, **extra))
+
+    return point
+
+
+@pytest.fixture
+def mock_hook(kling_env: Callable[..., None], clock: FakeClock) -> Callable[..., KlingHook]:
+    """A hook whose sync and async paths both answer from ``script``."""
+
+    def make(script: Script, **extra: Any) -> KlingHook:
+        kling_env("https://api.example.test", **extra)
+        transport = httpx.MockTransport(script)
+        return KlingHook(clock=clock, transport=transport, async_transport=transport)
+
+    return make
+
+
+@pytest.fixture
+def simulator(clock: FakeClock) -> Iterator[KlingSimulator]:
+    """A simulator on loopback sharing the fake clock: polls advance its generations."""
+    with KlingSimulator(clock=clock.monotonic, api_keys={SECRET_KEY}) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim_hook(simulator: KlingSimulator, kling_env: Callable[..., None],
+             clock: FakeClock) -> Iterator[KlingHook]:
+    kling_env(simulator.base_url)
+    hook = KlingHook(clock=clock)
+    yield hook
+    hook.close()
+
+
+def run_async(coro_factory: Callable[[], Any]) -> Any:
+    """Run one async hook call on a fresh loop and close the loop's shared clients after."""
+
+    async def main() -> Any:
+        try:
+            return await coro_factory()
+        finally:
+            await aclose_shared_clients()
+
+    return asyncio.run(main())
