@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -101,6 +101,7 @@ def prepare_request(
     *,
     family: str = "legacy",
     extra_params: Mapping[str, Any] | None = None,
+    pending: Collection[str] = (),
 ) -> PreparedRequest:
     """Validate ``params`` for ``model`` and build the JSON body of the create request.
 
@@ -108,6 +109,8 @@ def prepare_request(
     serves is sent there. ``None`` values are dropped (operators pass every optional argument).
     Numeric strings are accepted for numeric fields, because templated values render as strings.
     ``extra_params`` are merged in unvalidated: the escape hatch for fields the catalogue lacks.
+    ``pending`` names fields whose values are not known yet (templates, XComArgs, checked when a
+    DAG is parsed): they count as present and are checked again once rendered.
 
     :raises KlingValidationError: naming the parameter, the value and what is allowed.
     """
@@ -129,14 +132,15 @@ def prepare_request(
     schema = spec.schemas[chosen]
     where = f"model {model!r} ({chosen} endpoint)"
     allowed = spec.parameters(chosen)
-    unknown = sorted(set(given) - set(allowed))
+    unknown = sorted((set(given) | set(pending)) - set(allowed))
     if unknown:
         raise KlingValidationError(
-            f"Invalid parameter {unknown[0]!r}={given[unknown[0]]!r} for {where}: not a parameter "
+            f"Invalid parameter {unknown[0]!r}={given.get(unknown[0])!r} for {where}: not a parameter "
             f"of this model. Allowed: {', '.join(allowed)}. Pass fields the catalogue does not "
             "know through extra_params."
         )
-    missing = [r for r in spec.required(chosen) if r not in given and r not in (extra_params or {})]
+    present = set(given) | set(pending) | set(extra_params or {})
+    missing = [r for r in spec.required(chosen) if r not in present]
     if missing:
         raise KlingValidationError(
             f"Missing parameter {missing[0]!r} for {where}: it is required "

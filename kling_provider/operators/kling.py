@@ -1,0 +1,388 @@
+"""Operators that generate Kling videos and download them.
+
+``KlingGenerateVideoOperator`` (and its text-/image-to-video presets) submits one generation, then
+waits deferrably in the triggerer (default), polls in the worker (``deferrable=False``) or returns
+at once (``wait_for_completion=False``, pair it with ``KlingGenerationSensor``).
+
+Never paying twice: the generation id is stored right after the POST, in XCom and, on Airflow
+3.3+, in ``task_state_store``. A retry of the task reads it back and reattaches (still running:
+wait again; completed: return it; failed or unknown to the API: submit anew) in both the
+deferrable and the worker path.
+
+``KlingDownloadVideoOperator`` streams the MP4 to a path or any ``ObjectStoragePath`` URI and
+emits an Asset event so other DAGs can be scheduled on new videos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Asset, BaseOperator, Context
+
+from kling_provider.catalogue import get_model, prepare_request
+from kling_provider.exceptions import (
+    KlingError,
+    KlingGenerationNotFoundError,
+    KlingValidationError,
+)
+from kling_provider.hooks.kling import KlingHook
+from kling_provider.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
+from kling_provider.triggers.kling import KlingGenerationTrigger, generation_from_event
+from kling_provider.types import Generation, StatusClass
+
+__all__ = [
+    "KLING_VIDEOS_ASSET",
+    "KlingDownloadVideoOperator",
+    "KlingGenerateVideoOperator",
+    "KlingImageToVideoOperator",
+    "KlingTextToVideoOperator",
+]
+
+#: ``task_state_store`` key holding ``{generation_id, endpoint_family, model}`` across retries.
+#: Renaming it would orphan the generations of tasks being retried during an upgrade.
+STATE_KEY = "kling_generation"
+#: The deferral outlives the trigger's own deadline by this much, so the trigger's clear timeout
+#: event (naming the generation id) wins over Airflow's generic deferral timeout.
+DEFERRAL_GRACE = timedelta(minutes=5)
+#: The default Asset the download operator updates: schedule DAGs on it to react to new videos.
+KLING_VIDEOS_ASSET = Asset(name="kling_videos", uri="kling://videos")
+
+_PARAMETERS = ("prompt", "negative_prompt", "aspect_ratio", "duration", "cfg_scale",
+               "camera_control", "image_url", "tail_image_url", "image_list")
+
+
+def is_dynamic(value: Any) -> bool:
+    """True for values only known at run time: Jinja templates, XComArgs, nested either way."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(is_dynamic(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(is_dynamic(v) for v in value)
+    return value is not None and hasattr(value, "resolve")  # XComArg, MappedArgument
+
+
+def generation_result(generation: Generation, *, model: str | None, family: str | None,
+                      prompt: str | None = None) -> dict[str, Any]:
+    """The small JSON dict operators and the sensor return (XCom). Never video bytes."""
+    return {
+        "generation_id": generation.generation_id,
+        "model": model,
+        "status": generation.status,
+        "video_url": generation.video_url,
+        "file_name": generation.file_name,
+        "file_size": generation.file_size,
+        "content_type": generation.content_type,
+        "credits_used": generation.credits_used,
+        "endpoint_family": family,
+        "prompt": prompt,
+    }
+
+
+class KlingGenerateVideoOperator(BaseOperator):
+    """Generate a video with any Kling model of the AI/ML API.
+
+    :param model: model id, e.g. ``klingai/v2.1-master-text-to-video`` (templated).
+    :param prompt: / :param negative_prompt: / :param image_url: / :param tail_image_url: /
+        :param image_list: templated request fields, named as in the API schemas.
+    :param aspect_ratio: / :param duration: / :param cfg_scale: / :param camera_control:
+        further request fields; values are checked against the model catalogue.
+    :param parameters: any other schema field of the model (``effect_scene``, ...), validated.
+    :param extra_params: fields sent unvalidated, for what the catalogue does not know yet.
+    :param endpoint_family: ``legacy`` or ``unified``; default: the connection's.
+    :param wait_for_completion: wait until the video is ready (default) or return after submit.
+    :param deferrable: wait in the triggerer (default), freeing the worker slot for the 5-14
+        minutes a generation takes; ``False`` polls in the worker.
+    :param poll_interval: seconds between status polls (default 10).
+    :param timeout: seconds to wait for the video before failing (default 30 min; the generation
+        is not lost on timeout: its id is in XCom).
+    :param download_to: optional path or ObjectStoragePath URI: download the MP4 in this task.
+    """
+
+    template_fields: Sequence[str] = ("model", "prompt", "negative_prompt", "image_url",
+                                      "tail_image_url", "image_list", "extra_params",
+                                      "parameters", "download_to")
+    template_fields_renderers = {"extra_params": "json", "parameters": "json"}
+    operator_extra_links = (KlingVideoLink(),)
+    ui_color = "#e8dcff"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        aspect_ratio: str | None = None,
+        duration: int | str | None = None,
+        cfg_scale: float | None = None,
+        camera_control: dict[str, Any] | str | None = None,
+        image_url: str | None = None,
+        tail_image_url: str | None = None,
+        image_list: list[str] | None = None,
+        parameters: dict[str, Any] | None = None,
+        extra_params: dict[str, Any] | None = None,
+        kling_conn_id: str = KlingHook.default_conn_name,
+        endpoint_family: str | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = True,
+        poll_interval: float = 10.0,
+        timeout: float = 1800.0,
+        download_to: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.prompt = prompt
+        self.negative_prompt = negative_prompt
+        self.aspect_ratio = aspect_ratio
+        self.duration = duration
+        self.cfg_scale = cfg_scale
+        self.camera_control = camera_control
+        self.image_url = image_url
+        self.tail_image_url = tail_image_url
+        self.image_list = image_list
+        self.parameters = parameters
+        self.extra_params = extra_params
+        self.kling_conn_id = kling_conn_id
+        self.endpoint_family = endpoint_family
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.download_to = download_to
+        for name, value in (("poll_interval", poll_interval), ("timeout", timeout)):
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise KlingValidationError(
+                    f"Invalid parameter {name!r}={value!r}: must be a number of seconds above 0.")
+        self._validate_literals()
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def request_params(self) -> dict[str, Any]:
+        """The request fields as the API names them (``None`` = not sent)."""
+        params = {name: getattr(self, name) for name in _PARAMETERS}
+        params.update(self.parameters or {})
+        return params
+
+    def _validate_literals(self) -> None:
+        """Fail at DAG parse time on literal bad input; templated values wait for ``execute``."""
+        if is_dynamic(self.model) or is_dynamic(self.parameters):
+            return
+        params = self.request_params()
+        pending = {k for k, v in params.items() if is_dynamic(v)}
+        literal = {k: v for k, v in params.items() if k not in pending}
+        extra = None if is_dynamic(self.extra_params) else self.extra_params
+        spec = get_model(self.model)
+        families = ([self.endpoint_family] if self.endpoint_family
+                    else list(spec.families) if spec else ["legacy"])
+        problems: list[KlingValidationError] = []
+        for family in families:  # the connection decides the family later: any may fit
+            try:
+                prepare_request(self.model, literal, family=family, extra_params=extra,
+                                pending=pending)
+                return
+            except KlingValidationError as exc:
+                problems.append(exc)
+        raise KlingValidationError(f"Task {self.task_id!r}: {problems[0]}")
+
+    # -- execution -------------------------------------------------------------------------------
+
+    @property
+    def hook(self) -> KlingHook:
+        return KlingHook(kling_conn_id=self.kling_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = self.hook
+        prepared = hook.prepare_request(self.model, self.request_params(),
+                                        extra_params=self.extra_params,
+                                        endpoint_family=self.endpoint_family)
+        family = prepared.family
+        attached = self._reattach(context, hook)
+        if attached is not None and attached.status_class is StatusClass.SUCCESS \
+                and attached.video_url:
+            return self._complete(context, attached, family)
+        if attached is not None:
+            generation_id = attached.generation_id
+        else:
+            generation_id = hook.create_generation(self.model, extra_params=self.extra_params,
+                                                   endpoint_family=family,
+                                                   **self.request_params())
+            self._remember(context, generation_id, family)
+        if not self.wait_for_completion:
+            submitted = Generation(generation_id=generation_id, status="queued")
+            return generation_result(submitted, model=self.model, family=family,
+                                     prompt=self.prompt)
+        if self.deferrable:
+            self.defer(
+                trigger=KlingGenerationTrigger(
+                    kling_conn_id=self.kling_conn_id, generation_id=generation_id,
+                    poll_interval=self.poll_interval, deadline=hook.clock.now() + self.timeout,
+                    endpoint_family=family),
+                method_name="execute_complete",
+                kwargs={"endpoint_family": family},
+                timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
+            )
+        generation = hook.wait_for_generation(generation_id, poll_interval=self.poll_interval,
+                                              timeout=self.timeout, endpoint_family=family)
+        return self._complete(context, generation, family)
+
+    def execute_complete(self, context: Context, event: Any = None,
+                         endpoint_family: str | None = None) -> dict[str, Any]:
+        """Resume after the trigger: validate its event, then finish like the worker path."""
+        stored = self._stored(context)
+        expected = stored.get("generation_id") if stored else None
+        generation = generation_from_event(event, expected_generation_id=expected)
+        return self._complete(context, generation, endpoint_family)
+
+    def _complete(self, context: Context, generation: Generation,
+                  family: str | None) -> dict[str, Any]:
+        result = generation_result(generation, model=self.model, family=family,
+                                   prompt=self.prompt)
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
+        self.log.info("Generation %s completed: %s", generation.generation_id,
+                      (generation.video_url or "").split("?", 1)[0])
+        if self.download_to:
+            stored = self.hook.download_video(
+                generation.video_url or "", self.download_to, expected_size=generation.file_size,
+                file_name=generation.file_name)
+            result.update(uri=stored.uri, size=stored.size)
+        return result
+
+    # -- durable submission ------------------------------------------------------------------
+
+    def _stored(self, context: Context) -> dict[str, Any] | None:
+        store = context.get("task_state_store")
+        value = store.get(STATE_KEY) if store is not None else None
+        return value if isinstance(value, dict) and value.get("generation_id") else None
+
+    def _remember(self, context: Context, generation_id: str, family: str) -> None:
+        """Record the paid generation before anything else can fail."""
+        context["ti"].xcom_push(key="generation_id", value=generation_id)
+        # The extra link is evaluated whenever the task pauses or ends; an empty URL until the
+        # video exists keeps that lookup from logging a missing-XCom error at every deferral.
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
+        store = context.get("task_state_store")
+        if store is None:
+            self.log.warning(
+                "task_state_store is not available (Airflow < 3.3): if this task is retried "
+                "while generation %s runs, the retry submits a new paid generation.",
+                generation_id)
+            return
+        store.set(STATE_KEY, {"generation_id": generation_id, "endpoint_family": family,
+                              "model": self.model})
+
+    def _reattach(self, context: Context, hook: KlingHook) -> Generation | None:
+        """The generation an earlier try submitted, if it can still be used."""
+        stored = self._stored(context)
+        if stored is None:
+            return None
+        generation_id = str(stored["generation_id"])
+        try:
+            generation = hook.get_generation(generation_id,
+                                             endpoint_family=stored.get("endpoint_family"))
+        except KlingGenerationNotFoundError:
+            self.log.warning("Earlier generation %s is unknown to the API; submitting anew.",
+                             generation_id)
+            return None
+        if generation.status_class is StatusClass.FAILURE:
+            self.log.warning("Earlier generation %s ended with status %r; submitting anew.",
+                             generation_id, generation.status)
+            return None
+        self.log.info("Reattaching to generation %s from an earlier try (status %r).",
+                      generation_id, generation.status)
+        context["ti"].xcom_push(key="generation_id", value=generation_id)
+        return generation
+
+
+class KlingTextToVideoOperator(KlingGenerateVideoOperator):
+    """Text-to-video; defaults to ``klingai/v2.1-master-text-to-video``."""
+
+    def __init__(self, *, model: str = "klingai/v2.1-master-text-to-video", **kwargs: Any) -> None:
+        super().__init__(model=model, **kwargs)
+
+
+class KlingImageToVideoOperator(KlingGenerateVideoOperator):
+    """Image-to-video; defaults to ``klingai/v2.1-master-image-to-video``."""
+
+    def __init__(self, *, model: str = "klingai/v2.1-master-image-to-video",
+                 **kwargs: Any) -> None:
+        super().__init__(model=model, **kwargs)
+
+
+class KlingDownloadVideoOperator(BaseOperator):
+    """Download a generated video to a path or any ``ObjectStoragePath`` URI.
+
+    Give one of ``generation`` (the dict a generate operator or the sensor returned, usually an
+    XComArg), ``generation_id`` (its URL is fetched) or ``video_url``.
+
+    :param destination: file path or URI (``file://``, ``s3://``, ``memory://`` ...), templated;
+        a trailing ``/`` means "a folder": the API's (sanitised) file name is used.
+    :param overwrite: replace an existing destination; by default one of the right size is kept,
+        so a retry or a re-run does not download again.
+    :param max_bytes: refuse videos larger than this.
+    :param asset: the Asset updated on success (``None``: no outlet); its event's extra names the
+        generation id, model, prompt, URI and size.
+    """
+
+    template_fields: Sequence[str] = ("generation", "generation_id", "video_url", "destination")
+    operator_extra_links = (KlingVideoLink(),)
+    ui_color = "#dcefff"
+
+    def __init__(self, *, destination: str, generation: Any = None,
+                 generation_id: str | None = None, video_url: str | None = None,
+                 kling_conn_id: str = KlingHook.default_conn_name,
+                 endpoint_family: str | None = None, overwrite: bool = False,
+                 max_bytes: int | None = None, asset: Asset | None = KLING_VIDEOS_ASSET,
+                 **kwargs: Any) -> None:
+        if asset is not None:
+            kwargs["outlets"] = [*kwargs.get("outlets", []), asset]
+        super().__init__(**kwargs)
+        if sum(x is not None for x in (generation, generation_id, video_url)) != 1:
+            raise KlingValidationError(
+                f"Task {self.task_id!r}: give exactly one of 'generation', 'generation_id' or "
+                "'video_url'.")
+        self.destination = destination
+        self.generation = generation
+        self.generation_id = generation_id
+        self.video_url = video_url
+        self.kling_conn_id = kling_conn_id
+        self.endpoint_family = endpoint_family
+        self.overwrite = overwrite
+        self.max_bytes = max_bytes
+        self.asset = asset
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = KlingHook(kling_conn_id=self.kling_conn_id)
+        info = self._source(hook)
+        if not info.get("video_url"):
+            raise KlingError(f"Task {self.task_id!r}: no video URL to download in {info!r}.")
+        stored = hook.download_video(str(info["video_url"]), self.destination,
+                                     expected_size=info.get("file_size"),
+                                     file_name=info.get("file_name"), overwrite=self.overwrite,
+                                     max_bytes=self.max_bytes)
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=info["video_url"])
+        result = {"uri": stored.uri, "size": stored.size, "downloaded": stored.downloaded,
+                  "generation_id": info.get("generation_id"), "model": info.get("model"),
+                  "prompt": info.get("prompt")}
+        if self.asset is not None:
+            context["outlet_events"][self.asset].extra = {
+                k: result[k] for k in ("uri", "size", "generation_id", "model", "prompt")}
+        return result
+
+    def _source(self, hook: KlingHook) -> dict[str, Any]:
+        if self.generation is not None:
+            if not isinstance(self.generation, Mapping):
+                raise KlingValidationError(
+                    f"Invalid parameter 'generation'={self.generation!r}: expected the dict a "
+                    "Kling generate operator or sensor returns.")
+            return dict(self.generation)
+        if self.generation_id is not None:
+            generation = hook.get_generation(self.generation_id,
+                                             endpoint_family=self.endpoint_family)
+            if generation.status_class is not StatusClass.SUCCESS:
+                raise KlingError(f"Generation {self.generation_id!r} is {generation.status!r}, "
+                                 "not completed: nothing to download yet.")
+            return generation_result(generation, model=None, family=self.endpoint_family)
+        return {"video_url": self.video_url}

@@ -1,0 +1,103 @@
+"""``KlingGenerationSensor``: wait for a generation submitted elsewhere (another task, another DAG).
+
+Deferrable by default (the wait costs no worker slot); ``deferrable=False`` works in ``poke`` and
+``reschedule`` modes. Returns the same dict as the generate operators, and fails with the API's
+error name and message when the generation fails (or skips, with ``soft_fail=True``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSkipException
+
+from kling_provider._protocol import generation_failed
+from kling_provider.exceptions import KlingValidationError
+from kling_provider.hooks.kling import KlingHook
+from kling_provider.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
+from kling_provider.operators.kling import DEFERRAL_GRACE, generation_result
+from kling_provider.triggers.kling import KlingGenerationTrigger, generation_from_event
+from kling_provider.types import Generation, StatusClass
+
+
+class KlingGenerationSensor(BaseSensorOperator):
+    """Wait until a Kling generation is ``completed``.
+
+    :param generation_id: the id to wait for (templated), e.g.
+        ``"{{ ti.xcom_pull('submit')['generation_id'] }}"``.
+    :param kling_conn_id: the Kling connection.
+    :param endpoint_family: the family the generation was created on (default: the connection's).
+    :param deferrable: wait in the triggerer (default).
+    :param poke_interval: seconds between polls (default 10).
+    :param timeout: seconds before giving up (default 30 min).
+    """
+
+    template_fields: Sequence[str] = ("generation_id",)
+    operator_extra_links = (KlingVideoLink(),)
+    ui_color = "#e8dcff"
+
+    def __init__(self, *, generation_id: str, kling_conn_id: str = KlingHook.default_conn_name,
+                 endpoint_family: str | None = None, deferrable: bool = True,
+                 poke_interval: float = 10.0, timeout: float = 1800.0, **kwargs: Any) -> None:
+        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self.generation_id = generation_id
+        self.kling_conn_id = kling_conn_id
+        self.endpoint_family = endpoint_family
+        self.deferrable = deferrable
+
+    @property
+    def hook(self) -> KlingHook:
+        return KlingHook(kling_conn_id=self.kling_conn_id)
+
+    def _check_id(self) -> str:
+        if not isinstance(self.generation_id, str) or not self.generation_id.strip():
+            raise KlingValidationError(
+                f"Task {self.task_id!r}: invalid parameter 'generation_id'={self.generation_id!r}; "
+                "a generation id is required.")
+        return self.generation_id.strip()
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        generation_id = self._check_id()
+        hook = self.hook
+        # One poll first: a generation that is already finished needs no triggerer round trip.
+        done = self.poke(context)
+        if isinstance(done, PokeReturnValue) and done.is_done:
+            return done.xcom_value
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")  # see the operator's _remember
+        self.defer(
+            trigger=KlingGenerationTrigger(
+                kling_conn_id=self.kling_conn_id, generation_id=generation_id,
+                poll_interval=self.poke_interval, deadline=time.time() + self.timeout,
+                endpoint_family=self.endpoint_family or hook.settings.endpoint_family),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        generation = self.hook.get_generation(self._check_id(),
+                                              endpoint_family=self.endpoint_family)
+        state = generation.status_class
+        if state is StatusClass.FAILURE:
+            error = generation_failed(generation)
+            if self.soft_fail:
+                raise AirflowSkipException(str(error)) from error
+            raise error
+        if state is StatusClass.SUCCESS and generation.video_url:
+            return PokeReturnValue(is_done=True, xcom_value=self._complete(context, generation))
+        self.log.info("Generation %s is %s", generation.generation_id, generation.status)
+        return PokeReturnValue(is_done=False)
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Validate the trigger event; failures raise (``soft_fail`` turns them into skips)."""
+        generation = generation_from_event(event, expected_generation_id=self._check_id())
+        return self._complete(context, generation)
+
+    def _complete(self, context: Context, generation: Generation) -> dict[str, Any]:
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
+        return generation_result(generation, model=None, family=self.endpoint_family)

@@ -1,0 +1,111 @@
+"""``KlingGenerationTrigger``: waits for a generation in the triggerer instead of a worker slot.
+
+Deferred by the generate operators and the sensor. Its serialised kwargs are only the connection
+id, the generation id, the poll interval, the endpoint family and an *absolute* deadline, never
+the key or headers, so a triggerer restart or hand-over resumes the same wait with the same
+deadline. Polling goes through :meth:`KlingHook.await_for_generation`, the same step generator
+the worker path uses, on the hook's shared ``AsyncClient``: nothing in ``run()`` blocks the loop.
+
+:func:`generation_from_event` is the single validator of the events it fires, used by
+``execute_complete`` of the operators and the sensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from kling_provider.exceptions import (
+    KlingError,
+    KlingGenerationFailedError,
+    KlingTimeoutError,
+)
+from kling_provider.hooks.kling import KlingHook
+from kling_provider.types import Generation
+
+EVENT_STATUSES = ("success", "failure", "timeout", "error")
+
+
+class KlingGenerationTrigger(BaseTrigger):
+    """Fire exactly one event when a generation completes, fails, or passes ``deadline``.
+
+    :param kling_conn_id: the Kling connection.
+    :param generation_id: the id the create call returned.
+    :param poll_interval: seconds between polls.
+    :param deadline: absolute epoch seconds after which a ``timeout`` event is fired.
+    :param endpoint_family: the family the generation was created on (``None``: the connection's).
+    """
+
+    def __init__(self, *, kling_conn_id: str, generation_id: str, poll_interval: float,
+                 deadline: float, endpoint_family: str | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.kling_conn_id = kling_conn_id
+        self.generation_id = generation_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = float(deadline)
+        self.endpoint_family = endpoint_family
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{type(self).__module__}.{type(self).__qualname__}", {
+            "kling_conn_id": self.kling_conn_id,
+            "generation_id": self.generation_id,
+            "poll_interval": self.poll_interval,
+            "deadline": self.deadline,
+            "endpoint_family": self.endpoint_family,
+        })
+
+    def _hook(self) -> KlingHook:
+        return KlingHook(kling_conn_id=self.kling_conn_id)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        event: dict[str, Any]
+        base: dict[str, Any] = {"generation_id": self.generation_id, "endpoint_family": self.endpoint_family}
+        hook = self._hook()
+        try:
+            generation = await hook.await_for_generation(
+                self.generation_id, poll_interval=self.poll_interval, deadline=self.deadline,
+                endpoint_family=self.endpoint_family)
+        except KlingGenerationFailedError as exc:
+            event = {**base, "status": "failure", "message": str(exc),
+                     "error_name": exc.error_name, "error_message": exc.error_message}
+        except KlingTimeoutError as exc:
+            event = {**base, "status": "timeout", "message": str(exc)}
+        except KlingError as exc:
+            # Auth, credits, unknown id, bad settings: waiting longer cannot fix these.
+            event = {**base, "status": "error", "message": str(exc),
+                     "error_type": type(exc).__name__}
+        else:
+            event = {**base, "status": "success",
+                     "generation": generation.to_dict(include_raw=False)}
+        yield TriggerEvent(event)  # type: ignore[no-untyped-call]
+
+    async def cleanup(self) -> None:
+        """Nothing remote to undo: the generation is paid for and must keep running."""
+
+
+def generation_from_event(event: Any, *, expected_generation_id: str | None = None) -> Generation:
+    """Validate a trigger event; return the completed generation or raise the matching error."""
+    if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+        raise KlingError(f"Unexpected event from KlingGenerationTrigger: {event!r}")
+    generation_id = event.get("generation_id")
+    if expected_generation_id is not None and generation_id != expected_generation_id:
+        raise KlingError(
+            f"Trigger event is for generation {generation_id!r}, expected "
+            f"{expected_generation_id!r}: {event!r}"
+        )
+    status = event["status"]
+    message = str(event.get("message") or "")
+    if status == "failure":
+        raise KlingGenerationFailedError(message, generation_id=str(generation_id),
+                                         error_name=event.get("error_name"),
+                                         error_message=event.get("error_message"))
+    if status == "timeout":
+        raise KlingTimeoutError(message)
+    if status == "error":
+        raise KlingError(message)
+    data = event.get("generation")
+    if not isinstance(data, dict) or not data.get("video_url"):
+        raise KlingError(f"Success event without a generation video URL: {event!r}")
+    return Generation.from_dict(data)
