@@ -6,13 +6,21 @@ the sensor waits in the triggerer. The sensor could equally live in another DAG.
 
 from __future__ import annotations
 
-from _kling_example_settings import OUTPUT_DIR, POLL_INTERVAL, RUN_FOLDER, START
+import os
+from datetime import datetime
+
 from airflow.sdk import DAG
 
 from kling_provider.operators.kling import KlingDownloadVideoOperator, KlingTextToVideoOperator
 from kling_provider.sensors.kling import KlingGenerationSensor
 
-with DAG(dag_id="kling_submit_then_sense", schedule=None, start_date=START, catchup=False,
+# Real generations take 5-14 minutes: poll every 10 s. `make demo` shortens it for the simulator.
+POLL_INTERVAL = float(os.environ.get("KLING_POLL_INTERVAL", "10"))
+# Downloads go under the Airflow Variable `kling_output_dir`, one folder per run.
+OUTPUT_DIR = "{{ var.value.get('kling_output_dir', '/tmp/kling') }}"
+RUN_FOLDER = "{{ run_id | replace(':', '_') | replace('+', '_') }}"
+
+with DAG(dag_id="kling_submit_then_sense", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
          tags=["kling", "example"], doc_md=__doc__):
     submit = KlingTextToVideoOperator(
         task_id="submit",

@@ -63,7 +63,7 @@ class KlingConnectionSettings:
     timeout: float = 30.0
     connect_timeout: float = 10.0
     max_retries: int = 5
-    max_concurrency: int = 32
+    max_concurrency: int = 64
 
     @classmethod
     def from_connection(cls, conn: Any) -> KlingConnectionSettings:
@@ -95,7 +95,7 @@ class KlingConnectionSettings:
             timeout=number("timeout", 30.0),
             connect_timeout=number("connect_timeout", 10.0),
             max_retries=number("max_retries", 5, int),
-            max_concurrency=number("max_concurrency", 32, int),
+            max_concurrency=number("max_concurrency", 64, int),
         )
 
     @property

@@ -7,7 +7,6 @@ error name and message when the generation fails (or skips, with ``soft_fail=Tru
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -73,7 +72,7 @@ class KlingGenerationSensor(BaseSensorOperator):
         self.defer(
             trigger=KlingGenerationTrigger(
                 kling_conn_id=self.kling_conn_id, generation_id=generation_id,
-                poll_interval=self.poke_interval, deadline=time.time() + self.timeout,
+                poll_interval=self.poke_interval, deadline=hook.clock.now() + self.timeout,
                 endpoint_family=self.endpoint_family or hook.settings.endpoint_family),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,

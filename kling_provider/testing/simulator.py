@@ -197,10 +197,8 @@ class KlingSimulator:
         self.video = sample_video()
         self._generations: dict[str, _Generation] = {}
         self._lock = threading.RLock()
-        self._api = ThreadingHTTPServer((host, port), _handler(self, "api"))
-        self._cdn = ThreadingHTTPServer((host, cdn_port), _handler(self, "cdn"))
-        for server in (self._api, self._cdn):
-            server.daemon_threads = True
+        self._api = _Server((host, port), _handler(self, "api"))
+        self._cdn = _Server((host, cdn_port), _handler(self, "cdn"))
         self._threads: list[threading.Thread] = []
 
     @property
@@ -323,6 +321,12 @@ class KlingSimulator:
                 remaining -= len(block)
         elif padding > 0:
             yield bytes(padding)
+
+
+class _Server(ThreadingHTTPServer):
+    # The stdlib default backlog of 5 refuses bursts of connections a real API would accept.
+    request_queue_size = 256
+    daemon_threads = True
 
 
 def _handler(sim: KlingSimulator, origin: str) -> type[BaseHTTPRequestHandler]:

@@ -1,0 +1,300 @@
+"""Operators, sensor, trigger and link against the simulator, driven like Airflow drives them.
+
+``execute`` raises ``TaskDeferred`` exactly as in a worker; the test then runs the trigger's
+``run()`` (as the triggerer would) and hands its event to ``execute_complete``. Time is the fake
+clock shared with the simulator (the hook's default clock is swapped for it), so waits are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
+
+from kling_provider.exceptions import (
+    KlingError,
+    KlingGenerationFailedError,
+    KlingTimeoutError,
+    KlingValidationError,
+)
+from kling_provider.hooks import kling as hook_module
+from kling_provider.hooks.kling import aclose_shared_clients
+from kling_provider.operators.kling import (
+    STATE_KEY,
+    KlingGenerateVideoOperator,
+    KlingImageToVideoOperator,
+    KlingTextToVideoOperator,
+)
+from kling_provider.sensors.kling import KlingGenerationSensor
+from kling_provider.testing.simulator import Faults, KlingSimulator
+from kling_provider.triggers.kling import KlingGenerationTrigger, generation_from_event
+from tests.conftest import SECRET_KEY, FakeClock
+
+RACCOON: dict[str, Any] = {"model": "klingai/v2-master-text-to-video",
+                           "prompt": "A cheerful white raccoon running through a sequoia forest",
+                           "aspect_ratio": "16:9", "duration": 5, "cfg_scale": 0.9}
+
+
+class TaskInstanceStub:
+    """What the operators use of ``ti``: XCom pushes, recorded."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+class StateStoreStub:
+    """``task_state_store`` semantics: survives across tries of one task instance."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        self.data[key] = json.loads(json.dumps(value))  # JSON only, like the real store
+
+
+def context_for(store: StateStoreStub | None) -> Any:
+    """A ``Context`` with what the operators read: ``ti`` and (Airflow 3.3+) the state store."""
+    context: dict[str, Any] = {"ti": TaskInstanceStub()}
+    if store is not None:
+        context["task_state_store"] = store
+    return context
+
+
+@pytest.fixture
+def airflow_sim(simulator: KlingSimulator, kling_env: Callable[..., None], clock: FakeClock,
+                monkeypatch: pytest.MonkeyPatch) -> KlingSimulator:
+    kling_env(simulator.base_url)
+    monkeypatch.setattr(hook_module, "SystemClock", lambda: clock)
+    return simulator
+
+
+def run_trigger(trigger: KlingGenerationTrigger) -> list[dict[str, Any]]:
+    """Run a trigger to exhaustion as the triggerer would (after a serialise round trip)."""
+    path, kwargs = trigger.serialize()
+    assert path == "kling_provider.triggers.kling.KlingGenerationTrigger"
+    revived = KlingGenerationTrigger(**kwargs)
+
+    async def collect() -> list[dict[str, Any]]:
+        try:
+            return [event.payload async for event in revived.run()]
+        finally:
+            await aclose_shared_clients()
+
+    return asyncio.run(collect())
+
+
+def defer(operator: Any, context: dict[str, Any]) -> TaskDeferred:
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    return deferred.value
+
+
+# -- construction ---------------------------------------------------------------------------------
+
+def test_literal_bad_input_fails_at_parse_time() -> None:
+    with pytest.raises(KlingValidationError, match=r"Task 'bad'.*'duration'=7.*5, 10"):
+        KlingTextToVideoOperator(task_id="bad", prompt="p", duration=7)
+    with pytest.raises(KlingValidationError, match="Missing parameter 'image_url'"):
+        KlingImageToVideoOperator(task_id="bad", prompt="p")
+    with pytest.raises(KlingValidationError, match="'poll_interval'=0"):
+        KlingTextToVideoOperator(task_id="bad", prompt="p", poll_interval=0)
+
+
+def test_templated_values_wait_for_execute(airflow_sim: KlingSimulator) -> None:
+    operator = KlingImageToVideoOperator(task_id="t", prompt="p", image_url="{{ params.url }}",
+                                         extra_params={"seed": "{{ params.seed }}"})
+    operator.image_url = "not-checked-as-url-but-required"
+    operator.duration = "7"  # as if a template rendered it
+    with pytest.raises(KlingValidationError, match="'duration'=7"):
+        operator.execute(context_for(StateStoreStub()))
+    assert airflow_sim.ledger.count(method="POST") == 0
+
+
+def test_family_specific_literals_accepted_if_any_family_fits() -> None:
+    KlingTextToVideoOperator(task_id="t", prompt="p", camera_control="down_back")
+    with pytest.raises(KlingValidationError, match="camera_control"):
+        KlingTextToVideoOperator(task_id="t", prompt="p", camera_control="down_back",
+                                 endpoint_family="legacy")
+
+
+# -- deferrable path --------------------------------------------------------------------------------
+
+def test_deferrable_round_trip(airflow_sim: KlingSimulator, clock: FakeClock) -> None:
+    operator = KlingGenerateVideoOperator(task_id="generate", poll_interval=10, timeout=1800,
+                                          **RACCOON)
+    store = StateStoreStub()
+    context = context_for(store)
+    deferred = defer(operator, context)
+    trigger = deferred.trigger
+    assert isinstance(trigger, KlingGenerationTrigger)
+    generation_id = store.data[STATE_KEY]["generation_id"]
+    assert context["ti"].xcom["generation_id"] == generation_id == trigger.generation_id
+    assert trigger.deadline == clock.now() + 1800
+    assert deferred.timeout is not None and deferred.timeout > timedelta(seconds=1800)
+    _, kwargs = trigger.serialize()
+    assert set(kwargs) == {"kling_conn_id", "generation_id", "poll_interval", "deadline",
+                           "endpoint_family"}
+    assert SECRET_KEY not in json.dumps(kwargs)
+    events = run_trigger(trigger)
+    assert [e["status"] for e in events] == ["success"]
+    result = operator.execute_complete(context, events[0], **(deferred.kwargs or {}))
+    assert result["generation_id"] == generation_id
+    assert result["video_url"].startswith(airflow_sim.cdn_url)
+    assert result["file_size"] == len(airflow_sim.video)
+    assert set(result) >= {"generation_id", "model", "status", "video_url", "file_name",
+                           "file_size", "content_type", "credits_used"}
+    assert context["ti"].xcom["video_url"] == result["video_url"]
+    assert SECRET_KEY not in json.dumps(result)
+    assert airflow_sim.ledger.count(method="POST") == 1
+
+
+def test_retry_reattaches_instead_of_paying_twice(airflow_sim: KlingSimulator,
+                                                  clock: FakeClock) -> None:
+    operator = KlingGenerateVideoOperator(task_id="generate", **RACCOON)
+    store = StateStoreStub()
+    first = defer(operator, context_for(store)).trigger
+    second = defer(operator, context_for(store)).trigger  # a retry while still pending
+    assert isinstance(first, KlingGenerationTrigger) and isinstance(second, KlingGenerationTrigger)
+    assert first.generation_id == second.generation_id
+    clock.t += 3600  # the generation completes while no try is running
+    result = operator.execute(context_for(store))  # a retry after completion: no wait at all
+    assert result["generation_id"] == first.generation_id
+    assert airflow_sim.ledger.count(method="POST") == 1
+
+
+def test_retry_after_failed_generation_submits_anew(airflow_sim: KlingSimulator,
+                                                    clock: FakeClock) -> None:
+    operator = KlingGenerateVideoOperator(
+        task_id="generate", deferrable=False, poll_interval=30,
+        extra_params={"simulator_faults": {"error": {"name": "Upstream", "message": "died"}}},
+        **RACCOON)
+    store = StateStoreStub()
+    with pytest.raises(KlingGenerationFailedError, match="Upstream: died"):
+        operator.execute(context_for(store))
+    operator.extra_params = None
+    result = operator.execute(context_for(store))
+    assert result["status"] == "completed"
+    assert airflow_sim.ledger.count(method="POST") == 2
+    assert store.data[STATE_KEY]["generation_id"] == result["generation_id"]
+
+
+def test_worker_polling_path_and_reattach(airflow_sim: KlingSimulator, clock: FakeClock) -> None:
+    operator = KlingGenerateVideoOperator(task_id="generate", deferrable=False, poll_interval=30,
+                                          timeout=60, **RACCOON)
+    store = StateStoreStub()
+    with pytest.raises(KlingTimeoutError, match="not lost"):
+        operator.execute(context_for(store))  # 60 s is shorter than the simulated generation
+    operator.timeout = 1800
+    result = operator.execute(context_for(store))
+    assert result["status"] == "completed"
+    assert airflow_sim.ledger.count(method="POST") == 1
+
+
+def test_without_task_state_store_warns(airflow_sim: KlingSimulator,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    operator = KlingGenerateVideoOperator(task_id="generate", wait_for_completion=False,
+                                          **RACCOON)
+    result = operator.execute(context_for(None))
+    assert result["status"] == "queued"
+    assert "task_state_store is not available" in capsys.readouterr().out  # Airflow's structlog
+
+
+@pytest.mark.parametrize(("faults", "status", "error"), [
+    ({"error": {"name": "Moderation", "message": "blocked"}}, "failure",
+     KlingGenerationFailedError),
+    ({}, "timeout", KlingTimeoutError),
+])
+def test_trigger_fires_one_terminal_event(airflow_sim: KlingSimulator, faults: dict[str, Any],
+                                          status: str, error: type[Exception],
+                                          clock: FakeClock) -> None:
+    operator = KlingGenerateVideoOperator(task_id="generate", timeout=60 if not faults else 1800,
+                                          extra_params={"simulator_faults": faults} if faults
+                                          else None, **RACCOON)
+    context = context_for(StateStoreStub())
+    deferred = defer(operator, context)
+    events = run_trigger(deferred.trigger)
+    assert [e["status"] for e in events] == [status]
+    with pytest.raises(error):
+        operator.execute_complete(context, events[0])
+
+
+def test_trigger_keeps_polling_through_transient_faults(airflow_sim: KlingSimulator) -> None:
+    operator = KlingGenerateVideoOperator(task_id="generate", **RACCOON)
+    deferred = defer(operator, context_for(StateStoreStub()))
+    airflow_sim.faults = Faults(statuses=[503] * 12, retry_after=1)  # > one fetch's budget
+    events = run_trigger(deferred.trigger)
+    assert [e["status"] for e in events] == ["success"]
+
+
+def test_trigger_reports_auth_error_once(airflow_sim: KlingSimulator,
+                                         kling_env: Callable[..., None]) -> None:
+    operator = KlingGenerateVideoOperator(task_id="generate", **RACCOON)
+    deferred = defer(operator, context_for(StateStoreStub()))
+    kling_env(airflow_sim.base_url, key="revoked-key")
+    events = run_trigger(deferred.trigger)
+    assert [e["status"] for e in events] == ["error"]
+    assert "kling_default" in events[0]["message"]
+    assert "revoked-key" not in events[0]["message"]
+
+
+@pytest.mark.parametrize("event", [None, {}, {"status": "weird"}, {"status": "success"},
+                                   {"status": "success", "generation_id": "other",
+                                    "generation": {"video_url": "http://x"}}])
+def test_execute_complete_rejects_unexpected_events(event: Any) -> None:
+    with pytest.raises(KlingError):
+        generation_from_event(event, expected_generation_id="mine")
+
+
+# -- sensor -------------------------------------------------------------------------------------------
+
+def submit(simulator: KlingSimulator, faults: dict[str, Any] | None = None) -> str:
+    operator = KlingGenerateVideoOperator(
+        task_id="submit", wait_for_completion=False,
+        extra_params={"simulator_faults": faults} if faults else None, **RACCOON)
+    return str(operator.execute(context_for(StateStoreStub()))["generation_id"])
+
+
+def test_sensor_defers_and_completes(airflow_sim: KlingSimulator) -> None:
+    generation_id = submit(airflow_sim)
+    sensor = KlingGenerationSensor(task_id="wait", generation_id=generation_id)
+    context = context_for(None)
+    deferred = defer(sensor, context)
+    result = sensor.execute_complete(context, run_trigger(deferred.trigger)[0])
+    assert result["generation_id"] == generation_id
+    assert context["ti"].xcom["video_url"] == result["video_url"]
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule"])
+def test_sensor_poke_modes(airflow_sim: KlingSimulator, clock: FakeClock, mode: str) -> None:
+    generation_id = submit(airflow_sim)
+    sensor = KlingGenerationSensor(task_id="wait", generation_id=generation_id,
+                                   deferrable=False, mode=mode)
+    assert sensor.poke(context_for(None)).is_done is False
+    clock.t += 3600
+    done = sensor.poke(context_for(None))
+    assert done.is_done is True
+    assert isinstance(done.xcom_value, dict)
+    assert done.xcom_value["generation_id"] == generation_id
+
+
+def test_sensor_failure_and_soft_fail(airflow_sim: KlingSimulator, clock: FakeClock) -> None:
+    generation_id = submit(airflow_sim, {"error": {"name": "Moderation", "message": "blocked"}})
+    clock.t += 3600
+    hard = KlingGenerationSensor(task_id="a", generation_id=generation_id, deferrable=False)
+    with pytest.raises(KlingGenerationFailedError, match="Moderation: blocked"):
+        hard.poke(context_for(None))
+    soft = KlingGenerationSensor(task_id="b", generation_id=generation_id, deferrable=False,
+                                 soft_fail=True)
+    with pytest.raises(AirflowSkipException):
+        soft.poke(context_for(None))
