@@ -218,8 +218,7 @@ def _store(response: httpx.Response, target: WritablePath, *, expected_size: int
     head = b""
     try:
         with temporary.open("wb") as sink:
-            for chunk in response.iter_raw(CHUNK_SIZE) if announced is not None \
-                    else response.iter_bytes(CHUNK_SIZE):
+            for chunk in response.iter_bytes(CHUNK_SIZE):
                 if len(head) < 12:
                     head += chunk[: 12 - len(head)]
                 written += len(chunk)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
+from kling_provider.hooks import kling as hook_module
 from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
 from kling_provider.testing.simulator import KlingSimulator
 
@@ -77,6 +84,51 @@ def connection_json(host: str, key: str = SECRET_KEY, **extra: Any) -> str:
     return json.dumps({"conn_type": "kling", "host": host, "password": key, "extra": extra})
 
 
+class TaskInstanceStub:
+    """What the operators use of ``ti``: XCom pushes, recorded."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+class StateStoreStub:
+    """``task_state_store`` semantics: survives across tries of one task instance."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        self.data[key] = json.loads(json.dumps(value))  # JSON only, like the real store
+
+
+def context_for(store: StateStoreStub | None) -> Any:
+    """A ``Context`` with what the operators read: ``ti`` and (Airflow 3.3+) the state store."""
+    context: dict[str, Any] = {
+        "ti": TaskInstanceStub(),
+        "outlet_events": defaultdict(lambda: SimpleNamespace(extra=None)),
+    }
+    if store is not None:
+        context["task_state_store"] = store
+    return context
+
+
+@pytest.fixture(scope="session")
+def airflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Airflow metadata DB migrated once per session; tests copy it (migrating takes ~10 s)."""
+    home = tmp_path_factory.mktemp("airflow-template")
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env,
+                   check=True, capture_output=True, timeout=300)
+    return home / "airflow.db"
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -118,6 +170,19 @@ def sim_hook(simulator: KlingSimulator, kling_env: Callable[..., None],
     hook = KlingHook(clock=clock)
     yield hook
     hook.close()
+
+
+@pytest.fixture
+def airflow_sim(simulator: KlingSimulator, kling_env: Callable[..., None], clock: FakeClock,
+                monkeypatch: pytest.MonkeyPatch) -> KlingSimulator:
+    """The simulator as ``kling_default``, for hooks the operators create themselves.
+
+    Those hooks get the default clock, so it is swapped for the fake one shared with the
+    simulator: operator and trigger waits then take no wall-clock time.
+    """
+    kling_env(simulator.base_url)
+    monkeypatch.setattr(hook_module, "SystemClock", lambda: clock)
+    return simulator
 
 
 def run_async(coro_factory: Callable[[], Any]) -> Any:

@@ -22,7 +22,6 @@ from kling_provider.exceptions import (
     KlingTimeoutError,
     KlingValidationError,
 )
-from kling_provider.hooks import kling as hook_module
 from kling_provider.hooks.kling import aclose_shared_clients
 from kling_provider.operators.kling import (
     STATE_KEY,
@@ -33,50 +32,11 @@ from kling_provider.operators.kling import (
 from kling_provider.sensors.kling import KlingGenerationSensor
 from kling_provider.testing.simulator import Faults, KlingSimulator
 from kling_provider.triggers.kling import KlingGenerationTrigger, generation_from_event
-from tests.conftest import SECRET_KEY, FakeClock
+from tests.conftest import SECRET_KEY, FakeClock, StateStoreStub, context_for
 
 RACCOON: dict[str, Any] = {"model": "klingai/v2-master-text-to-video",
                            "prompt": "A cheerful white raccoon running through a sequoia forest",
                            "aspect_ratio": "16:9", "duration": 5, "cfg_scale": 0.9}
-
-
-class TaskInstanceStub:
-    """What the operators use of ``ti``: XCom pushes, recorded."""
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-class StateStoreStub:
-    """``task_state_store`` semantics: survives across tries of one task instance."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        self.data[key] = json.loads(json.dumps(value))  # JSON only, like the real store
-
-
-def context_for(store: StateStoreStub | None) -> Any:
-    """A ``Context`` with what the operators read: ``ti`` and (Airflow 3.3+) the state store."""
-    context: dict[str, Any] = {"ti": TaskInstanceStub()}
-    if store is not None:
-        context["task_state_store"] = store
-    return context
-
-
-@pytest.fixture
-def airflow_sim(simulator: KlingSimulator, kling_env: Callable[..., None], clock: FakeClock,
-                monkeypatch: pytest.MonkeyPatch) -> KlingSimulator:
-    kling_env(simulator.base_url)
-    monkeypatch.setattr(hook_module, "SystemClock", lambda: clock)
-    return simulator
 
 
 def run_trigger(trigger: KlingGenerationTrigger) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -94,7 +95,8 @@ class AirflowCluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
+def cluster(tmp_path: Path,
+            airflow_db_template: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
     # A real clock here: real processes poll. 320 simulated seconds take ~4 s.
     with KlingSimulator(time_scale=80, api_keys={SECRET_KEY}) as sim:
         port = free_port()
@@ -122,7 +124,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
         }
         env["AIRFLOW_CONN_KLING_DEFAULT"] = json.dumps(
             {"conn_type": "kling", "host": sim.base_url, "password": SECRET_KEY})
-        subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+        shutil.copy(airflow_db_template, home / "airflow.db")
         airflow = AirflowCluster(home, env, port)
         try:
             airflow.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1")

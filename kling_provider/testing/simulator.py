@@ -25,6 +25,7 @@ import re
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -81,6 +82,8 @@ class Faults:
     completed_without_url: int = 0
     #: Send half the video, then close the connection (Content-Length announces all of it).
     truncate_download: bool = False
+    #: Reset the connection after this many bytes of the video (a mid-stream drop).
+    drop_download_after: int | None = None
     #: Announce and send 100 bytes fewer than the API's ``file_size``.
     wrong_content_length: bool = False
     #: Pad the served video to this many bytes (a valid MP4 ``free`` box), for big-file tests.
@@ -328,6 +331,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that stops reading (size cap, aborted download) is normal here, not an error.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
 
 def _handler(sim: KlingSimulator, origin: str) -> type[BaseHTTPRequestHandler]:
     class Handler(_SimulatorHandler):
@@ -496,6 +505,8 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         size = self.simulator._video_size(generation)
         announced = size - 100 if faults.wrong_content_length else size
         sent_limit = size // 2 if faults.truncate_download else announced
+        if faults.drop_download_after is not None:
+            sent_limit = min(sent_limit, faults.drop_download_after)
         self._record(200, generation.generation_id)
         self.send_response(200)
         self.send_header("Content-Type", "video/mp4")
@@ -511,7 +522,12 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         if sent < announced:
             self.wfile.flush()
             self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            if faults.drop_download_after is not None:
+                # Linger 0: the close sends a reset, like a CDN node dying mid-transfer.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)  # a clean but early end
         return None
 
 

@@ -1,0 +1,207 @@
+"""Downloads: atomicity, credential scoping, object storage, the download operator and its Asset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from kling_provider import _download
+from kling_provider.exceptions import KlingDownloadError, KlingValidationError
+from kling_provider.hooks.kling import KlingHook
+from kling_provider.operators.kling import (
+    KLING_VIDEOS_ASSET,
+    KlingDownloadVideoOperator,
+    KlingGenerateVideoOperator,
+)
+from kling_provider.testing.simulator import KlingSimulator, sample_video
+from kling_provider.types import Generation
+from tests.conftest import SECRET_KEY, Script, context_for
+
+MP4 = sample_video()
+
+
+def ready(hook: KlingHook, faults: dict[str, Any] | None = None) -> Generation:
+    generation_id = hook.create_generation(
+        "klingai/v2.1-master-text-to-video", prompt="p",
+        extra_params={"simulator_faults": faults} if faults else None)
+    return hook.wait_for_generation(generation_id, poll_interval=60)
+
+
+@pytest.fixture
+def memory_folder() -> Any:
+    """A folder on fsspec's in-memory filesystem, attached the way a provider attaches s3."""
+    import fsspec
+    from airflow.sdk.io import attach
+
+    attach(protocol="memory", fs=fsspec.filesystem("memory"))
+    folder = ObjectStoragePath("memory://kling-tests/videos/")
+    yield folder
+    if folder.exists():
+        for item in folder.iterdir():
+            item.unlink()
+
+
+def test_download_into_memory_object_storage(sim_hook: KlingHook, memory_folder: Any) -> None:
+    generation = ready(sim_hook)
+    result = sim_hook.download_video(generation.video_url or "", memory_folder / "clip.mp4",
+                                     expected_size=generation.file_size)
+    stored = memory_folder / "clip.mp4"
+    assert result.size == generation.file_size
+    assert stored.read_bytes() == MP4
+    assert [p.name for p in memory_folder.iterdir()] == ["clip.mp4"]
+
+
+@pytest.mark.parametrize("fault", [{"drop_download_after": 200_000}, {"truncate_download": True},
+                                   {"wrong_content_length": True}])
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_failed_downloads_leave_no_object(sim_hook: KlingHook, simulator: KlingSimulator,
+                                          tmp_path: Path, memory_folder: Any,
+                                          fault: dict[str, Any], where: str) -> None:
+    generation = ready(sim_hook, {**fault, "video_size": 1_000_000})
+    folder = tmp_path if where == "file" else memory_folder
+    with pytest.raises(KlingDownloadError) as error:
+        sim_hook.download_video(generation.video_url or "", folder / "v.mp4",
+                                expected_size=generation.file_size)
+    assert "Nothing was left" in str(error.value) or "may be incomplete" in str(error.value)
+    assert list(folder.iterdir()) == []
+    assert all("authorization" not in e.headers for e in simulator.ledger.entries(origin="cdn"))
+
+
+def test_path_traversal_file_name_stays_inside(sim_hook: KlingHook, tmp_path: Path) -> None:
+    generation = ready(sim_hook)
+    inside = tmp_path / "inside"
+    result = sim_hook.download_video(generation.video_url or "", f"{inside}/",
+                                     file_name="../../etc/evil.mp4")
+    assert result.uri == (inside / "evil.mp4").as_uri()
+    assert [p.name for p in tmp_path.iterdir()] == ["inside"]
+    assert _download.safe_file_name("..\\..\\x/../.hidden.mp4") == "hidden.mp4"
+    assert _download.safe_file_name("") == "video.mp4"
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://cdn.test/a.mp4", "/local.mp4",
+                                 "https:///nohost.mp4"])
+def test_only_http_urls(sim_hook: KlingHook, tmp_path: Path, url: str) -> None:
+    with pytest.raises(KlingValidationError, match="only absolute http"):
+        sim_hook.download_video(url, tmp_path / "x.mp4")
+
+
+def test_size_cap(sim_hook: KlingHook, tmp_path: Path) -> None:
+    generation = ready(sim_hook, {"video_size": 500_000})
+    with pytest.raises(KlingDownloadError, match="max_bytes=1000"):
+        sim_hook.download_video(generation.video_url or "", tmp_path / "v.mp4", max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_an_mp4_is_refused(mock_hook: Any, tmp_path: Path) -> None:
+    script = Script(httpx.Response(200, content=b"<html>login page</html>"))
+    with pytest.raises(KlingDownloadError, match="does not start like an MP4"):
+        mock_hook(script).download_video("https://cdn.test/v.mp4", tmp_path / "v.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_key_only_sent_to_api_origin_across_redirects(mock_hook: Any, tmp_path: Path) -> None:
+    script = Script(
+        httpx.Response(302, headers={"Location": "https://cdn.test/signed/v.mp4?sig=abc"}),
+        httpx.Response(301, headers={"Location": "https://api.example.test/again.mp4"}),
+        httpx.Response(302, headers={"Location": "http://api.example.test/plain.mp4"}),
+        httpx.Response(200, content=MP4))
+    mock_hook(script).download_video("https://api.example.test/files/v.mp4", tmp_path / "v.mp4")
+    sent = [(str(r.url), r.headers.get("authorization")) for r in script.requests]
+    assert sent == [("https://api.example.test/files/v.mp4", f"Bearer {SECRET_KEY}"),
+                    ("https://cdn.test/signed/v.mp4?sig=abc", None),
+                    ("https://api.example.test/again.mp4", f"Bearer {SECRET_KEY}"),
+                    ("http://api.example.test/plain.mp4", None)]  # other scheme: other origin
+
+
+def test_redirect_loop_is_bounded(mock_hook: Any, tmp_path: Path) -> None:
+    loop = [httpx.Response(302, headers={"Location": "https://cdn.test/v.mp4"})] * 10
+    script = Script(*loop)
+    with pytest.raises(KlingDownloadError, match="redirected more than 5 times"):
+        mock_hook(script).download_video("https://cdn.test/v.mp4", tmp_path / "v.mp4")
+    assert len(script.requests) == 6
+
+
+# -- the download operator ----------------------------------------------------------------------
+
+def test_download_operator_from_generation_dict_emits_asset(sim_hook: KlingHook,
+                                                            tmp_path: Path) -> None:
+    generation = ready(sim_hook)
+    from_operator = {"generation_id": generation.generation_id, "model": "m", "prompt": "a fox",
+                     "video_url": generation.video_url, "file_size": generation.file_size,
+                     "file_name": "output.mp4"}
+    operator = KlingDownloadVideoOperator(task_id="d", generation=from_operator,
+                                          destination=f"{tmp_path}/day/")
+    context = context_for(None)
+    result = operator.execute(context)
+    assert result["uri"] == (tmp_path / "day" / "output.mp4").as_uri()
+    assert result["downloaded"] is True
+    assert KLING_VIDEOS_ASSET in operator.outlets
+    extra = context["outlet_events"][KLING_VIDEOS_ASSET].extra
+    assert extra == {"uri": result["uri"], "size": len(MP4),
+                     "generation_id": generation.generation_id, "model": "m", "prompt": "a fox"}
+    again = operator.execute(context_for(None))
+    assert again["downloaded"] is False  # a re-run keeps the complete file
+
+
+def test_download_operator_by_id_and_by_url(sim_hook: KlingHook, tmp_path: Path) -> None:
+    generation = ready(sim_hook)
+    by_id = KlingDownloadVideoOperator(task_id="a", generation_id=generation.generation_id,
+                                       destination=str(tmp_path / "a.mp4"), asset=None)
+    assert by_id.execute(context_for(None))["size"] == len(MP4)
+    by_url = KlingDownloadVideoOperator(task_id="b", video_url=generation.video_url,
+                                        destination=str(tmp_path / "b.mp4"))
+    assert by_url.execute(context_for(None))["size"] == len(MP4)
+    assert by_id.outlets == []
+    with pytest.raises(KlingValidationError, match="exactly one of"):
+        KlingDownloadVideoOperator(task_id="c", destination="x", video_url="u", generation_id="g")
+
+
+def test_generate_operator_download_to_shortcut(airflow_sim: KlingSimulator,
+                                                tmp_path: Path) -> None:
+    operator = KlingGenerateVideoOperator(task_id="g", model="klingai/v2.1-master-text-to-video",
+                                          prompt="p", deferrable=False, poll_interval=60,
+                                          download_to=f"{tmp_path}/")
+    result = operator.execute(context_for(None))
+    assert result["uri"] == (tmp_path / "output.mp4").as_uri()
+    assert result["size"] == len(MP4)
+    assert (tmp_path / "output.mp4").read_bytes() == MP4
+
+
+# -- constant memory ---------------------------------------------------------------------------
+
+RSS_SCRIPT = textwrap.dedent("""
+    import json, os, resource, sys, tempfile
+    from kling_provider.testing.simulator import KlingSimulator
+    with KlingSimulator(time_scale=1e9, api_keys={"k"}) as sim:
+        os.environ["AIRFLOW_CONN_KLING_DEFAULT"] = sim.connection_uri().replace(
+            sim.api_key, "k")
+        from kling_provider.hooks.kling import KlingHook
+        hook = KlingHook()
+        gid = hook.create_generation("klingai/v2.1-master-text-to-video", prompt="p",
+            extra_params={"simulator_faults": {"video_size": int(sys.argv[1])}})
+        generation = hook.wait_for_generation(gid, poll_interval=0.01)
+        with tempfile.TemporaryDirectory() as folder:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            result = hook.download_video(generation.video_url, folder + "/",
+                                         expected_size=generation.file_size)
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"size": result.size, "growth_kib": after - before}))
+""")
+
+
+@pytest.mark.integration
+def test_200_mb_download_keeps_memory_flat() -> None:
+    size = 200 * 1024 * 1024
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(size)], capture_output=True,
+                         text=True, check=True, timeout=300).stdout
+    measured = json.loads(out.strip().splitlines()[-1])
+    assert measured["size"] == size
+    assert measured["growth_kib"] < 50 * 1024, measured
