@@ -100,6 +100,12 @@ def main() -> None:
         if simulator:
             simulator.stop()
     videos = sorted(set(OUTPUT.rglob("*.mp4")) - before, key=lambda p: p.stat().st_mtime)
+    if not videos and args.pipeline:
+        # Downloads are idempotent: a second run on the same day keeps the complete files.
+        days = sorted((OUTPUT / "pipeline").glob("*/"))
+        videos = sorted(days[-1].glob("*.mp4")) if days else []
+        print(f"demo: today's videos were already complete in {days[-1] if days else OUTPUT}; "
+              "kept, not downloaded again.")
     if not videos:
         sys.exit(f"demo: the DAG run finished but no new MP4 is under {OUTPUT}; "
                  f"see {HOME / (dag_id + '.log')}")
@@ -111,6 +117,9 @@ def main() -> None:
                 print(f"demo: pipeline report: {report}")
     if posts is not None:
         print(f"demo: the simulator received {posts} create request(s).")
+    if not args.pipeline:
+        print("demo: `make pipeline` runs the media pipeline (3 prompts -> videos -> ffprobe + "
+              f"thumbnails) the same way; its results land in {OUTPUT / 'pipeline'}.")
     print(f"demo: done in {time.monotonic() - started:.1f} s; Airflow log: "
           f"{HOME / (dag_id + '.log')}")
 
