@@ -205,3 +205,12 @@ def test_200_mb_download_keeps_memory_flat() -> None:
     measured = json.loads(out.strip().splitlines()[-1])
     assert measured["size"] == size
     assert measured["growth_kib"] < 50 * 1024, measured
+
+
+def test_download_to_file_uri(sim_hook: KlingHook, tmp_path: Path) -> None:
+    generation = ready(sim_hook)
+    uri = f"file://{tmp_path}/2026-11-21/0.mp4"
+    result = sim_hook.download_video(generation.video_url or "", uri,
+                                     expected_size=generation.file_size)
+    assert result.uri == uri
+    assert (tmp_path / "2026-11-21" / "0.mp4").read_bytes() == MP4

@@ -21,6 +21,7 @@ import pytest
 from kling_provider.exceptions import (
     KlingDownloadError,
     KlingGenerationFailedError,
+    KlingNetworkError,
     KlingSubmissionUncertainError,
     KlingValidationError,
 )
@@ -198,3 +199,18 @@ def test_simulator_cli_prints_base_url_and_serves() -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_slow_answers_time_out_post_once_get_retried(simulator: KlingSimulator,
+                                                      kling_env: Callable[..., None],
+                                                      clock: FakeClock) -> None:
+    kling_env(simulator.base_url, timeout=0.2, max_retries=3)
+    hook = KlingHook(clock=clock)
+    generation_id = hook.create_generation("klingai/v2.1-master-text-to-video", prompt="p")
+    simulator.faults.delay = 0.5
+    with pytest.raises(KlingSubmissionUncertainError, match="no answer arrived"):
+        hook.create_generation("klingai/v2.1-master-text-to-video", prompt="p")
+    assert simulator.ledger.count(method="POST") == 2  # the slow one was sent once, not retried
+    with pytest.raises(KlingNetworkError, match="ReadTimeout"):
+        hook.get_generation(generation_id)
+    assert len(clock.sleeps) == 2  # three attempts, backoff between them

@@ -196,25 +196,27 @@ class KlingHook(BaseHook):
     def settings(self) -> KlingConnectionSettings:
         """Connection settings, loaded once (sync: use from workers, never from a trigger)."""
         if self._settings is None:
-            self._remember(KlingConnectionSettings.from_connection(
-                self.get_connection(self.kling_conn_id)))
-        assert self._settings is not None
+            settings = KlingConnectionSettings.from_connection(
+                self.get_connection(self.kling_conn_id))
+            if settings.api_key:
+                from airflow.sdk.log import mask_secret
+
+                mask_secret(settings.api_key)
+            self._settings = settings
         return self._settings
 
     async def asettings(self) -> KlingConnectionSettings:
         """Connection settings, loaded without blocking the triggerer's event loop."""
         if self._settings is None:
             conn = await self.aget_connection(self.kling_conn_id)
-            self._remember(KlingConnectionSettings.from_connection(conn))
-        assert self._settings is not None
+            settings = KlingConnectionSettings.from_connection(conn)
+            if settings.api_key:
+                # The sync variant's blocking send to the supervisor can deadlock an event loop.
+                from airflow.sdk.log import amask_secret
+
+                await amask_secret(settings.api_key)
+            self._settings = settings
         return self._settings
-
-    def _remember(self, settings: KlingConnectionSettings) -> None:
-        if settings.api_key:
-            from airflow.sdk.log import mask_secret
-
-            mask_secret(settings.api_key)
-        self._settings = settings
 
     def _policy(self, settings: KlingConnectionSettings) -> _protocol.RetryPolicy:
         return self._retry_policy or _protocol.RetryPolicy(max_attempts=settings.max_retries)

@@ -102,7 +102,7 @@ class Faults:
 class LedgerEntry:
     method: str
     path: str
-    status: int
+    status: int | None  #: None while the answer is pending, 0 for a dropped connection
     generation_id: str | None
     origin: str  #: "api", "cdn" or "admin"
     headers: dict[str, str]
@@ -352,6 +352,7 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     simulator: KlingSimulator
     server_origin: str
+    _entry: LedgerEntry
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the ledger is the record."""
@@ -374,11 +375,21 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def parse_request(self) -> bool:
+        """Record every request on arrival: a slow or dropped answer must still be counted."""
+        if not super().parse_request():
+            return False
+        self._entry = LedgerEntry(
+            method=self.command, path=urlsplit(self.path).path, status=None,
+            generation_id=None, origin=self.server_origin,
+            headers={k.lower(): v for k, v in self.headers.items()})
+        self.simulator.ledger.record(self._entry)
+        return True
+
     def _record(self, status: int, generation_id: str | None) -> None:
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        self.simulator.ledger.record(LedgerEntry(
-            method=self.command, path=urlsplit(self.path).path, status=status,
-            generation_id=generation_id, origin=self.server_origin, headers=headers))
+        """Complete this request's ledger entry with its answer (0: connection dropped)."""
+        self._entry.status = status
+        self._entry.generation_id = generation_id
 
     def _drop(self, generation_id: str | None) -> None:
         self._record(0, generation_id)
