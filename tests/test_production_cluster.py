@@ -1,0 +1,157 @@
+"""A production-shaped Airflow: PostgreSQL metadata DB, CeleryExecutor on Redis, two triggerers.
+
+The raccoon DAG runs while the triggerer that holds its trigger is killed (SIGKILL, no clean
+shutdown). A second triggerer must adopt the same trigger row (same serialised kwargs: same
+generation id, same absolute deadline), finish polling, and the run must succeed with exactly one
+paid POST. Skips, saying why, when PostgreSQL or Redis is not reachable on loopback or the Celery
+provider is not installed (it needs Python 3.11+).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kling_provider.testing.simulator import KlingSimulator
+from tests.conftest import SECRET_KEY, connection_json
+from tests.test_real_airflow import AIRFLOW, ROOT, AirflowCluster, free_port
+
+pytestmark = pytest.mark.integration
+
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def _require_services() -> None:
+    try:
+        import airflow.providers.celery  # noqa: F401
+    except ImportError:
+        pytest.skip("apache-airflow-providers-celery is not installed (it needs Python 3.11+)")
+    import psycopg2
+    import redis
+
+    try:
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres",
+                         connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432 ({exc}".strip() + ")")
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is not reachable on 127.0.0.1:6379 ({exc})")
+
+
+def _admin(sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute(sql)
+    conn.close()
+
+
+@pytest.fixture
+def production(tmp_path: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
+    _require_services()
+    database = f"kling_it_{secrets.token_hex(4)}"
+    queue = f"kling-it-{secrets.token_hex(4)}"  # our own Celery queue on the shared Redis
+    _admin(f"CREATE DATABASE {database}")
+    # 320 simulated seconds take ~55 s: time to kill a triggerer mid-wait and hand over.
+    with KlingSimulator(time_scale=6, api_keys={SECRET_KEY}) as sim:
+        port = free_port()
+        home = tmp_path / "airflow"
+        home.mkdir()
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{PG}/{database}",
+            "AIRFLOW__CELERY__BROKER_URL": REDIS,
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{PG}/{database}",
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5",
+            "AIRFLOW_CONN_KLING_DEFAULT": connection_json(sim.base_url),
+            "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(tmp_path / "videos"),
+            "KLING_POLL_INTERVAL": "1",
+        }
+        subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True,
+                       timeout=600)
+        airflow = AirflowCluster(home, env, port)
+        try:
+            airflow.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1")
+            airflow.start("scheduler", "scheduler")
+            airflow.start("dag-processor", "dag-processor")
+            airflow.start("celery-worker", "celery", "worker", "--queues", queue,
+                          "--concurrency", "2")
+            airflow.start("triggerer-a", "triggerer")
+            token = airflow.wait_for("the API server", lambda: airflow.api.get(
+                "/auth/token").json().get("access_token"))
+            airflow.api.headers["Authorization"] = f"Bearer {token}"
+            yield airflow, sim
+        finally:
+            airflow.stop()
+            _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def test_triggerer_killed_mid_wait_hands_over(production: tuple[AirflowCluster, KlingSimulator],
+                                              tmp_path: Path) -> None:
+    airflow, sim = production
+    api = airflow.api
+    airflow.wait_for("DAG kling_raccoon to be parsed",
+                     lambda: api.get("/api/v2/dags/kling_raccoon").status_code == 200)
+    api.patch("/api/v2/dags/kling_raccoon", json={"is_paused": False}).raise_for_status()
+    run = api.post("/api/v2/dags/kling_raccoon/dagRuns", json={"logical_date": None})
+    run.raise_for_status()
+    ti_url = f"/api/v2/dags/kling_raccoon/dagRuns/{run.json()['dag_run_id']}"
+
+    def held_trigger() -> tuple[int, int] | None:
+        ti: dict[str, Any] = api.get(f"{ti_url}/taskInstances/generate").json()
+        job = ti.get("triggerer_job") or {}
+        polled = sim.ledger.count(method="GET", origin="api") > 0
+        if ti.get("state") == "deferred" and ti.get("trigger") and job.get("id") and polled:
+            return int(ti["trigger"]["id"]), int(job["id"])
+        return None
+
+    trigger_id, first_job = airflow.wait_for("the trigger to run in triggerer A", held_trigger)
+    airflow.start("triggerer-b", "triggerer")
+    time.sleep(3)  # let B register and heartbeat before A disappears
+    os.killpg(airflow.processes["triggerer-a"].pid, signal.SIGKILL)
+    airflow.processes["triggerer-a"].wait(timeout=10)
+    del airflow.processes["triggerer-a"]  # gone on purpose: not a failure to report
+    polls_at_kill = sim.ledger.count(method="GET", origin="api")
+
+    def adopted() -> tuple[int, int] | None:
+        held = held_trigger()
+        return held if held and held[1] != first_job else None
+
+    adopted_trigger, second_job = airflow.wait_for("triggerer B to adopt the trigger", adopted,
+                                                   timeout=120)
+    assert adopted_trigger == trigger_id  # the same row: same generation id and deadline
+
+    def finished() -> str | None:
+        state = api.get(ti_url).json()["state"]
+        return str(state) if state in ("success", "failed") else None
+
+    assert airflow.wait_for("the run to finish", finished, timeout=240) == "success", \
+        airflow.diagnostics()
+    assert sim.ledger.count(method="GET", origin="api") > polls_at_kill
+    assert sim.ledger.count(method="POST") == 1
+    assert len(list((tmp_path / "videos").rglob("*.mp4"))) == 1
+    print(f"hand-over: trigger {trigger_id} moved from triggerer job {first_job} to {second_job}")
