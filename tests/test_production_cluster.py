@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from kling_provider.testing.simulator import KlingSimulator
-from tests.conftest import SECRET_KEY, connection_json
-from tests.test_real_airflow import AIRFLOW, ROOT, AirflowCluster, free_port
+from tests.conftest import SECRET_KEY
+from tests.test_real_airflow import AIRFLOW, AirflowCluster, cluster_env, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -70,40 +70,21 @@ def production(tmp_path: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]
         port = free_port()
         home = tmp_path / "airflow"
         home.mkdir()
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        env = cluster_env(home, port, sim, tmp_path / "videos", {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{PG}/{database}",
             "AIRFLOW__CELERY__BROKER_URL": REDIS,
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{PG}/{database}",
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5",
-            "AIRFLOW_CONN_KLING_DEFAULT": connection_json(sim.base_url),
-            "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(tmp_path / "videos"),
-            "KLING_POLL_INTERVAL": "1",
-        }
+        })
         subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True,
                        timeout=600)
         airflow = AirflowCluster(home, env, port)
         try:
-            airflow.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1")
-            airflow.start("scheduler", "scheduler")
-            airflow.start("dag-processor", "dag-processor")
-            airflow.start("celery-worker", "celery", "worker", "--queues", queue,
-                          "--concurrency", "2")
-            airflow.start("triggerer-a", "triggerer")
-            token = airflow.wait_for("the API server", lambda: airflow.api.get(
-                "/auth/token").json().get("access_token"))
-            airflow.api.headers["Authorization"] = f"Bearer {token}"
+            airflow.start_core(
+                ("celery-worker", "celery", "worker", "--queues", queue, "--concurrency", "2"),
+                ("triggerer-a", "triggerer"))
             yield airflow, sim
         finally:
             airflow.stop()

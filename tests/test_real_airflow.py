@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from kling_provider.testing.simulator import KlingSimulator
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, connection_json
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +58,17 @@ class AirflowCluster:
         self.processes[name] = subprocess.Popen(
             [AIRFLOW, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)  # its own process group: stopping it stops its children
+
+    def start_core(self, *extra: tuple[str, ...]) -> None:
+        """Start api-server, scheduler, dag-processor and ``extra`` commands; authenticate."""
+        self.start("api-server", "api-server", "--port", str(self.port), "--host", "127.0.0.1")
+        self.start("scheduler", "scheduler")
+        self.start("dag-processor", "dag-processor")
+        for name, *args in extra:
+            self.start(name, *args)
+        token = self.wait_for("the API server",
+                              lambda: self.api.get("/auth/token").json().get("access_token"))
+        self.api.headers["Authorization"] = f"Bearer {token}"
 
     def log_tail(self, name: str, size: int = 3000) -> str:
         return (self.home / f"{name}.log").read_text(errors="replace")[-size:]
@@ -94,6 +105,30 @@ class AirflowCluster:
         self.api.close()
 
 
+def cluster_env(home: Path, port: int, sim: KlingSimulator, videos: Path,
+                overrides: dict[str, str]) -> dict[str, str]:
+    """Settings every test cluster shares: loopback API, fast heartbeats, the simulator."""
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        # Every process must sign and check the same task tokens.
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        "AIRFLOW_CONN_KLING_DEFAULT": connection_json(sim.base_url),
+        "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(videos),
+        "KLING_POLL_INTERVAL": "1",
+        **overrides,
+    }
+
+
 @pytest.fixture
 def cluster(tmp_path: Path,
             airflow_db_template: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
@@ -102,38 +137,15 @@ def cluster(tmp_path: Path,
         port = free_port()
         home = tmp_path / "airflow"
         home.mkdir()
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        env = cluster_env(home, port, sim, tmp_path / "videos", {
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-            "AIRFLOW_CONN_KLING_DEFAULT": sim.connection_uri(),
-            "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(tmp_path / "videos"),
-            "KLING_POLL_INTERVAL": "1",
-        }
-        env["AIRFLOW_CONN_KLING_DEFAULT"] = json.dumps(
-            {"conn_type": "kling", "host": sim.base_url, "password": SECRET_KEY})
+        })
         shutil.copy(airflow_db_template, home / "airflow.db")
         airflow = AirflowCluster(home, env, port)
         try:
-            airflow.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1")
-            airflow.start("scheduler", "scheduler")
-            airflow.start("dag-processor", "dag-processor")
-            airflow.start("triggerer", "triggerer")
-            token = airflow.wait_for("the API server", lambda: airflow.api.get(
-                "/auth/token").json().get("access_token"))
-            airflow.api.headers["Authorization"] = f"Bearer {token}"
+            airflow.start_core(("triggerer", "triggerer"))
             yield airflow, sim
         finally:
             airflow.stop()
