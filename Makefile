@@ -39,6 +39,7 @@ pipeline: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/async_clients.py
+	$(BIN)/python benchmarks/download.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Kling provider hooks: see ``kling_provider.hooks.kling``."""

@@ -1,0 +1,1 @@
+"""Kling provider links: see ``kling_provider.links.kling``."""

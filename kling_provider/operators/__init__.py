@@ -1,0 +1,1 @@
+"""Kling provider operators: see ``kling_provider.operators.kling``."""

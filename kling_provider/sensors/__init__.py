@@ -1,0 +1,1 @@
+"""Kling provider sensors: see ``kling_provider.sensors.kling``."""

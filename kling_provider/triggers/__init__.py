@@ -1,0 +1,1 @@
+"""Kling provider triggers: see ``kling_provider.triggers.kling``."""
