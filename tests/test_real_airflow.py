@@ -194,6 +194,13 @@ def test_raccoon_dag_in_real_airflow(cluster: tuple[AirflowCluster, KlingSimulat
     assert value["video_url"].startswith(sim.cdn_url)
     assert value["generation_id"] == generation_id
     links = api.get(f"{base}/taskInstances/generate/links").json()
+    # The connection form the UI renders, built from provider info alone.
+    forms = {m["connection_type"]: m for m in api.get("/ui/connections/hook_meta").json()}
+    form = forms["kling"]
+    assert form["hook_name"] == "Kling (AI/ML API)"
+    assert form["standard_fields"]["password"]["title"] == "API Key"
+    assert form["standard_fields"]["login"]["hidden"] is True
+    assert {"endpoint_family", "timeout", "max_retries"} <= set(form["extra_fields"])
     assert links["extra_links"]["Kling video"] == value["video_url"]
     assert sim.ledger.count(method="POST") == 1
 
