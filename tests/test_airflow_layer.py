@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 from kling_provider.exceptions import (
     KlingError,
     KlingGenerationFailedError,
+    KlingGenerationNotFoundError,
     KlingTimeoutError,
     KlingValidationError,
 )
@@ -146,6 +147,22 @@ def test_retry_after_failed_generation_submits_anew(airflow_sim: KlingSimulator,
     result = operator.execute(context_for(store))
     assert result["status"] == "completed"
     assert airflow_sim.ledger.count(method="POST") == 2
+    assert store.data[STATE_KEY]["generation_id"] == result["generation_id"]
+
+
+def test_unknown_stored_generation_resubmitted_only_when_old(airflow_sim: KlingSimulator,
+                                                           clock: FakeClock) -> None:
+    operator = KlingGenerateVideoOperator(task_id="generate", wait_for_completion=False,
+                                          **RACCOON)
+    store = StateStoreStub()
+    store.set(STATE_KEY, {"generation_id": "lost:kling-video/v2/master/text-to-video",
+                          "endpoint_family": "legacy", "submitted_at": clock.now() - 60})
+    with pytest.raises(KlingGenerationNotFoundError, match="not submitted again"):
+        operator.execute(context_for(store))
+    assert airflow_sim.ledger.count(method="POST") == 0
+    clock.t += 3600
+    result = operator.execute(context_for(store))
+    assert airflow_sim.ledger.count(method="POST") == 1
     assert store.data[STATE_KEY]["generation_id"] == result["generation_id"]
 
 

@@ -43,6 +43,9 @@ __all__ = [
 #: ``task_state_store`` key holding ``{generation_id, endpoint_family, model}`` across retries.
 #: Renaming it would orphan the generations of tasks being retried during an upgrade.
 STATE_KEY = "kling_generation"
+#: A stored generation the API answers 404 for is only resubmitted once it is this old: younger,
+#: it may just not be visible yet, and resubmitting could pay twice.
+UNKNOWN_RESUBMIT_AFTER = timedelta(minutes=15)
 #: The deferral outlives the trigger's own deadline by this much, so the trigger's clear timeout
 #: event (naming the generation id) wins over Airflow's generic deferral timeout.
 DEFERRAL_GRACE = timedelta(minutes=5)
@@ -209,7 +212,7 @@ class KlingGenerateVideoOperator(BaseOperator):
             generation_id = hook.create_generation(self.model, extra_params=self.extra_params,
                                                    endpoint_family=family,
                                                    **self.request_params())
-            self._remember(context, generation_id, family)
+            self._remember(context, generation_id, family, hook.clock.now())
         if not self.wait_for_completion:
             submitted = Generation(generation_id=generation_id, status="queued")
             return generation_result(submitted, model=self.model, family=family,
@@ -257,7 +260,8 @@ class KlingGenerateVideoOperator(BaseOperator):
         value = store.get(STATE_KEY) if store is not None else None
         return value if isinstance(value, dict) and value.get("generation_id") else None
 
-    def _remember(self, context: Context, generation_id: str, family: str) -> None:
+    def _remember(self, context: Context, generation_id: str, family: str,
+                  submitted_at: float) -> None:
         """Record the paid generation before anything else can fail."""
         context["ti"].xcom_push(key="generation_id", value=generation_id)
         # The extra link is evaluated whenever the task pauses or ends; an empty URL until the
@@ -271,7 +275,7 @@ class KlingGenerateVideoOperator(BaseOperator):
                 generation_id)
             return
         store.set(STATE_KEY, {"generation_id": generation_id, "endpoint_family": family,
-                              "model": self.model})
+                              "model": self.model, "submitted_at": submitted_at})
 
     def _reattach(self, context: Context, hook: KlingHook) -> Generation | None:
         """The generation an earlier try submitted, if it can still be used."""
@@ -282,9 +286,15 @@ class KlingGenerateVideoOperator(BaseOperator):
         try:
             generation = hook.get_generation(generation_id,
                                              endpoint_family=stored.get("endpoint_family"))
-        except KlingGenerationNotFoundError:
-            self.log.warning("Earlier generation %s is unknown to the API; submitting anew.",
-                             generation_id)
+        except KlingGenerationNotFoundError as exc:
+            age = hook.clock.now() - float(stored.get("submitted_at") or 0)
+            if age < UNKNOWN_RESUBMIT_AFTER.total_seconds():
+                raise KlingGenerationNotFoundError(
+                    f"{exc} It was submitted {age:.0f} s ago by an earlier try and may not be "
+                    "visible yet, so it is not submitted again (that could pay twice); the next "
+                    f"retry after {UNKNOWN_RESUBMIT_AFTER} from submission submits anew.") from exc
+            self.log.warning("Earlier generation %s, submitted %.0f s ago, is unknown to the API; "
+                             "submitting anew.", generation_id, age)
             return None
         if generation.status_class is StatusClass.FAILURE:
             self.log.warning("Earlier generation %s ended with status %r; submitting anew.",
