@@ -9,6 +9,7 @@ provider is not installed (it needs Python 3.11+).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import signal
@@ -31,9 +32,7 @@ REDIS = "redis://127.0.0.1:6379/0"
 
 
 def _require_services() -> None:
-    try:
-        import airflow.providers.celery  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("airflow.providers.celery") is None:
         pytest.skip("apache-airflow-providers-celery is not installed (it needs Python 3.11+)")
     import psycopg2
     import redis
