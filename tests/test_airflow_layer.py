@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -275,3 +276,22 @@ def test_sensor_failure_and_soft_fail(airflow_sim: KlingSimulator, clock: FakeCl
                                  soft_fail=True)
     with pytest.raises(AirflowSkipException):
         soft.poke(context_for(None))
+
+
+def test_trigger_never_blocks_the_event_loop(airflow_sim: KlingSimulator,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    operator = KlingGenerateVideoOperator(task_id="generate", **RACCOON)
+    trigger = defer(operator, context_for(StateStoreStub())).trigger
+    assert isinstance(trigger, KlingGenerationTrigger)
+
+    async def watched() -> list[str]:
+        asyncio.get_running_loop().slow_callback_duration = 0.1  # Airflow warns at 0.2 s
+        try:
+            return [event.payload["status"] async for event in trigger.run()]
+        finally:
+            await aclose_shared_clients()
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        statuses = asyncio.run(watched(), debug=True)
+    assert statuses == ["success"]
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
