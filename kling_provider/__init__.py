@@ -13,6 +13,14 @@ __version__ = "0.1.0"
 
 _PACKAGE = "kling_provider"
 
+#: How Airflow's connection form shows the standard fields (provider-info form; the hook's
+#: ``get_ui_field_behaviour`` serves the same dict to older UIs).
+CONNECTION_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port"],
+    "relabeling": {"password": "API Key", "host": "API base URL"},
+    "placeholders": {"host": "https://api.aimlapi.com", "password": "your AI/ML API key"},
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     """Provider metadata in the shape of Airflow's ``provider_info.schema.json``."""
@@ -37,12 +45,7 @@ def get_provider_info() -> dict[str, Any]:
             "connection-type": "kling",
             "hook-class-name": f"{_PACKAGE}.hooks.kling.KlingHook",
             "hook-name": "Kling (AI/ML API)",
-            "ui-field-behaviour": {
-                "hidden-fields": ["schema", "login", "port"],
-                "relabeling": {"password": "API Key", "host": "API base URL"},
-                "placeholders": {"host": "https://api.aimlapi.com",
-                                 "password": "your AI/ML API key"},
-            },
+            "ui-field-behaviour": CONNECTION_FIELD_BEHAVIOUR,
             "conn-fields": {
                 "endpoint_family": {
                     "label": "Endpoint family",

@@ -231,39 +231,43 @@ def exchange(request: ApiRequest, policy: RetryPolicy, *, conn_id: str,
     while True:
         attempt += 1
         outcome: Outcome = yield request
-        failure: KlingError | None = None
         if isinstance(outcome, httpx.Response) and outcome.is_success:
-            try:
-                body = outcome.json()
-                if not isinstance(body, dict):
-                    raise ValueError("not a JSON object")
+            body = _json_object(outcome)
+            if body is not None:
                 return body
-            except ValueError:
-                if request.operation == "create":
-                    raise KlingSubmissionUncertainError(
-                        f"The create request for model {request.subject!r} succeeded "
-                        f"(HTTP {outcome.status_code}) but its body is not readable JSON, so the "
-                        "generation id is unknown. A generation may have been created and billed; "
-                        "check the AI/ML API dashboard before retrying this task."
-                    ) from None
-                failure = KlingServerError(
-                    f"The API answered HTTP {outcome.status_code} with a body that is not a JSON "
-                    f"object while fetching {request.subject!r}."
+            if request.operation == "create":
+                raise KlingSubmissionUncertainError(
+                    f"The create request for model {request.subject!r} succeeded "
+                    f"(HTTP {outcome.status_code}) but its body is not readable JSON, so the "
+                    "generation id is unknown. A generation may have been created and billed; "
+                    "check the AI/ML API dashboard before retrying this task."
                 )
-                delay = policy.backoff(attempt) if attempt < policy.max_attempts else None
+            if attempt >= policy.max_attempts:  # a GET: unreadable answers are retried
+                raise KlingServerError(
+                    f"The API answered HTTP {outcome.status_code} with a body that is not a JSON "
+                    f"object while fetching {request.subject!r}, {attempt} times."
+                )
+            delay = policy.backoff(attempt)
         else:
-            delay = retry_delay(request, outcome, attempt, policy)
-            if delay is None:
+            retry_in = retry_delay(request, outcome, attempt, policy)
+            if retry_in is None:
                 if isinstance(outcome, httpx.Response):
                     raise error_for_response(request, outcome, conn_id=conn_id, secrets=secrets)
                 raise error_for_transport(request, outcome, conn_id=conn_id) from outcome
-        if delay is None:
-            assert failure is not None
-            raise failure
+            delay = retry_in
         log.warning("Kling API %s %s: attempt %d/%d failed (%s); retrying in %.1f s",
                     request.method, request.operation, attempt, policy.max_attempts,
                     _describe(outcome), delay)
         yield delay
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The body as a JSON object, or ``None`` when it is not one (an HTML error page, ...)."""
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _describe(outcome: Outcome) -> str:
@@ -284,14 +288,10 @@ def create_steps(family: str, body: Mapping[str, Any], policy: RetryPolicy, *,
             f"generation id (body keys: {sorted(answer)}). A generation may have been created; "
             "check the AI/ML API dashboard before retrying this task."
         )
-    if classify_failure(answer):
-        failed = Generation.from_api(answer)
-        raise generation_failed(failed)
+    created = Generation.from_api(answer)
+    if created.status_class is StatusClass.FAILURE:  # refused outright, e.g. by moderation
+        raise generation_failed(created)
     return str(generation_id)
-
-
-def classify_failure(body: Mapping[str, Any]) -> bool:
-    return Generation.from_api(dict(body)).status_class is StatusClass.FAILURE
 
 
 def fetch_steps(family: str, generation_id: str, policy: RetryPolicy, *, conn_id: str,

@@ -248,6 +248,8 @@ def test_connection_settings(kling_env: Callable[..., None]) -> None:
 
 
 def test_test_connection_reports_bad_key(mock_hook: MakeHook) -> None:
-    assert mock_hook(Script(api_error(401, "nope"))).test_connection()[0] is False
+    failed = mock_hook(Script(api_error(401, "nope"))).test_connection()
+    assert failed[0] is False
+    assert "API key of connection 'kling_default' (401) while checking the connection" in failed[1]
     result = mock_hook(Script(api_error(404, "unknown"))).test_connection()
     assert result[0] is True and "API key accepted" in result[1]

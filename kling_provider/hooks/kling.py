@@ -16,13 +16,13 @@ import asyncio
 import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import httpx
 from airflow.sdk import BaseHook
 
-from kling_provider import _download, _protocol
+from kling_provider import CONNECTION_FIELD_BEHAVIOUR, _download, _protocol
 from kling_provider.catalogue import PreparedRequest, endpoint_family, prepare_request
 from kling_provider.exceptions import KlingAuthenticationError, KlingError, KlingValidationError
 from kling_provider.types import Generation
@@ -158,13 +158,6 @@ class KlingHook(BaseHook):
     conn_type = "kling"
     hook_name = "Kling (AI/ML API)"
 
-    #: Template of the generated connection form; kept here for Airflow < 3.2 UIs as well.
-    _UI_FIELD_BEHAVIOUR: ClassVar[dict[str, Any]] = {
-        "hidden_fields": ["schema", "login", "port"],
-        "relabeling": {"password": "API Key", "host": "API base URL"},
-        "placeholders": {"host": DEFAULT_HOST, "password": "your AI/ML API key"},
-    }
-
     def __init__(
         self,
         kling_conn_id: str = default_conn_name,
@@ -188,7 +181,8 @@ class KlingHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return cls._UI_FIELD_BEHAVIOUR
+        """The provider-info form in the hook-method spelling, for UIs that ask the hook."""
+        return {key.replace("-", "_"): value for key, value in CONNECTION_FIELD_BEHAVIOUR.items()}
 
     # -- connection ------------------------------------------------------------------------
 
@@ -382,18 +376,17 @@ class KlingHook(BaseHook):
         """Probe the fetch endpoint with a made-up id: authenticated, free, and creates nothing."""
         try:
             settings = self.settings
-            headers = settings.auth_headers()
-            response = self.get_conn().get(
-                _protocol.build_fetch_request(settings.endpoint_family,
-                                              "airflow-connection-test").path,
-                params={"generation_id": "airflow-connection-test"}, headers=headers)
+            probe = replace(_protocol.build_fetch_request(settings.endpoint_family,
+                                                          "airflow-connection-test"),
+                            operation="probe")
+            response = self.get_conn().get(probe.path, params=probe.params,
+                                           headers=settings.auth_headers())
         except KlingError as exc:
             return False, str(exc)
         except httpx.TransportError as exc:
             return False, f"Could not reach {self.settings.base_url}: {type(exc).__name__}"
         if response.status_code in (401, 403):
-            request = _protocol.ApiRequest("GET", "", "probe")
-            error = _protocol.error_for_response(request, response, conn_id=settings.conn_id,
+            error = _protocol.error_for_response(probe, response, conn_id=settings.conn_id,
                                                  secrets=(settings.api_key,))
             return False, str(error)
         if response.status_code >= 500:
