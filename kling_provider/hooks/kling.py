@@ -143,6 +143,21 @@ async def aclose_shared_clients() -> None:
         await shared.client.aclose()
 
 
+async def _amask(secret: str) -> None:
+    """Mask the key in logs without blocking the loop (a second layer: Airflow's SDK already
+    masks a connection's password when it loads it).
+
+    ``mask_secret``'s blocking send to the supervisor can deadlock an event loop; Airflow 3.3
+    added ``amask_secret`` for that. Older versions have no async variant: rely on the SDK's own
+    masking there rather than block the triggerer.
+    """
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:
+        return
+    await amask_secret(secret)
+
+
 class KlingHook(BaseHook):
     """Talk to Kling video models on the AI/ML API.
 
@@ -205,10 +220,7 @@ class KlingHook(BaseHook):
             conn = await self.aget_connection(self.kling_conn_id)
             settings = KlingConnectionSettings.from_connection(conn)
             if settings.api_key:
-                # The sync variant's blocking send to the supervisor can deadlock an event loop.
-                from airflow.sdk.log import amask_secret
-
-                await amask_secret(settings.api_key)
+                await _amask(settings.api_key)
             self._settings = settings
         return self._settings
 
