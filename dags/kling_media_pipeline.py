@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.sdk import DAG, Variable, task
-from airflow.sdk.exceptions import AirflowSkipException
 
 from kling_provider.media import MediaToolMissingError, local_path, probe_video, thumbnail
 from kling_provider.operators.kling import KlingDownloadVideoOperator, KlingTextToVideoOperator

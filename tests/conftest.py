@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -94,6 +93,16 @@ class TaskInstanceStub:
         self.xcom[key] = value
 
 
+class OutletEventsStub:
+    """``outlet_events[asset].extra = ...`` as tasks use it; keyed by URI (Assets may not hash)."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, SimpleNamespace] = {}
+
+    def __getitem__(self, asset: Any) -> SimpleNamespace:
+        return self.events.setdefault(asset.uri, SimpleNamespace(extra=None))
+
+
 class StateStoreStub:
     """``task_state_store`` semantics: survives across tries of one task instance."""
 
@@ -111,7 +120,7 @@ def context_for(store: StateStoreStub | None) -> Any:
     """A ``Context`` with what the operators read: ``ti`` and (Airflow 3.3+) the state store."""
     context: dict[str, Any] = {
         "ti": TaskInstanceStub(),
-        "outlet_events": defaultdict(lambda: SimpleNamespace(extra=None)),
+        "outlet_events": OutletEventsStub(),
     }
     if store is not None:
         context["task_state_store"] = store
