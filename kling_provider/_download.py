@@ -78,10 +78,6 @@ def safe_file_name(name: str | None, fallback: str = "video.mp4") -> str:
     return base[:200] or fallback
 
 
-def file_name_from_url(url: str) -> str:
-    return safe_file_name(urlsplit(url).path)
-
-
 def resolve_destination(destination: Any, file_name: str) -> Any:
     """A path or ObjectStoragePath; a trailing ``/`` or an existing directory gets ``file_name``."""
     if isinstance(destination, (str, os.PathLike)) and not _is_uri(str(destination)):
@@ -109,6 +105,11 @@ def _size_of(path: WritablePath) -> int:
     return int(stat["size"] if isinstance(stat, Mapping) else stat.st_size)
 
 
+def _already_complete(target: WritablePath, size: int | None, overwrite: bool) -> bool:
+    """An earlier run stored this video completely: keep it (idempotent re-runs)."""
+    return not overwrite and size is not None and target.exists() and _size_of(target) == size
+
+
 def download(
     client: httpx.Client,
     url: str,
@@ -126,9 +127,9 @@ def download(
 ) -> DownloadResult:
     """Stream ``url`` into ``destination`` atomically; retry whole attempts on transient faults."""
     check_video_url(url)
-    target = resolve_destination(destination, safe_file_name(file_name or file_name_from_url(url)))
-    if not overwrite and expected_size is not None and target.exists() \
-            and _size_of(target) == expected_size:
+    target = resolve_destination(destination, safe_file_name(file_name or urlsplit(url).path))
+    if _already_complete(target, expected_size, overwrite):  # known size: not even a request
+        assert expected_size is not None
         log.info("Keeping existing %s (%d bytes, as expected)", target, expected_size)
         return DownloadResult(uri=_uri(target), size=expected_size, downloaded=False)
     last: BaseException | None = None
@@ -206,7 +207,8 @@ def _store(response: httpx.Response, target: WritablePath, *, expected_size: int
             f"{announced}; refusing to store a video that may be incomplete."
         )
     want = expected_size if expected_size is not None else announced
-    if not overwrite and want is not None and target.exists() and _size_of(target) == want:
+    if _already_complete(target, want, overwrite):
+        assert want is not None
         return DownloadResult(uri=_uri(target), size=want, downloaded=False)
     if max_bytes is not None and want is not None and want > max_bytes:
         raise KlingDownloadError(

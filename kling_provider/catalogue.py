@@ -75,11 +75,7 @@ def _catalogue() -> dict[str, Any]:
 def endpoint_path(family: str) -> str:
     """The URL path of an endpoint family (``legacy`` or ``unified``)."""
     paths: dict[str, str] = _catalogue()["families"]
-    if family not in paths:
-        raise KlingValidationError(
-            f"Invalid endpoint family {family!r}: allowed are {', '.join(map(repr, paths))}."
-        )
-    return paths[family]
+    return paths[endpoint_family(family)]
 
 
 def list_models() -> list[str]:
