@@ -5,31 +5,44 @@ videos live on a CDN, not on the API host, so the API key is only attached to UR
 own origin, and redirects are followed by hand to re-check that on every hop. Bytes go to a
 temporary sibling of the destination which is renamed into place only when the size matches and
 the file starts with an MP4 ``ftyp`` box: a failure at any point leaves nothing at the destination.
+
+Every stored video carries its identity (:mod:`kling_provider._identity`): folder destinations
+name it after its generation, and a ``<file>.kling.json`` sidecar records whose bytes it holds. An
+existing file is kept only when it provably holds *this* video; a file holding anything else is
+never reported as the new video: the new one is stored beside it (or replaces it with
+``overwrite=True``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import posixpath
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from kling_provider._identity import (
+    VideoIdentity,
+    beside_name,
+    default_file_name,
+    forget,
+    holding,
+    read_sidecar,
+    write_sidecar,
+)
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 
 log = logging.getLogger("kling_provider")
 
 CHUNK_SIZE = 1024 * 1024
 MAX_REDIRECTS = 5
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class WritablePath(Protocol):
@@ -52,7 +65,8 @@ class DownloadResult:
 
     uri: str
     size: int
-    downloaded: bool  #: False when an existing complete file was kept (idempotent re-run).
+    downloaded: bool  #: False when a file already holding this very video was kept (re-run).
+    sha256: str = ""  #: of the stored bytes, as recorded in the ``.kling.json`` sidecar.
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -69,13 +83,6 @@ def check_video_url(url: str) -> None:
             f"Invalid parameter 'video_url'={url!r}: only absolute http:// or https:// URLs are "
             "downloaded."
         )
-
-
-def safe_file_name(name: str | None, fallback: str = "video.mp4") -> str:
-    """A file name from the API or a URL, reduced to one harmless path component."""
-    base = posixpath.basename(unquote(name or "").replace("\\", "/"))
-    base = _SAFE_NAME.sub("_", base).lstrip(".")
-    return base[:200] or fallback
 
 
 def resolve_destination(destination: Any, file_name: str) -> Any:
@@ -105,9 +112,30 @@ def _size_of(path: WritablePath) -> int:
     return int(stat["size"] if isinstance(stat, Mapping) else stat.st_size)
 
 
-def _already_complete(target: WritablePath, size: int | None, overwrite: bool) -> bool:
-    """An earlier run stored this video completely: keep it (idempotent re-runs)."""
-    return not overwrite and size is not None and target.exists() and _size_of(target) == size
+def choose_target(target: Any, identity: VideoIdentity, expected_size: int | None,
+                  overwrite: bool) -> tuple[Any, bool]:
+    """Where to store the video, and whether a verified copy of it is already there.
+
+    ``overwrite=False``: a file proven (sidecar + size + SHA-256) to hold this video is kept; a
+    file holding anything else stays untouched and the video goes beside it, named after its
+    generation, with a warning.
+    """
+    if overwrite:
+        return target, False
+    state, what = holding(target, identity, expected_size, _size_of)
+    if state != "other":
+        return target, state == "this"
+    beside = target.parent / beside_name(target.name, identity)
+    beside_state, beside_what = holding(beside, identity, expected_size, _size_of)
+    if beside_state == "other":
+        raise KlingDownloadError(
+            f"Cannot store {identity.describe()}: {target} holds {what} and {beside} holds "
+            f"{beside_what}. Neither is overwritten; pass overwrite=True or another destination."
+        )
+    if beside_state == "absent":
+        log.warning("%s holds %s, not %s: storing it beside, at %s (overwrite=True replaces "
+                    "instead).", target, what, identity.describe(), beside)
+    return beside, beside_state == "this"
 
 
 def download(
@@ -119,24 +147,33 @@ def download(
     api_url: str,
     expected_size: int | None = None,
     file_name: str | None = None,
+    generation_id: str | None = None,
     overwrite: bool = False,
     max_bytes: int | None = None,
     verify_mp4: bool = True,
     attempts: int = 3,
     sleep: Callable[[float], None] = time.sleep,
 ) -> DownloadResult:
-    """Stream ``url`` into ``destination`` atomically; retry whole attempts on transient faults."""
+    """Stream ``url`` into ``destination`` atomically; retry whole attempts on transient faults.
+
+    ``generation_id`` names the video: folder destinations store it as ``<generation uuid>.mp4``
+    and its sidecar records it (without it, the URL minus its query identifies the video).
+    """
     check_video_url(url)
-    target = resolve_destination(destination, safe_file_name(file_name or urlsplit(url).path))
-    if _already_complete(target, expected_size, overwrite):  # known size: not even a request
-        assert expected_size is not None
-        log.info("Keeping existing %s (%d bytes, as expected)", target, expected_size)
-        return DownloadResult(uri=_uri(target), size=expected_size, downloaded=False)
+    identity = VideoIdentity.of(generation_id, url)
+    target = resolve_destination(destination, default_file_name(identity, file_name))
+    target, kept = choose_target(target, identity, expected_size, overwrite)
+    if kept:  # verified before any request: a re-run does not download again
+        record = read_sidecar(target) or {}
+        log.info("Keeping %s: it already holds %s (%s bytes, SHA-256 verified)", target,
+                 identity.describe(), record.get("size"))
+        return DownloadResult(uri=_uri(target), size=int(record.get("size") or 0),
+                              downloaded=False, sha256=str(record.get("sha256") or ""))
     last: BaseException | None = None
     for attempt in range(1, attempts + 1):
         try:
-            return _attempt(client, url, target, auth_headers=auth_headers, api_url=api_url,
-                            expected_size=expected_size, overwrite=overwrite,
+            return _attempt(client, url, target, identity, auth_headers=auth_headers,
+                            api_url=api_url, expected_size=expected_size,
                             max_bytes=max_bytes, verify_mp4=verify_mp4)
         except _RetryableError as exc:
             last = exc.__cause__ or exc
@@ -165,9 +202,9 @@ def _uri(path: Any) -> str:
     return str(path)
 
 
-def _attempt(client: httpx.Client, url: str, target: WritablePath, *,
+def _attempt(client: httpx.Client, url: str, target: WritablePath, identity: VideoIdentity, *,
              auth_headers: Mapping[str, str], api_url: str, expected_size: int | None,
-             overwrite: bool, max_bytes: int | None, verify_mp4: bool) -> DownloadResult:
+             max_bytes: int | None, verify_mp4: bool) -> DownloadResult:
     api_origin = origin(api_url)
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
@@ -186,8 +223,8 @@ def _attempt(client: httpx.Client, url: str, target: WritablePath, *,
                         f"Downloading {_strip_query(current)} failed with HTTP "
                         f"{response.status_code}; nothing was written to {target}."
                     )
-                return _store(response, target, expected_size=expected_size,
-                              overwrite=overwrite, max_bytes=max_bytes, verify_mp4=verify_mp4)
+                return _store(response, target, identity, expected_size=expected_size,
+                              max_bytes=max_bytes, verify_mp4=verify_mp4)
         except httpx.TransportError as exc:
             raise _RetryableError(type(exc).__name__) from exc
     raise KlingDownloadError(
@@ -195,8 +232,9 @@ def _attempt(client: httpx.Client, url: str, target: WritablePath, *,
     )
 
 
-def _store(response: httpx.Response, target: WritablePath, *, expected_size: int | None,
-           overwrite: bool, max_bytes: int | None, verify_mp4: bool) -> DownloadResult:
+def _store(response: httpx.Response, target: WritablePath, identity: VideoIdentity, *,
+           expected_size: int | None, max_bytes: int | None,
+           verify_mp4: bool) -> DownloadResult:
     length_header = response.headers.get("content-length")
     announced = int(length_header) if length_header and length_header.isdigit() else None
     if "content-encoding" in response.headers:
@@ -207,9 +245,6 @@ def _store(response: httpx.Response, target: WritablePath, *, expected_size: int
             f"{announced}; refusing to store a video that may be incomplete."
         )
     want = expected_size if expected_size is not None else announced
-    if _already_complete(target, want, overwrite):
-        assert want is not None
-        return DownloadResult(uri=_uri(target), size=want, downloaded=False)
     if max_bytes is not None and want is not None and want > max_bytes:
         raise KlingDownloadError(
             f"The video has {want} bytes, more than max_bytes={max_bytes}; not downloaded."
@@ -218,6 +253,7 @@ def _store(response: httpx.Response, target: WritablePath, *, expected_size: int
     temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.part"
     written = 0
     head = b""
+    digest = hashlib.sha256()
     try:
         with temporary.open("wb") as sink:
             for chunk in response.iter_bytes(CHUNK_SIZE):
@@ -229,6 +265,7 @@ def _store(response: httpx.Response, target: WritablePath, *, expected_size: int
                         f"The video exceeded max_bytes={max_bytes}; download stopped."
                     )
                 sink.write(chunk)
+                digest.update(chunk)
         if want is not None and written != want:
             raise _RetryableError(f"got {written} of {want} bytes")
         if verify_mp4 and head[4:8] != b"ftyp":
@@ -236,14 +273,17 @@ def _store(response: httpx.Response, target: WritablePath, *, expected_size: int
                 f"The downloaded file does not start like an MP4 (no 'ftyp' box; first bytes "
                 f"{head[:12]!r}); not stored at {target}."
             )
+        forget(target)  # first: a crash from here on leaves a video of unknown origin, never a lie
         if target.exists():
             target.unlink()
         temporary.rename(target)
     except BaseException:
         _discard(temporary)
         raise
-    log.info("Stored %d bytes at %s", written, target)
-    return DownloadResult(uri=_uri(target), size=written, downloaded=True)
+    sha256 = digest.hexdigest()
+    write_sidecar(target, identity, size=written, sha256=sha256)
+    log.info("Stored %s: %d bytes at %s", identity.describe(), written, target)
+    return DownloadResult(uri=_uri(target), size=written, downloaded=True, sha256=sha256)
 
 
 def _discard(path: WritablePath) -> None:

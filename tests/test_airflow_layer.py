@@ -113,7 +113,7 @@ def test_deferrable_round_trip(airflow_sim: KlingSimulator, clock: FakeClock) ->
     result = operator.execute_complete(context, events[0], **(deferred.kwargs or {}))
     assert result["generation_id"] == generation_id
     assert result["video_url"].startswith(airflow_sim.cdn_url)
-    assert result["file_size"] == len(airflow_sim.video)
+    assert result["file_size"] == len(airflow_sim.video_of(generation_id))
     assert set(result) >= {"generation_id", "model", "status", "video_url", "file_name",
                            "file_size", "content_type", "credits_used"}
     assert context["ti"].xcom["video_url"] == result["video_url"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from kling_provider import _download
+from kling_provider import _identity
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.operators.kling import (
@@ -21,7 +22,7 @@ from kling_provider.operators.kling import (
     KlingDownloadVideoOperator,
     KlingGenerateVideoOperator,
 )
-from kling_provider.testing.simulator import KlingSimulator, sample_video
+from kling_provider.testing.simulator import Faults, KlingSimulator, sample_video
 from kling_provider.types import Generation
 from tests.conftest import SECRET_KEY, Script, context_for
 
@@ -49,14 +50,24 @@ def memory_folder() -> Any:
             item.unlink()
 
 
-def test_download_into_memory_object_storage(sim_hook: KlingHook, memory_folder: Any) -> None:
+def test_download_into_memory_object_storage(sim_hook: KlingHook, simulator: KlingSimulator,
+                                             memory_folder: Any) -> None:
     generation = ready(sim_hook)
     result = sim_hook.download_video(generation.video_url or "", memory_folder / "clip.mp4",
-                                     expected_size=generation.file_size)
+                                     expected_size=generation.file_size,
+                                     generation_id=generation.generation_id)
     stored = memory_folder / "clip.mp4"
     assert result.size == generation.file_size
-    assert stored.read_bytes() == MP4
-    assert [p.name for p in memory_folder.iterdir()] == ["clip.mp4"]
+    assert stored.read_bytes() == simulator.video_of(generation.generation_id)
+    assert sorted(p.name for p in memory_folder.iterdir()) == ["clip.mp4", "clip.mp4.kling.json"]
+    sidecar = json.loads((memory_folder / "clip.mp4.kling.json").read_bytes())
+    assert sidecar["generation_id"] == generation.generation_id
+    assert sidecar["sha256"] == result.sha256
+    again = sim_hook.download_video(generation.video_url or "", memory_folder / "clip.mp4",
+                                    expected_size=generation.file_size,
+                                    generation_id=generation.generation_id)
+    assert (again.downloaded, again.uri, again.sha256) == (False, result.uri, result.sha256)
+    assert simulator.ledger.count(origin="cdn") == 1
 
 
 @pytest.mark.parametrize("fault", [{"drop_download_after": 200_000}, {"truncate_download": True},
@@ -75,15 +86,17 @@ def test_failed_downloads_leave_no_object(sim_hook: KlingHook, simulator: KlingS
     assert all("authorization" not in e.headers for e in simulator.ledger.entries(origin="cdn"))
 
 
-def test_path_traversal_file_name_stays_inside(sim_hook: KlingHook, tmp_path: Path) -> None:
+def test_path_traversal_names_stay_inside(sim_hook: KlingHook, tmp_path: Path) -> None:
     generation = ready(sim_hook)
     inside = tmp_path / "inside"
     result = sim_hook.download_video(generation.video_url or "", f"{inside}/",
-                                     file_name="../../etc/evil.mp4")
-    assert result.uri == (inside / "evil.mp4").as_uri()
+                                     file_name="../../etc/evil.sh",
+                                     generation_id="../../etc/passwd:kling-video/v2")
+    assert result.uri == (inside / "etcpasswd.sh").as_uri()
     assert [p.name for p in tmp_path.iterdir()] == ["inside"]
-    assert _download.safe_file_name("..\\..\\x/../.hidden.mp4") == "hidden.mp4"
-    assert _download.safe_file_name("") == "video.mp4"
+    name = _identity.default_file_name(
+        _identity.VideoIdentity.of(None, "https://cdn.test/a/output.mp4?sig=1"), "..\\x/.mp4")
+    assert re.fullmatch(r"[0-9a-f]{16}\.mp4", name)  # no id: a hash of the signed-free URL
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://cdn.test/a.mp4", "/local.mp4",
@@ -141,11 +154,12 @@ def test_download_operator_from_generation_dict_emits_asset(sim_hook: KlingHook,
                                           destination=f"{tmp_path}/day/")
     context = context_for(None)
     result = operator.execute(context)
-    assert result["uri"] == (tmp_path / "day" / "output.mp4").as_uri()
+    uuid_part = generation.generation_id.split(":")[0]
+    assert result["uri"] == (tmp_path / "day" / f"{uuid_part}.mp4").as_uri()
     assert result["downloaded"] is True
     assert KLING_VIDEOS_ASSET in operator.outlets
     extra = context["outlet_events"][KLING_VIDEOS_ASSET].extra
-    assert extra == {"uri": result["uri"], "size": len(MP4),
+    assert extra == {"uri": result["uri"], "size": generation.file_size,
                      "generation_id": generation.generation_id, "model": "m", "prompt": "a fox"}
     again = operator.execute(context_for(None))
     assert again["downloaded"] is False  # a re-run keeps the complete file
@@ -155,10 +169,12 @@ def test_download_operator_by_id_and_by_url(sim_hook: KlingHook, tmp_path: Path)
     generation = ready(sim_hook)
     by_id = KlingDownloadVideoOperator(task_id="a", generation_id=generation.generation_id,
                                        destination=str(tmp_path / "a.mp4"), asset=None)
-    assert by_id.execute(context_for(None))["size"] == len(MP4)
+    assert by_id.execute(context_for(None))["size"] == generation.file_size
     by_url = KlingDownloadVideoOperator(task_id="b", video_url=generation.video_url,
                                         destination=str(tmp_path / "b.mp4"))
-    assert by_url.execute(context_for(None))["size"] == len(MP4)
+    assert by_url.execute(context_for(None))["size"] == generation.file_size
+    assert json.loads((tmp_path / "b.mp4.kling.json").read_text())["video_url"] == \
+        (generation.video_url or "").split("?")[0]
     assert by_id.outlets == []
     with pytest.raises(KlingValidationError, match="exactly one of"):
         KlingDownloadVideoOperator(task_id="c", destination="x", video_url="u", generation_id="g")
@@ -170,9 +186,10 @@ def test_generate_operator_download_to_shortcut(airflow_sim: KlingSimulator,
                                           prompt="p", deferrable=False, poll_interval=60,
                                           download_to=f"{tmp_path}/")
     result = operator.execute(context_for(None))
-    assert result["uri"] == (tmp_path / "output.mp4").as_uri()
-    assert result["size"] == len(MP4)
-    assert (tmp_path / "output.mp4").read_bytes() == MP4
+    stored = tmp_path / f"{result['generation_id'].split(':')[0]}.mp4"
+    assert result["uri"] == stored.as_uri()
+    assert stored.read_bytes() == airflow_sim.video_of(result["generation_id"])
+    assert result["size"] == stored.stat().st_size
 
 
 # -- constant memory ---------------------------------------------------------------------------
@@ -207,10 +224,94 @@ def test_200_mb_download_keeps_memory_flat() -> None:
     assert measured["growth_kib"] < 50 * 1024, measured
 
 
-def test_download_to_file_uri(sim_hook: KlingHook, tmp_path: Path) -> None:
+def test_download_to_file_uri(sim_hook: KlingHook, simulator: KlingSimulator,
+                              tmp_path: Path) -> None:
     generation = ready(sim_hook)
     uri = f"file://{tmp_path}/2026-11-21/0.mp4"
     result = sim_hook.download_video(generation.video_url or "", uri,
                                      expected_size=generation.file_size)
     assert result.uri == uri
-    assert (tmp_path / "2026-11-21" / "0.mp4").read_bytes() == MP4
+    assert (tmp_path / "2026-11-21" / "0.mp4").read_bytes() == \
+        simulator.video_of(generation.generation_id)
+
+
+# -- a video's identity travels with it ---------------------------------------------------------
+
+def test_generations_in_one_folder_never_collide(sim_hook: KlingHook, simulator: KlingSimulator,
+                                                 tmp_path: Path) -> None:
+    first, second = ready(sim_hook), ready(sim_hook)
+    assert first.file_name == second.file_name == "output.mp4"  # what the API calls them all
+    assert first.file_size == second.file_size
+    results = [sim_hook.download_video(g.video_url or "", f"{tmp_path}/", file_name=g.file_name,
+                                       expected_size=g.file_size, generation_id=g.generation_id)
+               for g in (first, second)]
+    assert [r.downloaded for r in results] == [True, True]
+    for generation, result in zip((first, second), results, strict=True):
+        stored = Path(result.uri.removeprefix("file://"))
+        assert stored.name == generation.generation_id.split(":")[0] + ".mp4"
+        assert stored.read_bytes() == simulator.video_of(generation.generation_id)
+        sidecar = json.loads(Path(f"{stored}.kling.json").read_text())
+        assert sidecar["generation_id"] == generation.generation_id
+    assert results[0].sha256 != results[1].sha256
+
+
+def test_existing_file_of_another_generation_is_never_reported(
+        sim_hook: KlingHook, simulator: KlingSimulator, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    old, new = ready(sim_hook), ready(sim_hook)
+    target = tmp_path / "clip.mp4"
+    sim_hook.download_video(old.video_url or "", target, expected_size=old.file_size,
+                            generation_id=old.generation_id)
+    result = sim_hook.download_video(new.video_url or "", target, expected_size=new.file_size,
+                                     generation_id=new.generation_id)
+    beside = tmp_path / f"clip.{new.generation_id.split(':')[0]}.mp4"
+    assert (result.uri, result.downloaded) == (beside.as_uri(), True)
+    assert beside.read_bytes() == simulator.video_of(new.generation_id)
+    assert target.read_bytes() == simulator.video_of(old.generation_id)  # untouched
+    assert f"holds the video of {old.generation_id!r}" in caplog.text
+    again = sim_hook.download_video(new.video_url or "", target, expected_size=new.file_size,
+                                    generation_id=new.generation_id)
+    assert (again.uri, again.downloaded) == (beside.as_uri(), False)  # found beside, verified
+
+
+def test_unknown_origin_or_changed_files_are_not_kept(sim_hook: KlingHook,
+                                                      simulator: KlingSimulator,
+                                                      tmp_path: Path) -> None:
+    generation = ready(sim_hook)
+    video = simulator.video_of(generation.generation_id)
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(video)  # right bytes, but nothing says whose: unknown origin
+    result = sim_hook.download_video(generation.video_url or "", target,
+                                     expected_size=generation.file_size,
+                                     generation_id=generation.generation_id)
+    assert result.downloaded and result.uri != target.as_uri()
+    stored = Path(result.uri.removeprefix("file://"))
+    stored.write_bytes(video[:-4] + b"XXXX")  # same size, claimed by the sidecar, but changed
+    with pytest.raises(KlingDownloadError, match="changed copy"):
+        sim_hook.download_video(generation.video_url or "", target,
+                                expected_size=generation.file_size,
+                                generation_id=generation.generation_id)
+    replaced = sim_hook.download_video(generation.video_url or "", stored,
+                                       expected_size=generation.file_size,
+                                       generation_id=generation.generation_id, overwrite=True)
+    assert replaced.downloaded and stored.read_bytes() == video
+
+
+def test_overwrite_relabels_before_replacing(sim_hook: KlingHook, simulator: KlingSimulator,
+                                             tmp_path: Path) -> None:
+    old, new = ready(sim_hook), ready(sim_hook)
+    target = tmp_path / "clip.mp4"
+    sim_hook.download_video(old.video_url or "", target, generation_id=old.generation_id)
+    simulator.set_faults(new.generation_id, Faults(truncate_download=True))
+    with pytest.raises(KlingDownloadError):
+        sim_hook.download_video(new.video_url or "", target, generation_id=new.generation_id,
+                                overwrite=True)
+    assert json.loads((tmp_path / "clip.mp4.kling.json").read_text())["generation_id"] == \
+        old.generation_id  # a failed replacement changes nothing
+    simulator.set_faults(new.generation_id, Faults())
+    sim_hook.download_video(new.video_url or "", target, generation_id=new.generation_id,
+                            overwrite=True)
+    assert target.read_bytes() == simulator.video_of(new.generation_id)
+    assert json.loads((tmp_path / "clip.mp4.kling.json").read_text())["generation_id"] == \
+        new.generation_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "clip.mp4.kling.json"]

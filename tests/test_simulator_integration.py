@@ -50,7 +50,20 @@ def test_create_wait_download_playable_mp4(sim_hook: KlingHook, simulator: Kling
     assert simulator.ledger.count(method="POST") == 1
     cdn = simulator.ledger.entries(origin="cdn")
     assert len(cdn) == 1 and "authorization" not in cdn[0].headers
-    assert list(tmp_path.iterdir()) == [tmp_path / "out.mp4"]  # no temporary left behind
+    # no temporary left behind; the sidecar says whose video it is
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "out.mp4.kling.json"]
+
+
+def test_each_generation_serves_its_own_playable_bytes(sim_hook: KlingHook,
+                                                       simulator: KlingSimulator) -> None:
+    ids = [sim_hook.create_generation("klingai/v2.1-master-text-to-video", prompt=p)
+           for p in ("a", "b")]
+    videos = [sim_hook.wait_for_generation(i, poll_interval=60) for i in ids]
+    served = [httpx.get(v.video_url or "").content for v in videos]
+    assert served[0] != served[1]  # a test can tell the two videos apart ...
+    assert len(served[0]) == len(served[1]) == videos[0].file_size  # ... by content, not size
+    assert served == [simulator.video_of(i) for i in ids]
+    assert all(s.startswith(simulator.video) and s[4:8] == b"ftyp" for s in served)
 
 
 @pytest.mark.parametrize("family", ["legacy", "unified"])
@@ -152,11 +165,14 @@ def test_download_is_idempotent(sim_hook: KlingHook, simulator: KlingSimulator,
     generation_id = sim_hook.create_generation("klingai/v2.1-master-text-to-video", prompt="p")
     generation = sim_hook.wait_for_generation(generation_id, poll_interval=60)
     first = sim_hook.download_video(generation.video_url or "", str(tmp_path) + "/",
-                                    expected_size=generation.file_size)
+                                    expected_size=generation.file_size,
+                                    generation_id=generation_id)
     second = sim_hook.download_video(generation.video_url or "", str(tmp_path) + "/",
-                                     expected_size=generation.file_size)
+                                     expected_size=generation.file_size,
+                                     generation_id=generation_id)
     assert first.downloaded and not second.downloaded
-    assert first.uri == second.uri == (tmp_path / "output.mp4").as_uri()
+    name = generation_id.split(":")[0] + ".mp4"
+    assert first.uri == second.uri == (tmp_path / name).as_uri()
     assert simulator.ledger.count(origin="cdn") == 1
 
 
@@ -186,14 +202,16 @@ def test_shared_async_client_sustains_many_concurrent_pollers(
     assert simulator.ledger.count(method="GET") == 300
 
 
-def test_simulator_cli_prints_base_url_and_serves() -> None:
+def test_simulator_cli_prints_base_url_key_and_serves() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "kling_provider.testing.simulator", "--port", "0"],
-        stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "kling_provider.testing.simulator", "--port", "0",
+         "--api-key", "my-local-key"], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         urls = json.loads(process.stdout.readline())
         assert urls["base_url"].startswith("http://127.0.0.1:")
+        assert urls["api_key"] == "my-local-key"
+        assert "accepts API key 'my-local-key'" in process.stdout.readline()
         ledger = httpx.get(urls["base_url"] + "/_simulator/ledger", timeout=5).json()
         assert ledger["posts"] == 0
     finally:

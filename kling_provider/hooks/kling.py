@@ -372,15 +372,20 @@ class KlingHook(BaseHook):
 
     def download_video(self, video_url: str, destination: Any, *,
                        expected_size: int | None = None, file_name: str | None = None,
-                       overwrite: bool = False, max_bytes: int | None = None,
+                       generation_id: str | None = None, overwrite: bool = False,
+                       max_bytes: int | None = None,
                        verify_mp4: bool = True) -> _download.DownloadResult:
-        """Stream a video to a local path or ``ObjectStoragePath`` atomically; see ``_download``."""
+        """Stream a video to a local path or ``ObjectStoragePath`` atomically; see ``_download``.
+
+        ``generation_id`` names the video: a folder destination (trailing ``/``) stores it as
+        ``<generation uuid>.mp4``, and an existing file is kept only if it holds this video.
+        """
         settings = self.settings
         headers = settings.auth_headers() if settings.api_key else {}
         return _download.download(
             self.get_conn(), video_url, destination, auth_headers=headers,
             api_url=settings.base_url, expected_size=expected_size, file_name=file_name,
-            overwrite=overwrite, max_bytes=max_bytes, verify_mp4=verify_mp4,
+            generation_id=generation_id, overwrite=overwrite, max_bytes=max_bytes, verify_mp4=verify_mp4,
             sleep=self.clock.sleep,
         )
 

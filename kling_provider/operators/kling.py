@@ -249,7 +249,7 @@ class KlingGenerateVideoOperator(BaseOperator):
         if self.download_to:
             stored = self.hook.download_video(
                 generation.video_url or "", self.download_to, expected_size=generation.file_size,
-                file_name=generation.file_name)
+                file_name=generation.file_name, generation_id=generation.generation_id)
             result.update(uri=stored.uri, size=stored.size)
         return result
 
@@ -370,8 +370,9 @@ class KlingDownloadVideoOperator(BaseOperator):
             raise KlingError(f"Task {self.task_id!r}: no video URL to download in {info!r}.")
         stored = hook.download_video(str(info["video_url"]), self.destination,
                                      expected_size=info.get("file_size"),
-                                     file_name=info.get("file_name"), overwrite=self.overwrite,
-                                     max_bytes=self.max_bytes)
+                                     file_name=info.get("file_name"),
+                                     generation_id=info.get("generation_id"),
+                                     overwrite=self.overwrite, max_bytes=self.max_bytes)
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=info["video_url"])
         result = {"uri": stored.uri, "size": stored.size, "downloaded": stored.downloaded,
                   "generation_id": info.get("generation_id"), "model": info.get("model"),

@@ -20,6 +20,7 @@ meet; the :class:`Ledger` records every request so tests can assert "exactly one
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import signal
@@ -41,6 +42,9 @@ __all__ = ["DEFAULT_API_KEY", "FAULTS_FIELD", "Faults", "KlingSimulator", "Ledge
            "LedgerEntry", "main"]
 
 DEFAULT_API_KEY = "kling-simulator-key"
+#: Every served video ends with a ``free`` box of this size naming its generation: same size for
+#: all generations, different bytes, so tests can tell whose video a file holds.
+IDENTITY_BOX_SIZE = 48
 
 
 def sample_video() -> bytes:
@@ -158,7 +162,7 @@ class KlingSimulator:
         return generation
 
     def _video_size(self, generation: _Generation) -> int:
-        return max(generation.faults.video_size or 0, len(self.video))
+        return max(generation.faults.video_size or 0, len(self.video) + IDENTITY_BOX_SIZE)
 
     def _state(self, generation: _Generation) -> dict[str, Any]:
         elapsed = (self.clock() - generation.created) * self.time_scale
@@ -206,10 +210,23 @@ class KlingSimulator:
         prepared = prepare_request(model, params, family=family)
         return model, int(prepared.body.get("duration", 5) or 5)
 
+    def video_of(self, generation_id: str) -> bytes:
+        """The whole video the CDN serves for ``generation_id`` (for tests comparing files)."""
+        with self._lock:
+            generation = self._generations[generation_id]
+        return b"".join(self.video_bytes(generation))
+
     def video_bytes(self, generation: _Generation) -> Iterator[bytes]:
-        """The sample MP4, then a ``free`` box padding it to the generation's video size."""
+        """The sample MP4, a ``free`` box naming the generation, then padding to its video size.
+
+        Top-level ``free`` boxes are skipped by every MP4 reader, so each video stays playable
+        while no two generations serve the same bytes (the real API's videos differ too).
+        """
         yield self.video
-        padding = self._video_size(generation) - len(self.video)
+        digest = hashlib.sha256(generation.generation_id.encode()).hexdigest()
+        payload = f"kling-simulator {digest}".encode()[: IDENTITY_BOX_SIZE - 8]
+        yield struct.pack(">I4s", IDENTITY_BOX_SIZE, b"free") + payload
+        padding = self._video_size(generation) - len(self.video) - IDENTITY_BOX_SIZE
         if padding >= 8:
             yield struct.pack(">I4s", padding, b"free")
             remaining = padding - 8
@@ -237,9 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(json.dumps({"base_url": sim.base_url, "cdn_url": sim.cdn_url}), flush=True)
-    print(f"Kling simulator: API {sim.base_url}  CDN {sim.cdn_url}  "
-          f"(API key: the one passed with --api-key)", flush=True)
+    print(json.dumps({"base_url": sim.base_url, "cdn_url": sim.cdn_url, "api_key": args.api_key}),
+          flush=True)
+    # A throwaway key for a local fake, not a credential: users need it to set up the connection.
+    print(f"Kling simulator: API {sim.base_url}  CDN {sim.cdn_url}  accepts API key "
+          f"{args.api_key!r} (change it with --api-key)", flush=True)
     stop.wait()
     sim.stop()
 
