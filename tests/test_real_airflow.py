@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kling_provider.gallery import gallery_link
 from kling_provider.testing.simulator import KlingSimulator
 from tests.conftest import SECRET_KEY, connection_json
 
@@ -203,7 +204,8 @@ def test_raccoon_dag_in_real_airflow(cluster: tuple[AirflowCluster, KlingSimulat
     assert form["standard_fields"]["password"]["title"] == "API Key"
     assert form["standard_fields"]["login"]["hidden"] is True
     assert {"endpoint_family", "timeout", "max_retries"} <= set(form["extra_fields"])
-    assert links["extra_links"]["Kling video"] == value["video_url"]
+    # The link opens the gallery at the generation, not the expiring CDN URL.
+    assert links["extra_links"]["Kling video"] == gallery_link(generation_id)
     assert sim.ledger.count(method="POST") == 1
 
     videos = list((tmp_path / "videos").rglob("*.mp4"))

@@ -1,25 +1,43 @@
-"""The "Kling video" extra link: a button in the task view that opens the generated video.
+"""The "Kling video" extra link: a button in the task view that opens the video in the gallery.
 
-Built from the ``video_url`` XCom the generate operators and the sensor push on completion. In
-Airflow 3 the worker evaluates ``get_link`` when the task finishes and stores the result under the
-link's own XCom key; the API server only reads that, so the UI needs no connection or API call.
+The gallery (the "Kling videos" page, ``kling_provider.gallery``) plays the stored copy and shows
+the spend; the CDN URL the API returns expires, so it is only the fallback for a task that knows
+no generation id (a download given a bare ``video_url``). In Airflow 3 the worker evaluates
+``get_link`` when the task finishes (after its return value is pushed) and stores the result
+under the link's own XCom key; the API server only reads that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
+from kling_provider.gallery import gallery_link
+
 VIDEO_URL_XCOM_KEY = "video_url"
+GENERATION_ID_XCOM_KEY = "generation_id"
+
+
+def _generation_id(ti_key: Any) -> str | None:
+    pushed = XCom.get_value(ti_key=ti_key, key=GENERATION_ID_XCOM_KEY)
+    if isinstance(pushed, str) and pushed:
+        return pushed
+    result = XCom.get_value(ti_key=ti_key, key="return_value")
+    found = result.get("generation_id") if isinstance(result, Mapping) else None
+    return found if isinstance(found, str) and found else None
 
 
 class KlingVideoLink(BaseOperatorLink):
-    """Link to the MP4 of the task's generation; empty until the generation completed."""
+    """The gallery at the task's generation; empty until the task knows a video."""
 
     name = "Kling video"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         url = XCom.get_value(ti_key=ti_key, key=VIDEO_URL_XCOM_KEY)
-        return url if isinstance(url, str) and url.startswith(("http://", "https://")) else ""
+        if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+            return ""  # not completed yet: no video to show
+        generation_id = _generation_id(ti_key)
+        return gallery_link(generation_id) if generation_id else url

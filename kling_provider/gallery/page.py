@@ -1,0 +1,153 @@
+"""The gallery page as one self-contained HTML document (no JavaScript build, no CDN assets).
+
+Pure: everything user- or API-supplied (prompts, ids, model names) goes through ``html.escape``;
+URLs are built from quoted path segments. Links to Airflow's own pages target ``_top`` because
+the Airflow UI shows this page in an iframe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+from urllib.parse import quote
+
+from kling_provider.gallery import URL_PREFIX
+from kling_provider.gallery.records import Filters, Spend, SpendLine, TaskRef, Video
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:16px;color:#1a202c;background:#fff}
+h1{font-size:1.4rem;margin:0 0 12px} h2{font-size:1rem;margin:16px 0 6px}
+form{display:flex;gap:8px;flex-wrap:wrap;align-items:end;margin-bottom:12px}
+label{display:flex;flex-direction:column;font-size:.8rem;gap:2px}
+.spend{display:flex;gap:24px;flex-wrap:wrap} table{border-collapse:collapse;font-size:.85rem}
+td,th{border-bottom:1px solid #e2e8f0;padding:3px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px}
+.card{border:1px solid #e2e8f0;border-radius:8px;padding:10px;background:#f7fafc}
+.card.focus{border:2px solid #3182ce} video{width:100%;border-radius:4px;background:#000}
+.pending{display:flex;align-items:center;justify-content:center;height:160px;background:#edf2f7;
+border-radius:4px;color:#4a5568} .prompt{font-weight:600;margin:6px 0}
+dl{display:grid;grid-template-columns:auto 1fr;gap:2px 8px;font-size:.8rem;margin:4px 0}
+dt{color:#718096} dd{margin:0;overflow-wrap:anywhere} .links a{margin-right:10px;font-size:.85rem}
+.empty{color:#718096}
+"""
+
+# Fills "duration" from the player when neither the task nor the event reported it.
+_SCRIPT = """
+document.querySelectorAll('video').forEach(function (v) {
+  v.addEventListener('loadedmetadata', function () {
+    var cell = document.getElementById('duration-' + v.dataset.key);
+    if (cell && cell.textContent === '-') { cell.textContent = v.duration.toFixed(1) + ' s'; }
+  });
+});
+"""
+
+
+def video_url(event_id: int) -> str:
+    return f"{URL_PREFIX}/videos/{event_id}.mp4"
+
+
+def poster_url(event_id: int) -> str:
+    return f"{URL_PREFIX}/videos/{event_id}/poster.jpg"
+
+
+def run_url(ref: TaskRef) -> str:
+    return f"/dags/{quote(ref.dag_id, safe='')}/runs/{quote(ref.run_id, safe='')}"
+
+
+def task_url(ref: TaskRef) -> str:
+    url = f"{run_url(ref)}/tasks/{quote(ref.task_id, safe='')}"
+    return f"{url}/mapped/{ref.map_index}" if ref.map_index >= 0 else url
+
+
+def _money(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if unit == "usd" else f"{value:,.0f}"
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size:,} bytes"
+
+
+def _options(name: str, values: Iterable[str], chosen: str | None) -> str:
+    items = ['<option value="">all</option>']
+    for value in sorted(set(values)):
+        selected = " selected" if value == chosen else ""
+        items.append(f'<option value="{escape(value)}"{selected}>{escape(value)}</option>')
+    return f'<select name="{name}">{"".join(items)}</select>'
+
+
+def _filters(filters: Filters, dag_ids: Iterable[str], models: Iterable[str]) -> str:
+    since = filters.since.isoformat() if filters.since else ""
+    until = filters.until.isoformat() if filters.until else ""
+    return (f'<form method="get" action="{URL_PREFIX}/">'
+            f'<label>DAG{_options("dag_id", dag_ids, filters.dag_id)}</label>'
+            f'<label>Model{_options("model", models, filters.model)}</label>'
+            f'<label>From<input type="date" name="since" value="{since}"></label>'
+            f'<label>To<input type="date" name="until" value="{until}"></label>'
+            '<button type="submit">Filter</button>'
+            f'<a href="{URL_PREFIX}/">reset</a></form>')
+
+
+def _spend_table(title: str, lines: Sequence[SpendLine]) -> str:
+    rows = "".join(f"<tr><td>{escape(line.label)}</td><td>{line.count}</td>"
+                   f"<td>{_money(line.credits, 'credits')}</td><td>{_money(line.usd, 'usd')}</td>"
+                   "</tr>" for line in lines)
+    return (f'<table><tr><th>{title}</th><th>videos</th><th>credits</th><th>USD</th></tr>'
+            f"{rows}</table>")
+
+
+def _spend(spend: Spend) -> str:
+    total = spend.total
+    return (f'<h2>Spend: {_money(total.usd, "usd")} ({_money(total.credits, "credits")} credits) '
+            f"for {total.count} generation(s)</h2>"
+            f'<div class="spend" id="spend">{_spend_table("day (UTC)", spend.by_day)}'
+            f'{_spend_table("model", spend.by_model)}</div>')
+
+
+def _player(video: Video, key: str, posters: bool) -> str:
+    if video.event_id is None:
+        return f'<div class="pending">{escape(video.status)}: not downloaded</div>'
+    poster = f' poster="{poster_url(video.event_id)}"' if posters else ""
+    return (f'<video controls preload="metadata" data-key="{key}"{poster} '
+            f'src="{video_url(video.event_id)}"></video>')
+
+
+def _card(video: Video, index: int, focus: str | None, posters: bool) -> str:
+    key = f"v{index}"
+    duration = f"{video.duration:g} s" if video.duration is not None else "-"
+    links = [f'<a target="_top" href="{escape(run_url(video.source))}">DAG run</a>',
+             f'<a target="_top" href="{escape(task_url(video.source))}">task</a>']
+    if video.generate_task and video.generate_task != video.source:
+        links.append(f'<a target="_top" href="{escape(task_url(video.generate_task))}">'
+                     "generate task</a>")
+    focused = " focus" if focus and video.generation_id == focus else ""
+    return (f'<div class="card{focused}" data-generation-id="{escape(video.generation_id or "")}">'
+            f"{_player(video, key, posters)}"
+            f'<div class="prompt">{escape(video.prompt or "(no prompt recorded)")}</div><dl>'
+            f"<dt>model</dt><dd>{escape(video.model or '-')}</dd>"
+            f'<dt>duration</dt><dd id="duration-{key}">{duration}</dd>'
+            f"<dt>size</dt><dd>{_size(video.size)}</dd>"
+            f"<dt>credits</dt><dd>{_money(video.credits_used, 'credits')}</dd>"
+            f"<dt>USD</dt><dd>{_money(video.usd_spent, 'usd')}</dd>"
+            f"<dt>status</dt><dd>{escape(video.status)}</dd>"
+            f"<dt>when</dt><dd>{video.timestamp:%Y-%m-%d %H:%M:%S} UTC</dd>"
+            f"<dt>DAG</dt><dd>{escape(video.source.dag_id)}</dd>"
+            f"<dt>generation</dt><dd>{escape(video.generation_id or '-')}</dd></dl>"
+            f'<div class="links">{"".join(links)}</div></div>')
+
+
+def render(videos: Sequence[Video], spend: Spend, filters: Filters, *, dag_ids: Iterable[str],
+           models: Iterable[str], posters: bool) -> str:
+    """The whole page for ``videos`` (already authorised and filtered)."""
+    cards = "".join(_card(v, i, filters.generation_id, posters) for i, v in enumerate(videos))
+    body = (f'<div class="grid">{cards}</div>' if videos else
+            '<p class="empty">No Kling videos match (or none you may see). Videos appear here '
+            "when a Kling generate or download task has run.</p>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>Kling videos</title>"
+            f"<style>{_STYLE}</style></head><body><h1>Kling videos</h1>"
+            f"{_filters(filters, dag_ids, models)}{_spend(spend)}<h2>Generations</h2>{body}"
+            f"<script>{_SCRIPT}</script></body></html>")

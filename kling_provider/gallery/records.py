@@ -1,0 +1,212 @@
+"""What the gallery lists, built from database rows by pure functions.
+
+A video is one generation. Its stored copy comes from an Asset event on ``kling://videos`` (the
+download operator's); what only the generate task knows (status, credits, USD) comes from that
+task's XCom. Generations with no event yet (still running, or never downloaded) are listed too,
+without a player. Only an Asset event's id can name a file to serve, so the request never carries
+a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any
+
+#: The XCom / extra fields the money side writes (absent on older runs: shown as "-").
+CREDITS_KEYS = ("credits_used",)
+USD_KEYS = ("usd_spent", "cost_usd")
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """The task instance a record came from (for links and the per-DAG access check)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One ``kling://videos`` Asset event as read from the database."""
+
+    event_id: int
+    source: TaskRef
+    timestamp: datetime
+    extra: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    """A generate task's XCom: the ``generation_id`` it pushed and its return value, if any."""
+
+    source: TaskRef
+    timestamp: datetime
+    generation_id: str
+    result: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Video:
+    """One line of the gallery."""
+
+    timestamp: datetime
+    source: TaskRef
+    generation_id: str | None = None
+    event_id: int | None = None
+    generate_task: TaskRef | None = None
+    status: str = "stored"
+    model: str | None = None
+    prompt: str | None = None
+    uri: str | None = None
+    size: int | None = None
+    duration: float | None = None
+    credits_used: float | None = None
+    usd_spent: float | None = None
+
+    @property
+    def stored(self) -> bool:
+        return self.event_id is not None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the user narrowed the list to (all optional; dates are UTC days, inclusive)."""
+
+    dag_id: str | None = None
+    model: str | None = None
+    since: date | None = None
+    until: date | None = None
+    generation_id: str | None = None
+
+    def accepts(self, video: Video) -> bool:
+        day = video.timestamp.date()
+        return ((self.dag_id is None or self.dag_id in (video.source.dag_id,
+                                                          _dag_of(video.generate_task)))
+                and (self.model is None or video.model == self.model)
+                and (self.since is None or day >= self.since)
+                and (self.until is None or day <= self.until)
+                and (self.generation_id is None or video.generation_id == self.generation_id))
+
+
+@dataclass
+class SpendLine:
+    """Credits and USD of a group of generations; ``None`` sums: nothing reported."""
+
+    label: str
+    count: int = 0
+    credits: float | None = None
+    usd: float | None = None
+
+    def add(self, video: Video) -> None:
+        self.count += 1
+        if video.credits_used is not None:
+            self.credits = (self.credits or 0.0) + video.credits_used
+        if video.usd_spent is not None:
+            self.usd = (self.usd or 0.0) + video.usd_spent
+
+
+@dataclass
+class Spend:
+    """The summary on top of the page: per UTC day (newest first), per model, and in total."""
+
+    by_day: list[SpendLine] = field(default_factory=list)
+    by_model: list[SpendLine] = field(default_factory=list)
+    total: SpendLine = field(default_factory=lambda: SpendLine("total"))
+
+
+def _dag_of(ref: TaskRef | None) -> str | None:
+    return ref.dag_id if ref else None
+
+
+def _number(values: Mapping[str, Any], keys: Iterable[str]) -> float | None:
+    for key in keys:
+        value = values.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _text(values: Mapping[str, Any], key: str) -> str | None:
+    value = values.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _size(values: Mapping[str, Any]) -> int | None:
+    for key in ("size", "file_size"):
+        value = values.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _from_event(row: EventRow) -> Video:
+    extra = row.extra
+    return Video(
+        timestamp=row.timestamp, source=row.source, event_id=row.event_id,
+        generation_id=_text(extra, "generation_id"), model=_text(extra, "model"),
+        prompt=_text(extra, "prompt"), uri=_text(extra, "uri"), size=_size(extra),
+        duration=_number(extra, ("duration",)), credits_used=_number(extra, CREDITS_KEYS),
+        usd_spent=_number(extra, USD_KEYS))
+
+
+def _from_generation(row: GenerationRow) -> Video:
+    result = row.result or {}
+    status = _text(result, "status") or ("submitted" if row.result is None else "unknown")
+    return Video(
+        timestamp=row.timestamp, source=row.source, generation_id=row.generation_id,
+        generate_task=row.source, status=status, model=_text(result, "model"),
+        prompt=_text(result, "prompt"), uri=_text(result, "uri"), size=_size(result),
+        duration=_number(result, ("duration",)), credits_used=_number(result, CREDITS_KEYS),
+        usd_spent=_number(result, USD_KEYS))
+
+
+def _merge(stored: Video, generated: Video) -> Video:
+    """The event's copy, completed with what only the generate task knows."""
+    return replace(
+        stored, generate_task=generated.generate_task,
+        model=stored.model or generated.model, prompt=stored.prompt or generated.prompt,
+        duration=stored.duration if stored.duration is not None else generated.duration,
+        credits_used=(stored.credits_used if stored.credits_used is not None
+                      else generated.credits_used),
+        usd_spent=stored.usd_spent if stored.usd_spent is not None else generated.usd_spent)
+
+
+def build_videos(events: Iterable[EventRow], generations: Iterable[GenerationRow]) -> list[Video]:
+    """One video per generation, newest first; the newest event wins for a generation."""
+    stored: dict[str, Video] = {}
+    anonymous: list[Video] = []
+    for row in sorted(events, key=lambda r: (r.timestamp, r.event_id), reverse=True):
+        video = _from_event(row)
+        if video.generation_id is None:
+            anonymous.append(video)
+        elif video.generation_id not in stored:
+            stored[video.generation_id] = video
+    pending: list[Video] = []
+    for generation in generations:
+        video = _from_generation(generation)
+        if generation.generation_id in stored:
+            stored[generation.generation_id] = _merge(stored[generation.generation_id], video)
+        else:
+            pending.append(video)
+    videos = [*stored.values(), *anonymous, *pending]
+    return sorted(videos, key=lambda v: v.timestamp, reverse=True)
+
+
+def summarise(videos: Iterable[Video]) -> Spend:
+    """Per-day and per-model spend of the listed generations (each counted once)."""
+    days: dict[str, SpendLine] = {}
+    models: dict[str, SpendLine] = {}
+    spend = Spend()
+    for video in videos:
+        day = video.timestamp.date().isoformat()
+        days.setdefault(day, SpendLine(day)).add(video)
+        model = video.model or "(unknown model)"
+        models.setdefault(model, SpendLine(model)).add(video)
+        spend.total.add(video)
+    spend.by_day = [days[d] for d in sorted(days, reverse=True)]
+    spend.by_model = sorted(models.values(), key=lambda line: (-(line.usd or 0.0), line.label))
+    return spend
