@@ -10,7 +10,6 @@ with a shared async client in the triggerer, so both paths behave identically by
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable, Generator, Mapping
@@ -35,13 +34,14 @@ from kling_provider.exceptions import (
     KlingTimeoutError,
     KlingValidationError,
 )
-from kling_provider.types import Generation, StatusClass
+from kling_provider.types import Generation, StatusClass, describe_error
 
 log = logging.getLogger("kling_provider")
 
 Operation = Literal["create", "fetch", "probe"]
-#: What a driver hands back for an :class:`ApiRequest`: the response, or the transport error.
-Outcome = httpx.Response | httpx.TransportError
+#: What a driver hands back for an :class:`ApiRequest`: the response, or the request error
+#: (a transport failure, or an answer whose content encoding cannot be decoded).
+Outcome = httpx.Response | httpx.RequestError
 
 #: Transport errors raised before any byte of the request left: retrying cannot duplicate it.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -113,7 +113,7 @@ def retry_delay(request: ApiRequest, outcome: Outcome, attempt: int,
     if attempt >= policy.max_attempts:
         return None
     is_post = request.operation == "create"
-    if isinstance(outcome, httpx.TransportError):
+    if isinstance(outcome, httpx.RequestError):
         if is_post and not isinstance(outcome, NOT_SENT_ERRORS):
             return None
         return policy.backoff(attempt)
@@ -137,8 +137,10 @@ def parse_retry_after(value: str | None) -> float | None:
         pass
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:  # "-0000" parses as naive: HTTP dates are UTC
+        when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
@@ -152,17 +154,35 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
 
 def _api_message(response: httpx.Response) -> tuple[str, str | None]:
     """The error body's ``message`` (and ``requestId``) per the error contract, else its text."""
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return (response.text[:500].strip() or response.reason_phrase), None
+    readable, body = read_json(response)
+    if not readable:
+        return (_text(response)[:500].strip() or response.reason_phrase), None
     if isinstance(body, dict):
-        message = body.get("message") or body.get("error") or body
-        if isinstance(message, list):
-            message = "; ".join(map(str, message))
+        _, message = describe_error({k: body[k] for k in ("message", "error", "detail")
+                                     if k in body} or body)
         request_id = body.get("requestId")
-        return str(message)[:1000], (str(request_id) if request_id else None)
-    return str(body)[:1000], None
+        return (message or response.reason_phrase)[:1000], (str(request_id) if request_id else None)
+    return describe_error(body)[1] or response.reason_phrase, None
+
+
+def read_json(response: httpx.Response) -> tuple[bool, Any]:
+    """``(True, body)`` when the body is JSON, else ``(False, None)``; never raises.
+
+    Every way a body can fail to decode counts (bad syntax, truncation, bad bytes, nesting deep
+    enough to exhaust the parser's recursion): after a paid POST a raw exception would lose the
+    fact that the request may have created a generation.
+    """
+    try:
+        return True, response.json()
+    except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
+        return False, None
+
+
+def _text(response: httpx.Response) -> str:
+    try:
+        return response.text
+    except (ValueError, LookupError, UnicodeDecodeError):
+        return ""
 
 
 def error_for_response(request: ApiRequest, response: httpx.Response, *, conn_id: str,
@@ -207,13 +227,15 @@ def error_for_response(request: ApiRequest, response: httpx.Response, *, conn_id
     return KlingError(f"Unexpected HTTP {status} while {what}: {message}{ref}")
 
 
-def error_for_transport(request: ApiRequest, error: httpx.TransportError, *,
+def error_for_transport(request: ApiRequest, error: httpx.RequestError, *,
                         conn_id: str) -> KlingError:
     """Map a transport failure (after retries) to the provider's exception."""
     kind = type(error).__name__
     if request.operation == "create" and not isinstance(error, NOT_SENT_ERRORS):
+        lost = ("its answer could not be decoded" if isinstance(error, httpx.DecodingError)
+                else "no answer arrived")
         return KlingSubmissionUncertainError(
-            f"The create request for model {request.subject!r} was sent but no answer arrived "
+            f"The create request for model {request.subject!r} was sent but {lost} "
             f"({kind}). A generation may have been created and billed, so it was not sent again. "
             "Check the AI/ML API dashboard before retrying this task."
         )
@@ -263,10 +285,7 @@ def exchange(request: ApiRequest, policy: RetryPolicy, *, conn_id: str,
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
     """The body as a JSON object, or ``None`` when it is not one (an HTML error page, ...)."""
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
+    body = read_json(response)[1]
     return body if isinstance(body, dict) else None
 
 
@@ -282,16 +301,17 @@ def create_steps(family: str, body: Mapping[str, Any], policy: RetryPolicy, *,
     request = build_create_request(family, body)
     answer = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
     generation_id = answer.get("id") or answer.get("generation_id")
-    if not generation_id:
-        raise KlingSubmissionUncertainError(
-            f"The API accepted the create request for model {request.subject!r} but returned no "
-            f"generation id (body keys: {sorted(answer)}). A generation may have been created; "
-            "check the AI/ML API dashboard before retrying this task."
-        )
-    created = Generation.from_api(answer)
+    created = Generation.from_api(answer, generation_id=str(generation_id or ""))
     if created.status_class is StatusClass.FAILURE:  # refused outright, e.g. by moderation
         raise generation_failed(created)
-    return str(generation_id)
+    if not isinstance(generation_id, (str, int)) or isinstance(generation_id, bool) \
+            or not str(generation_id).strip():
+        raise KlingSubmissionUncertainError(
+            f"The API accepted the create request for model {request.subject!r} but returned no "
+            f"usable generation id (body keys: {sorted(map(str, answer))}). A generation may "
+            "have been created; check the AI/ML API dashboard before retrying this task."
+        )
+    return str(generation_id).strip()
 
 
 def fetch_steps(family: str, generation_id: str, policy: RetryPolicy, *, conn_id: str,
@@ -303,11 +323,13 @@ def fetch_steps(family: str, generation_id: str, policy: RetryPolicy, *, conn_id
 
 
 def generation_failed(generation: Generation) -> KlingGenerationFailedError:
-    name = generation.error_name or "unknown error"
-    detail = generation.error_message or "no message from the API"
+    """The error for a failed generation, naming the API's reason in whatever shape it came."""
+    reason = ": ".join(x for x in (generation.error_name, generation.error_message) if x)
+    subject = (f"Generation {generation.generation_id!r}" if generation.generation_id
+               else "The create request")
     return KlingGenerationFailedError(
-        f"Generation {generation.generation_id!r} ended with status {generation.status!r}: "
-        f"{name}: {detail}",
+        f"{subject} ended with status {generation.status!r}: "
+        f"{reason or 'the API gave no reason (its dashboard may show one)'}",
         generation_id=generation.generation_id,
         error_name=generation.error_name,
         error_message=generation.error_message,

@@ -8,6 +8,8 @@ and JSON-serialisable, so a :class:`Generation` can travel through XCom and trig
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,10 +20,12 @@ __all__ = [
     "Generation",
     "StatusClass",
     "classify_status",
+    "describe_error",
 ]
 
 PENDING_STATUSES = frozenset({"queued", "waiting", "active", "generating", "processing"})
-SUCCESS_STATUSES = frozenset({"completed"})
+#: ``succeeded``/``success`` are what other video models of the same service report when done.
+SUCCESS_STATUSES = frozenset({"completed", "succeeded", "success"})
 FAILURE_STATUSES = frozenset(
     {"error", "failed", "cancelled", "canceled", "aborted", "rejected", "expired"}
 )
@@ -82,29 +86,23 @@ class Generation:
         """Parse a fetch (or create) response body.
 
         Tolerant by design: the legacy endpoint reports ``meta.usage.tokens_used``, the unified one
-        ``meta.usage.credits_used``; ``error`` is a string on one and ``{name, message}`` on the
-        other; ``video`` may be missing, null, or (on some models) a list.
+        ``meta.usage.credits_used``; ``error`` comes in every shape :func:`describe_error` reads;
+        ``video`` may be missing, null, or (on some models) a list. A field of an unexpected type
+        reads as absent: this runs on the answer to a paid POST, where raising would lose its id.
         """
         video = body.get("video")
         if isinstance(video, list):
             video = video[0] if video else None
         if not isinstance(video, dict):
             video = {}
-        error = body.get("error")
-        error_name: str | None = None
-        error_message: str | None = None
-        if isinstance(error, dict):
-            error_name = _str_or_none(error.get("name"))
-            error_message = _str_or_none(error.get("message"))
-        elif error:
-            error_message = str(error)
-        usage = (body.get("meta") or {}).get("usage") or {}
+        error_name, error_message = describe_error(body.get("error"))
+        usage = _mapping(_mapping(body.get("meta")).get("usage"))
         credits = usage.get("credits_used", usage.get("tokens_used"))
         duration = video.get("duration", body.get("duration"))
         return cls(
             generation_id=str(body.get("id") or generation_id or ""),
             status=str(body.get("status") or ""),
-            video_url=_str_or_none(video.get("url")),
+            video_url=video.get("url") if isinstance(video.get("url"), str) else None,
             content_type=_str_or_none(video.get("content_type")),
             file_name=_str_or_none(video.get("file_name")),
             file_size=_int_or_none(video.get("file_size")),
@@ -128,6 +126,74 @@ class Generation:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+#: Longest error message kept: enough for every reason seen, short enough for a log line.
+MAX_ERROR_CHARS = 2000
+
+
+def describe_error(error: Any) -> tuple[str | None, str | None]:
+    """``(name, message)`` of an API ``error`` in any shape the service was seen to use.
+
+    Shapes: a string (legacy endpoint); ``{name, message}`` (unified endpoint);
+    ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`` (validation-style, e.g. "Could not
+    detect face in the image"); lists and nestings of these. Each ``detail`` item reads
+    ``"<msg> (field '<loc>')"`` so the user sees which input to change; its ``type`` becomes the
+    name. Anything else is shown as compact JSON rather than dropped.
+    """
+    names: list[str] = []
+    messages: list[str] = []
+    _collect(error, names, messages, depth=0)
+    name = ", ".join(dict.fromkeys(names)) or None
+    message = "; ".join(dict.fromkeys(messages))[:MAX_ERROR_CHARS] or None
+    return name, message
+
+
+def _collect(error: Any, names: list[str], messages: list[str], *, depth: int) -> None:
+    if error is None or error == "" or depth > 5:
+        return
+    if isinstance(error, str):
+        messages.append(error.strip())
+    elif isinstance(error, (list, tuple)):
+        for item in error:
+            _collect(item, names, messages, depth=depth + 1)
+    elif isinstance(error, Mapping):
+        _collect_mapping(error, names, messages, depth=depth)
+    else:
+        messages.append(str(error))
+
+
+def _collect_mapping(error: Mapping[str, Any], names: list[str], messages: list[str], *,
+                     depth: int) -> None:
+    name = next((error[k] for k in ("name", "type", "code") if error.get(k)), None)
+    if isinstance(name, (str, int)):
+        names.append(str(name))
+    if "msg" in error:  # one validation item: {loc, msg, type}
+        field = _field_of(error.get("loc"))
+        text = str(error.get("msg") or "").strip() or "invalid value"
+        messages.append(f"{text} (field {field!r})" if field else text)
+        return
+    reason = next((error[k] for k in ("message", "detail", "error", "description", "reason")
+                   if error.get(k) not in (None, "", [], {})), None)
+    if reason is not None:
+        _collect(reason, names, messages, depth=depth + 1)
+    elif name is None and error:
+        messages.append(json.dumps(error, sort_keys=True, default=str)[:MAX_ERROR_CHARS])
+
+
+def _field_of(loc: Any) -> str | None:
+    """``["body", "image_list", 0]`` -> ``"image_list[0]"``: the input the user named."""
+    parts = list(loc) if isinstance(loc, (list, tuple)) else [loc] if loc else []
+    if len(parts) > 1 and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -135,7 +201,7 @@ def _str_or_none(value: Any) -> str | None:
 def _int_or_none(value: Any) -> int | None:
     try:
         return None if value is None else int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

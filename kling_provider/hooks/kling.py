@@ -266,7 +266,7 @@ class KlingHook(BaseHook):
                 try:
                     reply = client.request(step.method, step.path, params=step.params,
                                            json=step.json, headers=settings.auth_headers())
-                except httpx.TransportError as exc:
+                except httpx.RequestError as exc:  # incl. undecodable answers
                     reply = exc
             else:
                 self.clock.sleep(step)
@@ -287,7 +287,7 @@ class KlingHook(BaseHook):
                         reply = await shared.client.request(
                             step.method, step.path, params=step.params, json=step.json,
                             headers=settings.auth_headers())
-                except httpx.TransportError as exc:
+                except httpx.RequestError as exc:  # incl. undecodable answers
                     reply = exc
             else:
                 await self.clock.asleep(step)
