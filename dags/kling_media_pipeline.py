@@ -2,9 +2,13 @@
 
 Every day it reads the prompts (the Airflow Variable ``kling_prompts``, a JSON list, or else
 ``kling_prompts.txt`` beside this file), maps one deferrable generation per prompt, downloads
-each MP4 into ``<kling_output_dir>/pipeline/<ds>/<map index>.mp4`` (each download updates the
-``kling://videos`` Asset, which schedules ``kling_video_catalog``), then probes every video with
-ffprobe and extracts a thumbnail with ffmpeg. Without ffmpeg the probe task skips, saying why.
+each MP4 into ``<kling_output_dir>/pipeline/<day>/<generation uuid>.mp4`` (each download updates
+the ``kling://videos`` Asset, which schedules ``kling_video_catalog``), then probes every video
+with ffprobe and extracts a thumbnail with ffmpeg. Without ffmpeg the probe task skips, saying why.
+
+The day is ``dag_run.run_after``, which every run has, so a run triggered through the REST API or
+by hand (no logical date, no ``{{ ds }}`` in Airflow 3) stores its videos like a scheduled one;
+files named after their generation never collide, however many runs share the day.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from kling_provider.operators.kling import KlingDownloadVideoOperator, KlingText
 POLL_INTERVAL = float(os.environ.get("KLING_POLL_INTERVAL", "10"))
 # Downloads go under the Airflow Variable `kling_output_dir`, one folder per day.
 OUTPUT_DIR = "{{ var.value.get('kling_output_dir', '/tmp/kling') }}"
+DAY = "{{ dag_run.run_after | ds }}"
 PROMPTS_FILE = Path(__file__).with_name("kling_prompts.txt")
 
 with DAG(dag_id="kling_media_pipeline", schedule="@daily", start_date=datetime(2026, 1, 1),
@@ -49,7 +54,7 @@ with DAG(dag_id="kling_media_pipeline", schedule="@daily", start_date=datetime(2
 
     download = KlingDownloadVideoOperator.partial(
         task_id="download",
-        destination=OUTPUT_DIR + "/pipeline/{{ ds }}/{{ ti.map_index }}.mp4",
+        destination=f"{OUTPUT_DIR}/pipeline/{DAY}/",
     ).expand(generation=generate.output)
 
     @task

@@ -6,11 +6,15 @@ The operators call :func:`prepare_request` when a DAG is parsed and again before
 ``duration`` fails in the DAG processor, not after a paid request; the simulator uses the same
 function to answer 400s, so tests exercise the same rules the users hit.
 
-Unknown model ids pass with a warning: a new Kling release must not need a provider release.
+An unknown model id is refused with the closest known ids ("did you mean"): a typo must not reach
+the API, where it would go to the wrong endpoint family or fail after the task started. A model
+newer than this release needs no provider release: ``allow_unknown_model=True`` sends it
+unvalidated (to the connection's endpoint family, or ``endpoint_family=...``).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from collections.abc import Collection, Mapping
@@ -98,6 +102,7 @@ def prepare_request(
     family: str = "legacy",
     extra_params: Mapping[str, Any] | None = None,
     pending: Collection[str] = (),
+    allow_unknown_model: bool = False,
 ) -> PreparedRequest:
     """Validate ``params`` for ``model`` and build the JSON body of the create request.
 
@@ -107,6 +112,7 @@ def prepare_request(
     ``extra_params`` are merged in unvalidated: the escape hatch for fields the catalogue lacks.
     ``pending`` names fields whose values are not known yet (templates, XComArgs, checked when a
     DAG is parsed): they count as present and are checked again once rendered.
+    ``allow_unknown_model`` lets a model id the catalogue lacks through, unvalidated.
 
     :raises KlingValidationError: naming the parameter, the value and what is allowed.
     """
@@ -116,9 +122,11 @@ def prepare_request(
     given = {k: v for k, v in params.items() if v is not None}
     spec = get_model(model)
     if spec is None:
+        if not allow_unknown_model:
+            raise KlingValidationError(unknown_model_message(model, chosen))
         log.warning(
-            "Model %r is not in the Kling catalogue (%d models); sending it unvalidated to the %s "
-            "endpoint. Upgrade airflow-provider-kling for validation of newer models.",
+            "Model %r is not in the Kling catalogue (%d models); allow_unknown_model=True: sending "
+            "it unvalidated to the %s endpoint (endpoint_family=... picks the other one).",
             model, len(list_models()), chosen,
         )
         passthrough = {"model": model, **given, **dict(extra_params or {})}
@@ -135,18 +143,64 @@ def prepare_request(
             f"of this model. Allowed: {', '.join(allowed)}. Pass fields the catalogue does not "
             "know through extra_params."
         )
-    present = set(given) | set(pending) | set(extra_params or {})
+    # A blank prompt is no prompt: the API would bill a video of nothing.
+    present = ({k for k, v in given.items() if not _blank(v)} | set(pending)
+               | set(extra_params or {}))
     missing = [r for r in spec.required(chosen) if r not in present]
     if missing:
         raise KlingValidationError(
             f"Missing parameter {missing[0]!r} for {where}: it is required "
             f"(required: {', '.join(spec.required(chosen))})."
         )
+    _check_groups(schema, present, where, spec.kind)
     body: dict[str, Any] = {"model": model}
     for name, value in given.items():
         body[name] = _check(value, schema["properties"][name], name, where)
     body.update(extra_params or {})
     return PreparedRequest(family=chosen, body=body, known_model=True)
+
+
+def _blank(value: Any) -> bool:
+    return (isinstance(value, str) and not value.strip()) or (
+        isinstance(value, (list, tuple, dict)) and not value)
+
+
+def _check_groups(schema: Mapping[str, Any], present: set[str], where: str, kind: str) -> None:
+    """The schema rules ``required`` cannot express (from the API's descriptions, see
+    ``tools/build_catalogue.py``): at least one of, at most one of."""
+    for group in schema.get("x-one-of-required", ()):
+        if not present & set(group):
+            raise KlingValidationError(
+                f"Missing parameter {' or '.join(map(repr, group))} for {where}: a {kind} "
+                f"request needs one of them; without it the API would bill a video made from "
+                "no description."
+            )
+    for group in schema.get("x-exclusive", ()):
+        both = [name for name in group if name in present]
+        if len(both) > 1:
+            raise KlingValidationError(
+                f"Invalid parameters {' and '.join(map(repr, both))} for {where}: they are "
+                "mutually exclusive, give only one."
+            )
+
+
+def closest_models(model: str, count: int = 3) -> list[str]:
+    """Known model ids most like ``model`` (case-insensitive), best first."""
+    known = {m.lower(): m for m in list_models()}
+    matches = difflib.get_close_matches(model.strip().lower(), list(known), n=count, cutoff=0.6)
+    return [known[m] for m in matches]
+
+
+def unknown_model_message(model: str, family: str) -> str:
+    closest = closest_models(model)
+    hint = (f"Did you mean {' or '.join(map(repr, closest))}?" if closest
+            else "See kling_provider.catalogue.list_models().")
+    return (
+        f"Invalid parameter 'model'={model!r}: not one of the {len(list_models())} Kling models "
+        f"this provider knows. {hint} If it is a model newer than this provider release, pass "
+        f"allow_unknown_model=True to send it unvalidated (to the {family} endpoint; "
+        "endpoint_family=... chooses)."
+    )
 
 
 def endpoint_family(family: str) -> EndpointFamily:

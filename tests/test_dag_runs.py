@@ -64,8 +64,14 @@ def airflow_env(home: Path) -> dict[str, str]:
 def test_media_pipeline_end_to_end(run_dag: RunDag) -> None:
     _, videos, output, sim = run_dag("kling_media_pipeline")
     clips = sorted(videos.rglob("*.mp4"))
-    assert [c.name for c in clips] == ["0.mp4", "1.mp4", "2.mp4"]  # one per prompt, mapped
     assert sim.ledger.count(method="POST") == 3
+    ids = sim.generation_ids()
+    # one per prompt, mapped, into one day folder, each named after and holding its generation
+    assert sorted(c.name for c in clips) == sorted(f"{i.split(':')[0]}.mp4" for i in ids)
+    assert len({c.parent for c in clips}) == 1
+    for generation_id in ids:
+        clip = clips[0].parent / f"{generation_id.split(':')[0]}.mp4"
+        assert clip.read_bytes() == sim.video_of(generation_id)
     if shutil.which("ffprobe") and shutil.which("ffmpeg"):
         probes = [json.loads(c.with_suffix(".probe.json").read_text()) for c in clips]
         assert [(p["codec"], p["width"], p["height"]) for p in probes] == [("h264", 160, 90)] * 3

@@ -86,7 +86,9 @@ def test_every_model_accepts_its_required_fields(model: str, family: str) -> Non
     spec = get_model(model)
     assert spec is not None
     props = spec.schemas[family]["properties"]
-    params = {name: _minimal(props[name]) for name in spec.required(family)}
+    needed = [*spec.required(family),  # and one of each "either A or B" group
+              *(group[0] for group in spec.schemas[family].get("x-one-of-required", ()))]
+    params = {name: _minimal(props[name]) for name in needed}
     prepared = prepare_request(model, params, family=family)
     assert prepared.family == family
     assert prepared.body["model"] == model
@@ -153,12 +155,53 @@ def test_family_specific_schema_is_used() -> None:
                         {"prompt": "p", "camera_control": "down_back"}, family="legacy")
 
 
-def test_unknown_model_passes_with_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_model_refused_with_closest_ids() -> None:
+    with pytest.raises(KlingValidationError) as error:
+        prepare_request("klingai/v2.1-master-text-to-vidoe", {"prompt": "p"})
+    message = str(error.value)
+    assert "'model'='klingai/v2.1-master-text-to-vidoe'" in message
+    assert "Did you mean 'klingai/v2.1-master-text-to-video'" in message
+    assert "allow_unknown_model=True" in message
+    with pytest.raises(KlingValidationError, match="Did you mean 'klingai/video-v3-pro-text"):
+        prepare_request("KlingAI/Video-V3-Pro-Text-To-Video", {"prompt": "p"}, family="unified")
+    with pytest.raises(KlingValidationError, match="list_models"):
+        prepare_request("runway/gen-4", {"prompt": "p"})  # nothing close: where to look
+
+
+def test_unknown_model_passes_when_allowed(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        prepared = prepare_request("klingai/v9-ultra-text-to-video", {"prompt": "p", "fps": 60})
+        prepared = prepare_request("klingai/v9-ultra-text-to-video", {"prompt": "p", "fps": 60},
+                                   family="unified", allow_unknown_model=True)
     assert prepared.known_model is False
+    assert prepared.family == "unified"
     assert prepared.body == {"model": "klingai/v9-ultra-text-to-video", "prompt": "p", "fps": 60}
     assert "not in the Kling catalogue" in caplog.text
+
+
+TEXT_MODELS = [m for m in list_models() if get_model(m).kind == "text-to-video"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("model", TEXT_MODELS)
+def test_every_text_to_video_model_needs_some_text(model: str) -> None:
+    spec = get_model(model)
+    assert spec is not None
+    for family in spec.families:
+        with pytest.raises(KlingValidationError, match="Missing parameter 'prompt'"):
+            prepare_request(model, {"duration": 5}, family=family)
+        with pytest.raises(KlingValidationError, match="Missing parameter 'prompt'"):
+            prepare_request(model, {"prompt": "  "}, family=family)  # blank is no prompt
+        assert prepare_request(model, {"prompt": "a fox"}, family=family).body["prompt"] == "a fox"
+        assert prepare_request(model, {}, family=family, pending={"prompt"}).known_model
+
+
+def test_v3_multi_prompt_instead_of_prompt_but_not_both() -> None:
+    model = "klingai/video-v3-pro-text-to-video"
+    body = prepare_request(model, {"multi_prompt": ["a fox", "a hound"]}, family="unified").body
+    assert body["multi_prompt"] == ["a fox", "a hound"]
+    with pytest.raises(KlingValidationError, match="'prompt' and 'multi_prompt'.*mutually excl"):
+        prepare_request(model, {"prompt": "a", "multi_prompt": ["b"]}, family="unified")
+    with pytest.raises(KlingValidationError, match="'prompt' or 'multi_prompt'"):
+        prepare_request(model, {"multi_prompt": []}, family="unified")
 
 
 def test_extra_params_pass_unvalidated() -> None:

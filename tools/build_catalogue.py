@@ -15,6 +15,7 @@ required fields) because the catalogue must never reject a request the API accep
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,36 @@ KEEP = {
 }
 # Fields the gateway documents for its own routing/bookkeeping, not generation parameters.
 DROP_PROPERTIES = {"model"}
+# Rules JSON Schema's ``required`` cannot say, written only in property descriptions:
+# "Either prompt or multi_prompt must be provided, but not both." (v3) and "Mutually exclusive
+# with prompt." (v3 turbo). A text-to-video model also needs some text: a request with neither
+# would be billed for a video of nothing. Kept as ``x-one-of-required`` (at least one) and
+# ``x-exclusive`` (at most one) lists of field groups.
+EITHER = re.compile(r"Either (\w+) or (\w+) must be provided(, but not both)?")
+EXCLUSIVE = re.compile(r"Mutually exclusive with (\w+)")
+TEXT_INPUTS = ("prompt", "multi_prompt")
+RULES = ("x-one-of-required", "x-exclusive")
+
+
+def text_rules(model: str, schema: dict[str, Any]) -> dict[str, list[list[str]]]:
+    """The at-least-one and at-most-one groups of a request schema."""
+    props = schema.get("properties", {})
+    needed: list[list[str]] = []
+    exclusive: list[list[str]] = []
+    for name, sub in props.items():
+        description = str(sub.get("description", ""))
+        if found := EITHER.search(description):
+            needed.append([found[1], found[2]])
+            if found[3]:
+                exclusive.append([found[1], found[2]])
+        if found := EXCLUSIVE.search(description):
+            exclusive.append(sorted([name, found[1]], key=TEXT_INPUTS.index))
+    texts = [t for t in TEXT_INPUTS if t in props]
+    if kind_of(model) == "text-to-video" and texts and not set(texts) & set(
+            schema.get("required", [])):
+        needed.append(texts)
+    rules = {"x-one-of-required": needed, "x-exclusive": exclusive}
+    return {k: [list(g) for g in dict.fromkeys(map(tuple, v))] for k, v in rules.items() if v}
 
 
 def prune(schema: Any) -> Any:
@@ -57,7 +88,12 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         else:
             props.setdefault(name, sub)
     required = [r for r in a.get("required", []) if r in set(b.get("required", []))]
-    return {"type": "object", "properties": props, "required": required}
+    merged = {"type": "object", "properties": props, "required": required}
+    for rule in RULES:  # lenient like ``required``: only what both pages state
+        groups = [g for g in a.get(rule, []) if g in b.get(rule, [])]
+        if groups:
+            merged[rule] = groups
+    return merged
 
 
 def kind_of(model: str) -> str:
@@ -88,7 +124,7 @@ def build(reference: Path) -> dict[str, Any]:
             body["required"] = [r for r in body.get("required", []) if r != "model"]
             body["type"] = "object"
             for model in ids:
-                found.setdefault(model, []).append((len(ids), body))
+                found.setdefault(model, []).append((len(ids), {**body, **text_rules(model, schema)}))
         for model, bodies in found.items():
             # A page written for this one model beats a page shared by several.
             narrowest = min(n for n, _ in bodies)

@@ -99,20 +99,15 @@ def main() -> None:
         posts = simulator.ledger.count(method="POST") if simulator else None
         if simulator:
             simulator.stop()
+    # Every run makes new generations, stored under their own names: new files each time.
     videos = sorted(set(OUTPUT.rglob("*.mp4")) - before, key=lambda p: p.stat().st_mtime)
-    if not videos and args.pipeline:
-        # Downloads are idempotent: a second run on the same day keeps the complete files.
-        days = sorted((OUTPUT / "pipeline").glob("*/"))
-        videos = sorted(days[-1].glob("*.mp4")) if days else []
-        print(f"demo: today's videos were already complete in {days[-1] if days else OUTPUT}; "
-              "kept, not downloaded again.")
     if not videos:
         sys.exit(f"demo: the DAG run finished but no new MP4 is under {OUTPUT}; "
                  f"see {HOME / (dag_id + '.log')}")
     for video in videos:
         print(f"demo: video: {video} ({video.stat().st_size} bytes; {describe(video)})")
     if args.pipeline:
-        for report in sorted(OUTPUT.rglob("*.json")):
+        for report in sorted(OUTPUT.rglob("*.probe.json")):
             if report.stat().st_mtime >= videos[0].stat().st_mtime - 60:
                 print(f"demo: pipeline report: {report}")
     if posts is not None:

@@ -297,32 +297,43 @@ class KlingHook(BaseHook):
 
     def prepare_request(self, model: str, params: Mapping[str, Any] | None = None, *,
                         extra_params: Mapping[str, Any] | None = None,
-                        endpoint_family: str | None = None) -> PreparedRequest:
+                        endpoint_family: str | None = None,
+                        allow_unknown_model: bool = False) -> PreparedRequest:
         """Validate a create request against the catalogue; no network."""
         family = endpoint_family or self.settings.endpoint_family
-        return prepare_request(model, params or {}, family=family, extra_params=extra_params)
+        return prepare_request(model, params or {}, family=family, extra_params=extra_params,
+                               allow_unknown_model=allow_unknown_model)
 
     def _create(self, settings: KlingConnectionSettings, model: str, params: Mapping[str, Any],
-                extra_params: Mapping[str, Any] | None, family: str | None) -> _protocol.Steps:
+                extra_params: Mapping[str, Any] | None, family: str | None,
+                allow_unknown_model: bool = False) -> _protocol.Steps:
         prepared = prepare_request(model, params, family=family or settings.endpoint_family,
-                                   extra_params=extra_params)
+                                   extra_params=extra_params,
+                                   allow_unknown_model=allow_unknown_model)
         self.log.info("Creating a %s generation on the %s endpoint", model, prepared.family)
         return _protocol.create_steps(prepared.family, prepared.body, self._policy(settings),
                                       conn_id=settings.conn_id, secrets=(settings.api_key,))
 
     def create_generation(self, model: str, *, extra_params: Mapping[str, Any] | None = None,
-                          endpoint_family: str | None = None, **params: Any) -> str:
-        """Validate, then POST a generation; return its id. The POST is never sent twice."""
+                          endpoint_family: str | None = None, allow_unknown_model: bool = False,
+                          **params: Any) -> str:
+        """Validate, then POST a generation; return its id. The POST is never sent twice.
+
+        An id the catalogue lacks is refused ("did you mean") unless ``allow_unknown_model``.
+        """
         settings = self.settings
-        return str(self._run(self._create(settings, model, params, extra_params, endpoint_family)))
+        return str(self._run(self._create(settings, model, params, extra_params, endpoint_family,
+                                          allow_unknown_model)))
 
     async def acreate_generation(self, model: str, *,
                                  extra_params: Mapping[str, Any] | None = None,
-                                 endpoint_family: str | None = None, **params: Any) -> str:
+                                 endpoint_family: str | None = None,
+                                 allow_unknown_model: bool = False, **params: Any) -> str:
         """Async twin of :meth:`create_generation`."""
         settings = await self.asettings()
         return str(await self._arun(
-            self._create(settings, model, params, extra_params, endpoint_family)))
+            self._create(settings, model, params, extra_params, endpoint_family,
+                         allow_unknown_model)))
 
     def _fetch(self, settings: KlingConnectionSettings, generation_id: str,
                family: str | None) -> _protocol.Steps:

@@ -21,7 +21,8 @@ from typing import Any
 
 from airflow.sdk import Asset, BaseOperator, Context
 
-from kling_provider.catalogue import get_model, prepare_request
+from kling_provider._templates import require_run_independent
+from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
 from kling_provider.exceptions import (
     KlingError,
     KlingGenerationNotFoundError,
@@ -87,7 +88,10 @@ def generation_result(generation: Generation, *, model: str | None, family: str 
 class KlingGenerateVideoOperator(BaseOperator):
     """Generate a video with any Kling model of the AI/ML API.
 
-    :param model: model id, e.g. ``klingai/v2.1-master-text-to-video`` (templated).
+    :param model: model id, e.g. ``klingai/v2.1-master-text-to-video`` (templated). An id the
+        catalogue lacks fails when the DAG is parsed, naming the closest known ids.
+    :param allow_unknown_model: send a model id the catalogue lacks anyway, unvalidated: for
+        Kling models newer than this provider release (no provider release needed).
     :param prompt: / :param negative_prompt: / :param image_url: / :param tail_image_url: /
         :param image_list: templated request fields, named as in the API schemas.
     :param aspect_ratio: / :param duration: / :param cfg_scale: / :param camera_control:
@@ -133,10 +137,12 @@ class KlingGenerateVideoOperator(BaseOperator):
         poll_interval: float = 10.0,
         timeout: float = 1800.0,
         download_to: str | None = None,
+        allow_unknown_model: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.model = model
+        self.allow_unknown_model = allow_unknown_model
         self.prompt = prompt
         self.negative_prompt = negative_prompt
         self.aspect_ratio = aspect_ratio
@@ -160,6 +166,19 @@ class KlingGenerateVideoOperator(BaseOperator):
                 raise KlingValidationError(
                     f"Invalid parameter {name!r}={value!r}: must be a number of seconds above 0.")
         self._validate_literals()
+        require_run_independent("download_to", download_to, self.task_id)
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Mapped tasks run no ``__init__`` at parse time: check here what needs no values."""
+        model = kwargs.get("model")
+        if isinstance(model, str) and not is_dynamic(model) and get_model(model) is None \
+                and not kwargs.get("allow_unknown_model"):
+            raise KlingValidationError(
+                f"Task {kwargs.get('task_id')!r}: {unknown_model_message(model, 'legacy')}")
+        require_run_independent("download_to", kwargs.get("download_to"),
+                                str(kwargs.get("task_id")))
+        return super().partial(**kwargs)
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -184,7 +203,7 @@ class KlingGenerateVideoOperator(BaseOperator):
         for family in families:  # the connection decides the family later: any may fit
             try:
                 prepare_request(self.model, literal, family=family, extra_params=extra,
-                                pending=pending)
+                                pending=pending, allow_unknown_model=self.allow_unknown_model)
                 return
             except KlingValidationError as exc:
                 problems.append(exc)
@@ -200,7 +219,8 @@ class KlingGenerateVideoOperator(BaseOperator):
         hook = self.hook
         prepared = hook.prepare_request(self.model, self.request_params(),
                                         extra_params=self.extra_params,
-                                        endpoint_family=self.endpoint_family)
+                                        endpoint_family=self.endpoint_family,
+                                        allow_unknown_model=self.allow_unknown_model)
         family = prepared.family
         attached = self._reattach(context, hook)
         if attached is not None and attached.status_class is StatusClass.SUCCESS \
@@ -211,6 +231,7 @@ class KlingGenerateVideoOperator(BaseOperator):
         else:
             generation_id = hook.create_generation(self.model, extra_params=self.extra_params,
                                                    endpoint_family=family,
+                                                   allow_unknown_model=self.allow_unknown_model,
                                                    **self.request_params())
             self._remember(context, generation_id, family, hook.clock.now())
         if not self.wait_for_completion:
@@ -328,9 +349,12 @@ class KlingDownloadVideoOperator(BaseOperator):
     XComArg), ``generation_id`` (its URL is fetched) or ``video_url``.
 
     :param destination: file path or URI (``file://``, ``s3://``, ``memory://`` ...), templated;
-        a trailing ``/`` means "a folder": the API's (sanitised) file name is used.
-    :param overwrite: replace an existing destination; by default one of the right size is kept,
-        so a retry or a re-run does not download again.
+        a trailing ``/`` means "a folder": the video is stored as ``<generation uuid>.mp4``.
+        Templates that runs without a logical date cannot render (``{{ ds }}``...) fail when
+        the DAG is parsed; ``{{ dag_run.run_after | ds }}`` and ``{{ run_id }}`` always work.
+    :param overwrite: replace an existing file; by default a file is kept only when its
+        ``.kling.json`` sidecar proves it holds this generation's video (a re-run does not
+        download again), and anything else is left alone: the video is stored beside it.
     :param max_bytes: refuse videos larger than this.
     :param asset: the Asset updated on success (``None``: no outlet); its event's extra names the
         generation id, model, prompt, URI and size.
@@ -362,6 +386,14 @@ class KlingDownloadVideoOperator(BaseOperator):
         self.overwrite = overwrite
         self.max_bytes = max_bytes
         self.asset = asset
+        require_run_independent("destination", destination, self.task_id)
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Mapped tasks run no ``__init__`` at parse time: check the destination here."""
+        require_run_independent("destination", kwargs.get("destination"),
+                                str(kwargs.get("task_id")))
+        return super().partial(**kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = KlingHook(kling_conn_id=self.kling_conn_id)

@@ -207,7 +207,8 @@ class KlingSimulator:
         if spec is not None:
             allowed = set(spec.parameters(family))
             params = {k: v for k, v in params.items() if k in allowed}  # like zod: strip unknown
-        prepared = prepare_request(model, params, family=family)
+        prepared = prepare_request(model, params, family=family,
+                                   allow_unknown_model=self.accept_unknown_models)
         return model, int(prepared.body.get("duration", 5) or 5)
 
     def video_of(self, generation_id: str) -> bytes:
