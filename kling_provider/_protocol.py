@@ -11,6 +11,7 @@ with a shared async client in the triggerer, so both paths behave identically by
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 import httpx
 
+from kling_provider._checks import wait_seconds
 from kling_provider.catalogue import endpoint_path
 from kling_provider.exceptions import (
     KlingAuthenticationError,
@@ -346,10 +348,10 @@ def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadlin
     an auth/credit/404 error or the deadline end it. A completed generation without a video URL
     is not trusted as done yet (the URL can lag the status) and is polled again.
     """
-    if poll_interval <= 0:
+    poll_interval = wait_seconds("poll_interval", poll_interval)
+    if not isinstance(deadline, (int, float)) or not math.isfinite(deadline):
         raise KlingValidationError(
-            f"Invalid parameter 'poll_interval'={poll_interval!r}: must be greater than 0 seconds."
-        )
+            f"Invalid parameter 'deadline'={deadline!r}: must be finite epoch seconds.")
     polls = 0
     while True:
         polls += 1

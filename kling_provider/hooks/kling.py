@@ -23,6 +23,7 @@ import httpx
 from airflow.sdk import BaseHook
 
 from kling_provider import CONNECTION_FIELD_BEHAVIOUR, _download, _protocol
+from kling_provider._checks import wait_seconds
 from kling_provider.catalogue import PreparedRequest, endpoint_family, prepare_request
 from kling_provider.exceptions import KlingAuthenticationError, KlingError, KlingValidationError
 from kling_provider.types import Generation
@@ -367,7 +368,7 @@ class KlingHook(BaseHook):
                             timeout: float = 1800.0, endpoint_family: str | None = None
                             ) -> Generation:
         """Poll until completed (returned), failed (raised) or ``timeout`` seconds pass (raised)."""
-        deadline = self.clock.now() + timeout
+        deadline = self.clock.now() + wait_seconds("timeout", timeout)
         generation: Generation = self._run(
             self._wait(self.settings, generation_id, poll_interval, deadline, endpoint_family))
         return generation

@@ -21,6 +21,7 @@ from typing import Any
 
 from airflow.sdk import Asset, BaseOperator, Context
 
+from kling_provider._checks import check_destination, check_max_bytes, wait_seconds
 from kling_provider._templates import require_run_independent
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
 from kling_provider.exceptions import (
@@ -161,10 +162,7 @@ class KlingGenerateVideoOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.download_to = download_to
-        for name, value in (("poll_interval", poll_interval), ("timeout", timeout)):
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise KlingValidationError(
-                    f"Invalid parameter {name!r}={value!r}: must be a number of seconds above 0.")
+        self._check_before_paying()
         self._validate_literals()
         require_run_independent("download_to", download_to, self.task_id)
 
@@ -181,6 +179,20 @@ class KlingGenerateVideoOperator(BaseOperator):
         return super().partial(**kwargs)
 
     # -- validation ----------------------------------------------------------------------------
+
+    def _check_before_paying(self) -> None:
+        """Checks of what the API never sees; at parse time and again first thing in execute."""
+        self.poll_interval = wait_seconds("poll_interval", self.poll_interval, task_id=self.task_id)
+        self.timeout = wait_seconds("timeout", self.timeout, task_id=self.task_id)
+        if self.download_to is None:
+            return
+        if not self.wait_for_completion:
+            raise KlingValidationError(
+                f"Task {self.task_id!r}: 'download_to'={self.download_to!r} needs "
+                "wait_for_completion=True (the video exists only once the generation completes); "
+                "download later with KlingDownloadVideoOperator instead.")
+        if not is_dynamic(self.download_to):
+            check_destination("download_to", self.download_to, task_id=self.task_id)
 
     def request_params(self) -> dict[str, Any]:
         """The request fields as the API names them (``None`` = not sent)."""
@@ -216,6 +228,7 @@ class KlingGenerateVideoOperator(BaseOperator):
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        self._check_before_paying()
         hook = self.hook
         prepared = hook.prepare_request(self.model, self.request_params(),
                                         extra_params=self.extra_params,
@@ -373,6 +386,9 @@ class KlingDownloadVideoOperator(BaseOperator):
         if asset is not None:
             kwargs["outlets"] = [*kwargs.get("outlets", []), asset]
         super().__init__(**kwargs)
+        check_max_bytes(max_bytes, task_id=self.task_id)
+        if not is_dynamic(destination):
+            check_destination("destination", destination, task_id=self.task_id)
         if sum(x is not None for x in (generation, generation_id, video_url)) != 1:
             raise KlingValidationError(
                 f"Task {self.task_id!r}: give exactly one of 'generation', 'generation_id' or "
@@ -396,6 +412,8 @@ class KlingDownloadVideoOperator(BaseOperator):
         return super().partial(**kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        check_max_bytes(self.max_bytes, task_id=self.task_id)
+        check_destination("destination", self.destination, task_id=self.task_id)
         hook = KlingHook(kling_conn_id=self.kling_conn_id)
         info = self._source(hook)
         if not info.get("video_url"):

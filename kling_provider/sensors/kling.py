@@ -14,6 +14,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 
+from kling_provider._checks import wait_seconds
 from kling_provider._protocol import generation_failed
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.hooks.kling import KlingHook
@@ -42,7 +43,9 @@ class KlingGenerationSensor(BaseSensorOperator):
     def __init__(self, *, generation_id: str, kling_conn_id: str = KlingHook.default_conn_name,
                  endpoint_family: str | None = None, deferrable: bool = True,
                  poke_interval: float = 10.0, timeout: float = 1800.0, **kwargs: Any) -> None:
-        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        task_id = kwargs.get("task_id")  # checked here: Airflow's own check accepts inf and nan
+        super().__init__(poke_interval=wait_seconds("poke_interval", poke_interval, task_id=task_id),
+                         timeout=wait_seconds("timeout", timeout, task_id=task_id), **kwargs)
         self.generation_id = generation_id
         self.kling_conn_id = kling_conn_id
         self.endpoint_family = endpoint_family
@@ -60,6 +63,8 @@ class KlingGenerationSensor(BaseSensorOperator):
         return self.generation_id.strip()
 
     def execute(self, context: Context) -> Any:
+        self.poke_interval = wait_seconds("poke_interval", self.poke_interval, task_id=self.task_id)
+        self.timeout = wait_seconds("timeout", self.timeout, task_id=self.task_id)
         if not self.deferrable:
             return super().execute(context)
         generation_id = self._check_id()

@@ -1,0 +1,77 @@
+"""Checks of task arguments that must pass before any request, above all before the paid POST.
+
+Pure (no Airflow, no HTTP): the operators and the sensor call them at parse time and again at the
+top of ``execute``, so a value changed after construction (mapped tasks, a mutated operator) is
+still caught before paying. Each error names the parameter, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+from kling_provider.exceptions import KlingValidationError
+
+#: Longest wait accepted. A Kling generation takes minutes; a week leaves room for queues while
+#: keeping ``now + timeout`` representable as the deferral's and the trigger's deadline.
+MAX_WAIT_SECONDS = 7 * 24 * 3600.0
+
+
+def wait_seconds(name: str, value: Any, *, task_id: str | None = None) -> float:
+    """``value`` as seconds: a finite number (or ``timedelta``) above 0 and at most a week.
+
+    Rejected: ``bool`` (a ``True`` meant as "yes" is not one second), strings (even numeric:
+    a template was not rendered or a type is wrong), ``inf``/``nan`` (a deadline that never comes,
+    or comparisons that are always false), and zero or negative values.
+    """
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    valid = (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+             and math.isfinite(seconds) and 0 < seconds <= MAX_WAIT_SECONDS)
+    if not valid:
+        raise _invalid(task_id, name, value,
+                       f"must be a finite number of seconds above 0 and at most "
+                       f"{MAX_WAIT_SECONDS:.0f} (7 days), or a timedelta.")
+    return float(seconds)
+
+
+def _invalid(task_id: str | None, name: str, value: Any, allowed: str) -> KlingValidationError:
+    """The one wording of these errors: task, parameter, value (and its type), what is allowed."""
+    where = f"Task {task_id!r}: invalid" if task_id else "Invalid"
+    return KlingValidationError(
+        f"{where} parameter {name!r}={value!r} ({type(value).__name__}): {allowed}")
+
+
+def check_destination(name: str, value: Any, *, task_id: str | None = None) -> None:
+    """A download destination that can be written, checked without touching it.
+
+    A path needs nothing more; a URI's filesystem must be installed and known (``s3://``
+    without ``s3fs`` fails here, not after the video was paid for and waited on).
+    """
+    if isinstance(value, str):
+        if not value.strip():
+            raise _invalid(task_id, name, value, "a file path, a folder ending in '/', or a URI "
+                           "such as 's3://bucket/videos/' is required.")
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme and scheme not in ("file", "local"):
+            import fsspec
+
+            try:
+                fsspec.get_filesystem_class(scheme)
+            except (ImportError, ValueError) as exc:
+                raise _invalid(task_id, name, value,
+                               f"no filesystem for '{scheme}://' is available ({exc}). Install "
+                               "the package or provider that supports it, or use another "
+                               "destination.") from None
+    elif not hasattr(value, "__fspath__") and not hasattr(value, "open"):
+        raise _invalid(task_id, name, value,
+                       "expected a path, a URI string or an ObjectStoragePath.")
+
+
+def check_max_bytes(value: Any, *, task_id: str | None = None) -> None:
+    """``max_bytes`` is ``None`` (no limit) or a whole number of bytes above 0."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _invalid(task_id, "max_bytes", value,
+                       "must be a whole number of bytes above 0, or None for no limit.")
