@@ -7,7 +7,6 @@ still caught before paying. Each error names the parameter, the value and what i
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 from typing import Any
 
@@ -26,8 +25,9 @@ def wait_seconds(name: str, value: Any, *, task_id: str | None = None) -> float:
     or comparisons that are always false), and zero or negative values.
     """
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    # The range test also refuses inf and nan: every comparison with nan is false.
     valid = (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
-             and math.isfinite(seconds) and 0 < seconds <= MAX_WAIT_SECONDS)
+             and 0 < seconds <= MAX_WAIT_SECONDS)
     if not valid:
         raise _invalid(task_id, name, value,
                        f"must be a finite number of seconds above 0 and at most "

@@ -135,8 +135,8 @@ class KlingGenerateVideoOperator(BaseOperator):
         endpoint_family: str | None = None,
         wait_for_completion: bool = True,
         deferrable: bool = True,
-        poll_interval: float = 10.0,
-        timeout: float = 1800.0,
+        poll_interval: float | timedelta = 10.0,
+        timeout: float | timedelta = 1800.0,
         download_to: str | None = None,
         allow_unknown_model: bool = False,
         **kwargs: Any,
@@ -159,8 +159,8 @@ class KlingGenerateVideoOperator(BaseOperator):
         self.endpoint_family = endpoint_family
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout
+        self.poll_interval: float = wait_seconds("poll_interval", poll_interval, task_id=self.task_id)
+        self.timeout: float = wait_seconds("timeout", timeout, task_id=self.task_id)
         self.download_to = download_to
         self._check_before_paying()
         self._validate_literals()

@@ -42,7 +42,8 @@ class KlingGenerationSensor(BaseSensorOperator):
 
     def __init__(self, *, generation_id: str, kling_conn_id: str = KlingHook.default_conn_name,
                  endpoint_family: str | None = None, deferrable: bool = True,
-                 poke_interval: float = 10.0, timeout: float = 1800.0, **kwargs: Any) -> None:
+                 poke_interval: float | timedelta = 10.0, timeout: float | timedelta = 1800.0,
+                 **kwargs: Any) -> None:
         task_id = kwargs.get("task_id")  # checked here: Airflow's own check accepts inf and nan
         super().__init__(poke_interval=wait_seconds("poke_interval", poke_interval, task_id=task_id),
                          timeout=wait_seconds("timeout", timeout, task_id=task_id), **kwargs)
