@@ -9,11 +9,12 @@ before the checks would be caught too.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from airflow.sdk import DAG
 
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.hooks.kling import KlingHook
@@ -82,6 +83,12 @@ def test_sensor_refuses_bad_seconds(name: str, value: Any) -> None:
     with pytest.raises(KlingValidationError,
                        match=rf"Task 'wait': invalid parameter '{name}'=.*finite number"):
         KlingGenerationSensor(task_id="wait", generation_id=GID, **{name: value})
+
+
+def test_mapped_generate_operator_checks_partial_seconds() -> None:
+    with DAG(dag_id="mapped", schedule=None, start_date=datetime(2026, 1, 1)), \
+            pytest.raises(KlingValidationError, match=r"Task 'gen': invalid parameter 'timeout'=inf"):
+        KlingTextToVideoOperator.partial(task_id="gen", timeout=float("inf")).expand(prompt=["a"])
 
 
 def test_seconds_accept_numbers_and_timedeltas() -> None:

@@ -176,6 +176,9 @@ class KlingGenerateVideoOperator(BaseOperator):
                 f"Task {kwargs.get('task_id')!r}: {unknown_model_message(model, 'legacy')}")
         require_run_independent("download_to", kwargs.get("download_to"),
                                 str(kwargs.get("task_id")))
+        for name in ("poll_interval", "timeout"):
+            if name in kwargs:
+                wait_seconds(name, kwargs[name], task_id=str(kwargs.get("task_id")))
         return super().partial(**kwargs)
 
     # -- validation ----------------------------------------------------------------------------
