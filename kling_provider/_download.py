@@ -37,6 +37,7 @@ from kling_provider._identity import (
     read_sidecar,
     write_sidecar,
 )
+from kling_provider._network import transport_cause
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 
 log = logging.getLogger("kling_provider")
@@ -176,7 +177,7 @@ def download(
                             api_url=api_url, expected_size=expected_size,
                             max_bytes=max_bytes, verify_mp4=verify_mp4)
         except _RetryableError as exc:
-            last = exc.__cause__ or exc
+            last = exc  # its message already names the cause (refused, DNS, TLS, ...)
             if attempt < attempts:
                 log.warning("Download attempt %d/%d of %s failed (%s); retrying",
                             attempt, attempts, _strip_query(url), exc)
@@ -226,7 +227,7 @@ def _attempt(client: httpx.Client, url: str, target: WritablePath, identity: Vid
                 return _store(response, target, identity, expected_size=expected_size,
                               max_bytes=max_bytes, verify_mp4=verify_mp4)
         except httpx.TransportError as exc:
-            raise _RetryableError(type(exc).__name__) from exc
+            raise _RetryableError(f"{type(exc).__name__}: {transport_cause(exc)}") from exc
     raise KlingDownloadError(
         f"Downloading {_strip_query(url)} was redirected more than {MAX_REDIRECTS} times."
     )

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import httpx
 
 from kling_provider._checks import wait_seconds
+from kling_provider._network import failed_url, transport_cause
 from kling_provider.catalogue import endpoint_path
 from kling_provider.exceptions import (
     KlingAuthenticationError,
@@ -241,10 +242,11 @@ def error_for_transport(request: ApiRequest, error: httpx.RequestError, *,
             f"({kind}). A generation may have been created and billed, so it was not sent again. "
             "Check the AI/ML API dashboard before retrying this task."
         )
+    url = failed_url(error) or request.path
     return KlingNetworkError(
-        f"Could not reach the AI/ML API of connection {conn_id!r} ({kind}) while "
+        f"Could not reach the AI/ML API of connection {conn_id!r} at {url} ({kind}) while "
         f"{'creating' if request.operation == 'create' else 'fetching'} "
-        f"{request.subject!r}. Check the connection's host and the network."
+        f"{request.subject!r}: {transport_cause(error, url)}"
     )
 
 

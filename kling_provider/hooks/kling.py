@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import httpx
 from airflow.sdk import BaseHook
 
-from kling_provider import CONNECTION_FIELD_BEHAVIOUR, _download, _protocol
+from kling_provider import CONNECTION_FIELD_BEHAVIOUR, _download, _network, _protocol
 from kling_provider._checks import wait_seconds
 from kling_provider.catalogue import PreparedRequest, endpoint_family, prepare_request
 from kling_provider.exceptions import KlingAuthenticationError, KlingError, KlingValidationError
@@ -413,7 +413,8 @@ class KlingHook(BaseHook):
         except KlingError as exc:
             return False, str(exc)
         except httpx.TransportError as exc:
-            return False, f"Could not reach {self.settings.base_url}: {type(exc).__name__}"
+            return False, (f"Could not reach {self.settings.base_url} "
+                           f"({type(exc).__name__}): {_network.transport_cause(exc)}")
         if response.status_code in (401, 403):
             error = _protocol.error_for_response(probe, response, conn_id=settings.conn_id,
                                                  secrets=(settings.api_key,))
