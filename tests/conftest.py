@@ -194,6 +194,27 @@ def airflow_sim(simulator: KlingSimulator, kling_env: Callable[..., None], clock
     return simulator
 
 
+@pytest.fixture
+def no_requests(monkeypatch: pytest.MonkeyPatch,
+                kling_env: Callable[..., None]) -> list[httpx.Request]:
+    """Any request through httpx's real transports fails the test (and is recorded), for tests
+    proving that checks (or ``on_kill``) run before, or without, any request."""
+    kling_env("https://api.example.test")
+    sent: list[httpx.Request] = []
+
+    def refuse(self: Any, request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        raise AssertionError(f"a request was sent before the checks: {request.method} "
+                             f"{request.url}")
+
+    async def arefuse(self: Any, request: httpx.Request) -> httpx.Response:
+        return refuse(self, request)
+
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", refuse)
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", arefuse)
+    return sent
+
+
 def run_async(coro_factory: Callable[[], Any]) -> Any:
     """Run one async hook call on a fresh loop and close the loop's shared clients after."""
 

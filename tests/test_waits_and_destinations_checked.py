@@ -8,7 +8,6 @@ before the checks would be caught too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,26 +29,6 @@ from tests.conftest import StateStoreStub, context_for, run_async
 GID = "10c09c56-2e00-4a64-89ec-358ff71f8144:kling-video/v2.1/master/text-to-video"
 BAD_SECONDS = [float("inf"), float("-inf"), float("nan"), True, "30", 0, -5, None, [10],
                30 * 24 * 3600]
-
-
-@pytest.fixture
-def no_requests(monkeypatch: pytest.MonkeyPatch,
-                kling_env: Callable[..., None]) -> list[httpx.Request]:
-    """Any request through httpx's real transports fails the test (and is recorded)."""
-    kling_env("https://api.example.test")
-    sent: list[httpx.Request] = []
-
-    def refuse(self: Any, request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        raise AssertionError(f"a request was sent before the checks: {request.method} "
-                             f"{request.url}")
-
-    async def arefuse(self: Any, request: httpx.Request) -> httpx.Response:
-        return refuse(self, request)
-
-    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", refuse)
-    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", arefuse)
-    return sent
 
 
 def with_earlier_generation() -> dict[str, Any]:

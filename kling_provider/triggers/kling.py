@@ -84,6 +84,36 @@ class KlingGenerationTrigger(BaseTrigger):
     async def cleanup(self) -> None:
         """Nothing remote to undo: the generation is paid for and must keep running."""
 
+    async def on_kill(self) -> None:
+        """A user killed the waiting task (Airflow 3.3+: mark failed/success, clear).
+
+        The API has no cancel, so the generation goes on and is billed; the one useful thing is
+        to say so, with its id and where its video will be. Only a log line: no request, no
+        connection lookup, nothing that could block the triggerer's loop or hit its time bound.
+        """
+        self.log.warning("%s", killed_message(
+            self.generation_id, kling_conn_id=self.kling_conn_id,
+            endpoint_family=self.endpoint_family, task=getattr(self, "task_instance", None)))
+
+
+def killed_message(generation_id: str, *, kling_conn_id: str, endpoint_family: str | None,
+                   task: Any = None) -> str:
+    """What a user reads after killing a task that waited for ``generation_id``."""
+    who = ""
+    if task is not None and getattr(task, "task_id", None):
+        index = getattr(task, "map_index", -1)
+        who = (f" (DAG {getattr(task, 'dag_id', '?')!r}, run {getattr(task, 'run_id', '?')!r}, "
+               f"task {task.task_id!r}{f', map index {index}' if index not in (-1, None) else ''})")
+    family = f", endpoint_family={endpoint_family!r}" if endpoint_family else ""
+    return (
+        f"Task killed while waiting for Kling generation {generation_id!r}{who}. The AI/ML API "
+        "cannot cancel a generation: it keeps running and is billed. Its video will be at the "
+        f"URL the API reports when it completes: wait for it with KlingGenerationSensor("
+        f"generation_id={generation_id!r}, kling_conn_id={kling_conn_id!r}{family}), download "
+        f"it with KlingDownloadVideoOperator(generation_id={generation_id!r}, destination=...), "
+        "or find it by this id in the AI/ML API dashboard."
+    )
+
 
 def generation_from_event(event: Any, *, expected_generation_id: str | None = None) -> Generation:
     """Validate a trigger event; return the completed generation or raise the matching error."""
