@@ -11,7 +11,6 @@ with a shared async client in the triggerer, so both paths behave identically by
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ from typing import Any, Literal
 
 import httpx
 
-from kling_provider._checks import wait_seconds
 from kling_provider._network import failed_url, transport_cause
 from kling_provider.catalogue import endpoint_path
 from kling_provider.exceptions import (
@@ -34,14 +32,13 @@ from kling_provider.exceptions import (
     KlingRateLimitError,
     KlingServerError,
     KlingSubmissionUncertainError,
-    KlingTimeoutError,
     KlingValidationError,
 )
 from kling_provider.types import Generation, StatusClass, describe_error
 
 log = logging.getLogger("kling_provider")
 
-Operation = Literal["create", "fetch", "probe"]
+Operation = Literal["create", "fetch", "probe", "metrics"]
 #: What a driver hands back for an :class:`ApiRequest`: the response, or the request error
 #: (a transport failure, or an answer whose content encoding cannot be decoded).
 Outcome = httpx.Response | httpx.RequestError
@@ -65,6 +62,8 @@ class ApiRequest:
     json: Mapping[str, Any] | None = None
     #: For messages only: the generation this request is about, or the model being created.
     subject: str = ""
+    #: ``False`` for the keyless service endpoints (``/models/metrics``): the key is not sent.
+    authenticated: bool = True
 
 
 #: A step is either a request to send or a number of seconds to sleep.
@@ -197,6 +196,7 @@ def error_for_response(request: ApiRequest, response: httpx.Response, *, conn_id
     ref = f" (requestId {request_id})" if request_id else ""
     what = (f"creating a generation of model {request.subject!r}" if request.operation == "create"
             else f"fetching generation {request.subject!r}" if request.operation == "fetch"
+            else f"reading the live timings of {request.subject!r}" if request.operation == "metrics"
             else "checking the connection")
     if status == 400:
         return KlingValidationError(f"The API rejected the request while {what} (400): {message}{ref}")
@@ -338,52 +338,3 @@ def generation_failed(generation: Generation) -> KlingGenerationFailedError:
         error_name=generation.error_name,
         error_message=generation.error_message,
     )
-
-
-def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadline: float,
-               now: Callable[[], float], policy: RetryPolicy, conn_id: str,
-               secrets: tuple[str, ...] = ()) -> Generator[Step, Any, Generation]:
-    """Poll until the generation finishes or the absolute ``deadline`` (epoch seconds) passes.
-
-    Transient failures (network, 429, 5xx after a fetch's own retries) do not end the wait: a
-    generation that was paid for keeps being polled until the deadline. Only a terminal answer,
-    an auth/credit/404 error or the deadline end it. A completed generation without a video URL
-    is not trusted as done yet (the URL can lag the status) and is polled again.
-    """
-    poll_interval = wait_seconds("poll_interval", poll_interval)
-    if not isinstance(deadline, (int, float)) or not math.isfinite(deadline):
-        raise KlingValidationError(
-            f"Invalid parameter 'deadline'={deadline!r}: must be finite epoch seconds.")
-    polls = 0
-    while True:
-        polls += 1
-        try:
-            generation = yield from fetch_steps(family, generation_id, policy, conn_id=conn_id,
-                                                secrets=secrets)
-        except KlingError as exc:
-            if not exc.transient:
-                raise
-            log.warning("Poll %d of generation %s failed transiently, polling on: %s",
-                        polls, generation_id, exc)
-        else:
-            state = generation.status_class
-            if state is StatusClass.SUCCESS and generation.video_url:
-                return generation
-            if state is StatusClass.FAILURE:
-                raise generation_failed(generation)
-            if state is StatusClass.UNKNOWN:
-                log.warning("Generation %s reports unknown status %r; polling on until the "
-                            "deadline.", generation_id, generation.status)
-            elif state is StatusClass.SUCCESS:
-                log.warning("Generation %s is completed but has no video URL yet; polling on.",
-                            generation_id)
-            else:
-                log.info("Generation %s is %s (poll %d)", generation_id, generation.status, polls)
-        remaining = deadline - now()
-        if remaining <= 0:
-            raise KlingTimeoutError(
-                f"Generation {generation_id!r} did not finish before the deadline "
-                f"({polls} polls). It may still complete and is not lost: wait for it with "
-                "KlingGenerationSensor(generation_id=...) or a larger timeout."
-            )
-        yield min(poll_interval, remaining)

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kling_provider._timings import MetricsCache
 from kling_provider.hooks import kling as hook_module
 from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
 from kling_provider.testing.simulator import KlingSimulator
@@ -138,6 +139,12 @@ def airflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home / "airflow.db"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_timings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with an empty per-process cache of live model timings."""
+    monkeypatch.setattr(hook_module, "_TIMINGS", MetricsCache())
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -158,6 +165,7 @@ def mock_hook(kling_env: Callable[..., None], clock: FakeClock) -> Callable[...,
     """A hook whose sync and async paths both answer from ``script``."""
 
     def make(script: Script, **extra: Any) -> KlingHook:
+        extra.setdefault("live_timings", False)  # scripts answer the generation calls only
         kling_env("https://api.example.test", **extra)
         transport = httpx.MockTransport(script)
         return KlingHook(clock=clock, transport=transport, async_transport=transport)

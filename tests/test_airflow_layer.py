@@ -106,7 +106,11 @@ def test_deferrable_round_trip(airflow_sim: KlingSimulator, clock: FakeClock) ->
     assert deferred.timeout is not None and deferred.timeout > timedelta(seconds=1800)
     _, kwargs = trigger.serialize()
     assert set(kwargs) == {"kling_conn_id", "generation_id", "poll_interval", "deadline",
-                           "endpoint_family"}
+                           "endpoint_family", "poll_schedule", "submitted_at", "model", "duration"}
+    # Absolute times and plain values only: a hand-over resumes the same schedule.
+    assert kwargs["submitted_at"] == store.data[STATE_KEY]["submitted_at"] == clock.now()
+    assert (kwargs["poll_schedule"], kwargs["model"]) == ("adaptive", RACCOON["model"])
+    assert json.loads(json.dumps(kwargs)) == kwargs
     assert SECRET_KEY not in json.dumps(kwargs)
     events = run_trigger(trigger)
     assert [e["status"] for e in events] == ["success"]

@@ -50,11 +50,14 @@ def fetch(hook: KlingHook, mode: str, generation_id: str = GID) -> Any:
     return run_async(lambda: hook.aget_generation(generation_id))
 
 
-def wait(hook: KlingHook, mode: str, clock: FakeClock, timeout: float = 100) -> Any:
+def wait(hook: KlingHook, mode: str, clock: FakeClock, timeout: float = 100,
+         schedule: Any = "adaptive") -> Any:
     if mode == "sync":
-        return hook.wait_for_generation(GID, poll_interval=10, timeout=timeout)
+        return hook.wait_for_generation(GID, poll_interval=10, timeout=timeout,
+                                        poll_schedule=schedule)
     deadline = clock.now() + timeout
-    return run_async(lambda: hook.await_for_generation(GID, poll_interval=10, deadline=deadline))
+    return run_async(lambda: hook.await_for_generation(GID, poll_interval=10, deadline=deadline,
+                                                       poll_schedule=schedule))
 
 
 MakeHook = Callable[..., KlingHook]
@@ -199,12 +202,16 @@ def test_wait_raises_api_error_name_and_message(mock_hook: MakeHook, clock: Fake
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_wait_times_out_at_deadline(mock_hook: MakeHook, clock: FakeClock, mode: str) -> None:
+@pytest.mark.parametrize(("schedule", "polls"), [("fixed", 4), ("adaptive", 3)])
+def test_wait_times_out_at_deadline(mock_hook: MakeHook, clock: FakeClock, mode: str,
+                                    schedule: str, polls: int) -> None:
     script = Script(*[ok({"id": GID, "status": "generating"})] * 4)
     with pytest.raises(KlingTimeoutError, match="did not finish before the deadline"):
-        wait(mock_hook(script), mode, clock, timeout=25)
-    assert clock.sleeps == [10, 10, 5]  # never sleeps past the deadline
-    assert len(script.requests) == 4
+        wait(mock_hook(script), mode, clock, timeout=25, schedule=schedule)
+    # Never sleeps past the deadline, and looks once more at it. The fixed schedule polls at
+    # once, the adaptive one first at its early poll (10 s after the submission).
+    assert clock.sleeps == [10, 10, 5]
+    assert len(script.requests) == polls
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -7,7 +7,8 @@ the triggerer the async twins (``acreate_generation``, ``aget_generation``,
 
 Connection (``conn_type="kling"``): password = API key; host = API base URL (default
 ``https://api.aimlapi.com``, a scheme-less host means https); extras: ``endpoint_family``
-(``legacy`` | ``unified``), ``timeout``, ``connect_timeout``, ``max_retries``, ``max_concurrency``.
+(``legacy`` | ``unified``), ``timeout``, ``connect_timeout``, ``max_retries``, ``max_concurrency``,
+``live_timings`` (default true: read ``/models/metrics`` to place adaptive polls).
 """
 
 from __future__ import annotations
@@ -22,8 +23,16 @@ from typing import Any, Protocol
 import httpx
 from airflow.sdk import BaseHook
 
-from kling_provider import CONNECTION_FIELD_BEHAVIOUR, _download, _network, _protocol
+from kling_provider import (
+    CONNECTION_FIELD_BEHAVIOUR,
+    _download,
+    _network,
+    _protocol,
+    _timings,
+    _waiting,
+)
 from kling_provider._checks import wait_seconds
+from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
 from kling_provider.catalogue import PreparedRequest, endpoint_family, prepare_request
 from kling_provider.exceptions import KlingAuthenticationError, KlingError, KlingValidationError
 from kling_provider.types import Generation
@@ -65,6 +74,7 @@ class KlingConnectionSettings:
     connect_timeout: float = 10.0
     max_retries: int = 5
     max_concurrency: int = 64
+    live_timings: bool = True
 
     @classmethod
     def from_connection(cls, conn: Any) -> KlingConnectionSettings:
@@ -97,6 +107,7 @@ class KlingConnectionSettings:
             connect_timeout=number("connect_timeout", 10.0),
             max_retries=number("max_retries", 5, int),
             max_concurrency=number("max_concurrency", 64, int),
+            live_timings=str(extra.get("live_timings", True)).lower() not in ("false", "0", "no"),
         )
 
     @property
@@ -131,6 +142,9 @@ class _SharedAsyncClient:
         self.slots = asyncio.Semaphore(settings.max_concurrency)
 
 
+#: Live model timings, per process: every wait of a triggerer shares one lookup per model.
+_TIMINGS = _timings.MetricsCache()
+
 _ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
                                           dict[tuple[Any, ...], _SharedAsyncClient]] = (
     weakref.WeakKeyDictionary()
@@ -157,6 +171,10 @@ async def _amask(secret: str) -> None:
     except ImportError:
         return
     await amask_secret(secret)
+
+
+def _headers(settings: KlingConnectionSettings, step: _protocol.ApiRequest) -> dict[str, str]:
+    return settings.auth_headers() if step.authenticated else {}
 
 
 class KlingHook(BaseHook):
@@ -266,7 +284,7 @@ class KlingHook(BaseHook):
             if isinstance(step, _protocol.ApiRequest):
                 try:
                     reply = client.request(step.method, step.path, params=step.params,
-                                           json=step.json, headers=settings.auth_headers())
+                                           json=step.json, headers=_headers(settings, step))
                 except httpx.RequestError as exc:  # incl. undecodable answers
                     reply = exc
             else:
@@ -287,7 +305,7 @@ class KlingHook(BaseHook):
                     async with shared.slots:
                         reply = await shared.client.request(
                             step.method, step.path, params=step.params, json=step.json,
-                            headers=settings.auth_headers())
+                            headers=_headers(settings, step))
                 except httpx.RequestError as exc:  # incl. undecodable answers
                     reply = exc
             else:
@@ -358,28 +376,55 @@ class KlingHook(BaseHook):
         return generation
 
     def _wait(self, settings: KlingConnectionSettings, generation_id: str, poll_interval: float,
-              deadline: float, family: str | None) -> _protocol.Steps:
-        return _protocol.wait_steps(family or settings.endpoint_family, generation_id,
-                                    poll_interval=poll_interval, deadline=deadline,
-                                    now=self.clock.now, policy=self._policy(settings),
-                                    conn_id=settings.conn_id, secrets=(settings.api_key,))
+              deadline: float, family: str | None, schedule: dict[str, Any]) -> _protocol.Steps:
+        return _waiting.wait_steps(
+            family or settings.endpoint_family, generation_id, poll_interval=poll_interval,
+            deadline=deadline, now=self.clock.now, policy=self._policy(settings),
+            conn_id=settings.conn_id, secrets=(settings.api_key,), timings=_TIMINGS,
+            live_timings=settings.live_timings, **schedule)
 
-    def wait_for_generation(self, generation_id: str, *, poll_interval: float = 10.0,
-                            timeout: float = 1800.0, endpoint_family: str | None = None
-                            ) -> Generation:
-        """Poll until completed (returned), failed (raised) or ``timeout`` seconds pass (raised)."""
+    def expected_duration(self, model: str | None, duration: int | None = None
+                          ) -> _timings.Expectation:
+        """When a generation of ``model`` should finish: live figures (cached), else documented."""
+        settings = self.settings
+        expectation: _timings.Expectation = self._run(_waiting.expectation_steps(
+            model, duration, _TIMINGS, now=self.clock.now, conn_id=settings.conn_id,
+            live=settings.live_timings))
+        return expectation
+
+    def wait_for_generation(self, generation_id: str, *,
+                            poll_interval: float = DEFAULT_POLL_INTERVAL,
+                            timeout: float = 1800.0, endpoint_family: str | None = None,
+                            poll_schedule: PollScheduleKind = "adaptive",
+                            submitted_at: float | None = None, model: str | None = None,
+                            duration: int | None = None) -> Generation:
+        """Poll until completed (returned), failed (raised) or ``timeout`` seconds pass (raised).
+
+        :param poll_interval: the longest gap between two polls.
+        :param poll_schedule: ``adaptive`` (default: polls placed around when ``model`` should
+            finish, see :mod:`kling_provider._schedule`) or ``fixed`` (every ``poll_interval``).
+        :param submitted_at: epoch seconds of the submission (default: now); adaptive polls
+            count from it.
+        :param model: / :param duration: the generation's model (default: the one its id names)
+            and video length, which place the adaptive polls.
+        """
         deadline = self.clock.now() + wait_seconds("timeout", timeout)
-        generation: Generation = self._run(
-            self._wait(self.settings, generation_id, poll_interval, deadline, endpoint_family))
+        schedule = _schedule_args(poll_schedule, submitted_at, model, duration)
+        generation: Generation = self._run(self._wait(
+            self.settings, generation_id, poll_interval, deadline, endpoint_family, schedule))
         return generation
 
-    async def await_for_generation(self, generation_id: str, *, poll_interval: float = 10.0,
-                                   deadline: float, endpoint_family: str | None = None
-                                   ) -> Generation:
+    async def await_for_generation(self, generation_id: str, *,
+                                   poll_interval: float = DEFAULT_POLL_INTERVAL,
+                                   deadline: float, endpoint_family: str | None = None,
+                                   poll_schedule: PollScheduleKind = "adaptive",
+                                   submitted_at: float | None = None, model: str | None = None,
+                                   duration: int | None = None) -> Generation:
         """Async twin of :meth:`wait_for_generation`, bounded by an absolute epoch ``deadline``."""
         settings = await self.asettings()
-        generation: Generation = await self._arun(
-            self._wait(settings, generation_id, poll_interval, deadline, endpoint_family))
+        schedule = _schedule_args(poll_schedule, submitted_at, model, duration)
+        generation: Generation = await self._arun(self._wait(
+            settings, generation_id, poll_interval, deadline, endpoint_family, schedule))
         return generation
 
     def download_video(self, video_url: str, destination: Any, *,
@@ -423,3 +468,9 @@ class KlingHook(BaseHook):
             return False, f"The API at {settings.base_url} answered HTTP {response.status_code}."
         return True, (f"Connected to {settings.base_url}: API key accepted "
                       f"({settings.endpoint_family} endpoint).")
+
+
+def _schedule_args(poll_schedule: str, submitted_at: float | None, model: str | None,
+                   duration: int | str | None) -> dict[str, Any]:
+    return {"poll_schedule": check_poll_schedule(poll_schedule), "started_at": submitted_at,
+            "model": model, "duration": int(duration) if duration else None}

@@ -22,6 +22,7 @@ from typing import Any
 from airflow.sdk import Asset, BaseOperator, Context
 
 from kling_provider._checks import check_destination, check_max_bytes, wait_seconds
+from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
 from kling_provider._templates import require_run_independent
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
 from kling_provider.exceptions import (
@@ -103,7 +104,10 @@ class KlingGenerateVideoOperator(BaseOperator):
     :param wait_for_completion: wait until the video is ready (default) or return after submit.
     :param deferrable: wait in the triggerer (default), freeing the worker slot for the 5-14
         minutes a generation takes; ``False`` polls in the worker.
-    :param poll_interval: seconds between status polls (default 10).
+    :param poll_interval: the longest gap between two status polls, in seconds (default 60).
+    :param poll_schedule: ``adaptive`` (default): poll early once, then around when this model
+        should finish (live ``/models/metrics`` or the documented times, scaled by ``duration``),
+        backing off past it; ``fixed``: every ``poll_interval`` seconds, like the API docs' loop.
     :param timeout: seconds to wait for the video before failing (default 30 min; the generation
         is not lost on timeout: its id is in XCom).
     :param download_to: optional path or ObjectStoragePath URI: download the MP4 in this task.
@@ -135,10 +139,11 @@ class KlingGenerateVideoOperator(BaseOperator):
         endpoint_family: str | None = None,
         wait_for_completion: bool = True,
         deferrable: bool = True,
-        poll_interval: float | timedelta = 10.0,
+        poll_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
         timeout: float | timedelta = 1800.0,
         download_to: str | None = None,
         allow_unknown_model: bool = False,
+        poll_schedule: PollScheduleKind = "adaptive",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -162,6 +167,7 @@ class KlingGenerateVideoOperator(BaseOperator):
         self.poll_interval: float = wait_seconds("poll_interval", poll_interval, task_id=self.task_id)
         self.timeout: float = wait_seconds("timeout", timeout, task_id=self.task_id)
         self.download_to = download_to
+        self.poll_schedule = check_poll_schedule(poll_schedule, task_id=self.task_id)
         self._check_before_paying()
         self._validate_literals()
         require_run_independent("download_to", download_to, self.task_id)
@@ -244,28 +250,33 @@ class KlingGenerateVideoOperator(BaseOperator):
             return self._complete(context, attached, family)
         if attached is not None:
             generation_id = attached.generation_id
+            submitted_at = float((self._stored(context) or {}).get("submitted_at") or 0) or None
         else:
             generation_id = hook.create_generation(self.model, extra_params=self.extra_params,
                                                    endpoint_family=family,
                                                    allow_unknown_model=self.allow_unknown_model,
                                                    **self.request_params())
-            self._remember(context, generation_id, family, hook.clock.now())
+            submitted_at = hook.clock.now()
+            self._remember(context, generation_id, family, submitted_at)
         if not self.wait_for_completion:
             submitted = Generation(generation_id=generation_id, status="queued")
             return generation_result(submitted, model=self.model, family=family,
                                      prompt=self.prompt)
+        schedule: dict[str, Any] = {"poll_schedule": self.poll_schedule, "submitted_at": submitted_at,
+                    "model": self.model, "duration": prepared.body.get("duration")}
         if self.deferrable:
             self.defer(
                 trigger=KlingGenerationTrigger(
                     kling_conn_id=self.kling_conn_id, generation_id=generation_id,
                     poll_interval=self.poll_interval, deadline=hook.clock.now() + self.timeout,
-                    endpoint_family=family),
+                    endpoint_family=family, **schedule),
                 method_name="execute_complete",
                 kwargs={"endpoint_family": family},
                 timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
             )
         generation = hook.wait_for_generation(generation_id, poll_interval=self.poll_interval,
-                                              timeout=self.timeout, endpoint_family=family)
+                                              timeout=self.timeout, endpoint_family=family,
+                                              **schedule)
         return self._complete(context, generation, family)
 
     def execute_complete(self, context: Context, event: Any = None,

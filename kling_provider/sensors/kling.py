@@ -7,7 +7,7 @@ error name and message when the generation fails (or skips, with ``soft_fail=Tru
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +16,13 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 
 from kling_provider._checks import wait_seconds
 from kling_provider._protocol import generation_failed
+from kling_provider._schedule import (
+    DEFAULT_POLL_INTERVAL,
+    PollSchedule,
+    PollScheduleKind,
+    check_poll_schedule,
+)
+from kling_provider._timings import Expectation, model_from_generation_id
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
@@ -32,7 +39,10 @@ class KlingGenerationSensor(BaseSensorOperator):
     :param kling_conn_id: the Kling connection.
     :param endpoint_family: the family the generation was created on (default: the connection's).
     :param deferrable: wait in the triggerer (default).
-    :param poke_interval: seconds between polls (default 10).
+    :param poke_interval: the longest gap between two polls, in seconds (default 60).
+    :param poll_schedule: ``adaptive`` (default: polls placed around when the model named in the
+        generation id should finish, counted from the sensor's start) or ``fixed`` (every
+        ``poke_interval``). Both the deferred and the ``poke``/``reschedule`` modes follow it.
     :param timeout: seconds before giving up (default 30 min).
     """
 
@@ -42,7 +52,8 @@ class KlingGenerationSensor(BaseSensorOperator):
 
     def __init__(self, *, generation_id: str, kling_conn_id: str = KlingHook.default_conn_name,
                  endpoint_family: str | None = None, deferrable: bool = True,
-                 poke_interval: float | timedelta = 10.0, timeout: float | timedelta = 1800.0,
+                 poke_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
+                 timeout: float | timedelta = 1800.0, poll_schedule: PollScheduleKind = "adaptive",
                  **kwargs: Any) -> None:
         task_id = kwargs.get("task_id")  # checked here: Airflow's own check accepts inf and nan
         super().__init__(poke_interval=wait_seconds("poke_interval", poke_interval, task_id=task_id),
@@ -51,6 +62,8 @@ class KlingGenerationSensor(BaseSensorOperator):
         self.kling_conn_id = kling_conn_id
         self.endpoint_family = endpoint_family
         self.deferrable = deferrable
+        self.poll_schedule = check_poll_schedule(poll_schedule, task_id=task_id)
+        self._expectation: Expectation | None = None
 
     @property
     def hook(self) -> KlingHook:
@@ -79,7 +92,8 @@ class KlingGenerationSensor(BaseSensorOperator):
             trigger=KlingGenerationTrigger(
                 kling_conn_id=self.kling_conn_id, generation_id=generation_id,
                 poll_interval=self.poke_interval, deadline=hook.clock.now() + self.timeout,
-                endpoint_family=self.endpoint_family or hook.settings.endpoint_family),
+                endpoint_family=self.endpoint_family or hook.settings.endpoint_family,
+                poll_schedule=self.poll_schedule, submitted_at=hook.clock.now()),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
         )
@@ -97,6 +111,23 @@ class KlingGenerationSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=True, xcom_value=self._complete(context, generation))
         self.log.info("Generation %s is %s", generation.generation_id, generation.status)
         return PokeReturnValue(is_done=False)
+
+    def _get_next_poke_interval(self, started_at: Any, run_duration: Callable[[], float],
+                                poke_count: int) -> float:
+        """Poke and reschedule modes: the same schedule as the trigger, from the sensor's start.
+
+        (Airflow's sensor loop asks this method for each gap; ``exponential_backoff`` would be
+        its own, model-blind alternative.)
+        """
+        if self.poll_schedule == "fixed" or self.exponential_backoff:
+            return float(super()._get_next_poke_interval(started_at, run_duration, poke_count))
+        hook = self.hook
+        if self._expectation is None:
+            self._expectation = hook.expected_duration(model_from_generation_id(self._check_id()))
+        now = hook.clock.now()
+        schedule = PollSchedule("adaptive", now - run_duration(), float(self.poke_interval),
+                                self._expectation)
+        return schedule.delay_after_poll(now)
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Validate the trigger event; failures raise (``soft_fail`` turns them into skips)."""

@@ -159,6 +159,8 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         if parts.path == "/_simulator/ledger":
             return self._send_json(200, self.simulator.ledger.summary())
+        if parts.path == "/models/metrics":  # keyless, like the real endpoint
+            return self._metrics(parts.query)
         family = _FAMILY_BY_PATH.get(parts.path)
         if family is None:
             return self._error(404, f"Cannot GET {parts.path}")
@@ -179,6 +181,13 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         with sim._lock:
             state = sim._state(generation)
         return self._send_json(200, state, generation_id=generation_id)
+
+    def _metrics(self, query: str) -> None:
+        params = parse_qs(query)
+        unknown = sorted(set(params) - {"aliases"})
+        if unknown:
+            return self._error(400, f"Unknown query parameter(s): {', '.join(unknown)}")
+        return self._send_json(200, self.simulator.metrics(params.get("aliases")))
 
     def _take_drop(self, faults: Faults) -> bool:
         with self.simulator._lock:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import signal
 import struct
 import threading
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from kling_provider._timings import generation_id_path
 from kling_provider.catalogue import endpoint_path, get_model, prepare_request
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.testing._http import FAULTS_FIELD, _handler, _Server
@@ -45,6 +45,8 @@ DEFAULT_API_KEY = "kling-simulator-key"
 #: Every served video ends with a ``free`` box of this size naming its generation: same size for
 #: all generations, different bytes, so tests can tell whose video a file holds.
 IDENTITY_BOX_SIZE = 48
+#: The sliding window of ``/models/metrics``, in seconds (the published example's).
+METRICS_WINDOW = 300
 
 
 def sample_video() -> bytes:
@@ -61,14 +63,6 @@ class _Generation:
     duration: int
     faults: Faults
     token: str
-
-
-def _generation_path(model: str) -> str:
-    """The model part of a generation id, as the real API writes it (``kling-video/v2/master/...``)."""
-    found = re.fullmatch(r"klingai/(v[\d.]+)-(master|pro|standard)-(.+)", model)
-    if found:
-        return f"kling-video/{found[1]}/{found[2]}/{found[3]}"
-    return model.replace("klingai/", "kling-video/", 1)
 
 
 class KlingSimulator:
@@ -154,7 +148,7 @@ class KlingSimulator:
 
     def _create(self, model: str, family: str, duration: int, faults: Faults) -> _Generation:
         generation = _Generation(
-            generation_id=f"{uuid.uuid4()}:{_generation_path(model)}", model=model,
+            generation_id=f"{uuid.uuid4()}:{generation_id_path(model)}", model=model,
             family=family, created=self.clock(), duration=duration, faults=faults,
             token=uuid.uuid4().hex)
         with self._lock:
@@ -187,6 +181,39 @@ class KlingSimulator:
                           "content_type": "video/mp4", "file_name": "output.mp4",
                           "file_size": self._video_size(generation), "duration": generation.duration},
                 "meta": {"usage": {usage_key: 120000 if generation.duration >= 10 else 60000}}}
+
+    def _seconds_to_finish(self, generation: _Generation) -> float:
+        """Real seconds from creation to completion (what the live metrics measure)."""
+        generating = self.generating_seconds * (2 if generation.duration >= 10 else 1)
+        return (self.queued_seconds + generating) / self.time_scale
+
+    def metrics(self, aliases: list[str] | None) -> dict[str, Any]:
+        """``GET /models/metrics`` as published: ``duration_ms`` percentiles of the generations
+        that completed successfully in the last :data:`METRICS_WINDOW` seconds, per model; a
+        model without one is absent (no data), not zero."""
+        now = self.clock()
+        finished: dict[str, list[float]] = {}
+        with self._lock:
+            for g in self._generations.values():
+                took = self._seconds_to_finish(g)
+                if g.faults.error is None and now - METRICS_WINDOW <= g.created + took <= now:
+                    finished.setdefault(g.model, []).append(took * 1000)
+        models = []
+        for model, times in sorted(finished.items()):
+            if aliases is not None and model not in aliases:
+                continue
+            times.sort()
+            percentiles = {f"p{q}": round(times[min(len(times) - 1, len(times) * q // 100)])
+                           for q in (50, 75, 90, 99)}
+            models.append({"alias": model, "endpoint": endpoint_path(self._family_of(model)),
+                           "metrics": {"duration_ms": percentiles}})
+        return {"window_seconds": METRICS_WINDOW,
+                "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                "models": models}
+
+    def _family_of(self, model: str) -> str:
+        spec = get_model(model)
+        return spec.families[0] if spec else "unified"
 
     def _by_token(self, token: str) -> _Generation | None:
         with self._lock:

@@ -1,10 +1,12 @@
 """``KlingGenerationTrigger``: waits for a generation in the triggerer instead of a worker slot.
 
 Deferred by the generate operators and the sensor. Its serialised kwargs are only the connection
-id, the generation id, the poll interval, the endpoint family and an *absolute* deadline, never
-the key or headers, so a triggerer restart or hand-over resumes the same wait with the same
-deadline. Polling goes through :meth:`KlingHook.await_for_generation`, the same step generator
-the worker path uses, on the hook's shared ``AsyncClient``: nothing in ``run()`` blocks the loop.
+id, the generation id, the poll interval and schedule, the endpoint family, the model and video
+length, and *absolute* times (submission, deadline), never the key or headers: the poll schedule
+is a function of the time since submission, so a triggerer restart or hand-over resumes the same
+schedule with the same deadline. Polling goes through :meth:`KlingHook.await_for_generation`, the
+same step generator the worker path uses, on the hook's shared ``AsyncClient``: nothing in
+``run()`` blocks the loop.
 
 :func:`generation_from_event` is the single validator of the events it fires, used by
 ``execute_complete`` of the operators and the sensor.
@@ -33,19 +35,30 @@ class KlingGenerationTrigger(BaseTrigger):
 
     :param kling_conn_id: the Kling connection.
     :param generation_id: the id the create call returned.
-    :param poll_interval: seconds between polls.
+    :param poll_interval: the longest gap between two polls, in seconds.
     :param deadline: absolute epoch seconds after which a ``timeout`` event is fired.
     :param endpoint_family: the family the generation was created on (``None``: the connection's).
+    :param poll_schedule: ``adaptive`` or ``fixed`` (see :mod:`kling_provider._schedule`).
+        Triggers serialised before schedules existed resume on the fixed one they started with.
+    :param submitted_at: absolute epoch seconds of the submission (``None``: the wait's start).
+    :param model: / :param duration: the model (``None``: the one the generation id names) and
+        the requested video length, which place the adaptive polls.
     """
 
     def __init__(self, *, kling_conn_id: str, generation_id: str, poll_interval: float,
-                 deadline: float, endpoint_family: str | None = None) -> None:
+                 deadline: float, endpoint_family: str | None = None,
+                 poll_schedule: str = "fixed", submitted_at: float | None = None,
+                 model: str | None = None, duration: int | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.kling_conn_id = kling_conn_id
         self.generation_id = generation_id
         self.poll_interval = float(poll_interval)
         self.deadline = float(deadline)
         self.endpoint_family = endpoint_family
+        self.poll_schedule = poll_schedule
+        self.submitted_at = None if submitted_at is None else float(submitted_at)
+        self.model = model
+        self.duration = duration
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
@@ -54,6 +67,10 @@ class KlingGenerationTrigger(BaseTrigger):
             "poll_interval": self.poll_interval,
             "deadline": self.deadline,
             "endpoint_family": self.endpoint_family,
+            "poll_schedule": self.poll_schedule,
+            "submitted_at": self.submitted_at,
+            "model": self.model,
+            "duration": self.duration,
         })
 
     def _hook(self) -> KlingHook:
@@ -66,7 +83,9 @@ class KlingGenerationTrigger(BaseTrigger):
         try:
             generation = await hook.await_for_generation(
                 self.generation_id, poll_interval=self.poll_interval, deadline=self.deadline,
-                endpoint_family=self.endpoint_family)
+                endpoint_family=self.endpoint_family,
+                poll_schedule=self.poll_schedule,  # type: ignore[arg-type]  # checked there
+                submitted_at=self.submitted_at, model=self.model, duration=self.duration)
         except KlingGenerationFailedError as exc:
             event = {**base, "status": "failure", "message": str(exc),
                      "error_name": exc.error_name, "error_message": exc.error_message}

@@ -1,0 +1,131 @@
+"""Waiting for a generation: the I/O-free step generators behind every waiting path.
+
+The trigger, the worker polling of ``deferrable=False`` and the sensor all run :func:`wait_steps`
+through the hook's drivers, so they poll on the same schedule
+(:class:`~kling_provider._schedule.PollSchedule`) and treat answers the same way. How long to
+expect comes from :func:`expectation_steps`: live ``/models/metrics`` figures cached per process,
+else the documented table (:mod:`kling_provider._timings`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+from typing import Any
+
+from kling_provider import _timings
+from kling_provider._checks import wait_seconds
+from kling_provider._protocol import (
+    ApiRequest,
+    RetryPolicy,
+    Step,
+    exchange,
+    fetch_steps,
+    generation_failed,
+    log,
+)
+from kling_provider._schedule import PollSchedule, PollScheduleKind
+from kling_provider.exceptions import KlingError, KlingTimeoutError, KlingValidationError
+from kling_provider.types import Generation, StatusClass
+
+#: One attempt, no backoff: live timings only refine the schedule, the wait never waits for them.
+METRICS_POLICY = RetryPolicy(max_attempts=1)
+
+
+def expectation_steps(model: str | None, duration: int | None, cache: _timings.MetricsCache, *,
+                      now: Callable[[], float], conn_id: str,
+                      live: bool = True) -> Generator[Step, Any, _timings.Expectation]:
+    """How long ``model`` should take: live ``/models/metrics`` (cached), else the documented figure.
+
+    The cache entry is claimed before the request, so thousands of waits starting together in
+    one triggerer send one request per model, and the others use the figures they already have.
+    """
+    if live and model and cache.due(model, now()):
+        previous = cache.entries.get(model, (0.0, None))[1]
+        cache.store(model, previous, now())
+        request = ApiRequest("GET", _timings.METRICS_PATH, "metrics", params={"aliases": model},
+                             subject=model, authenticated=False)
+        try:
+            body = yield from exchange(request, METRICS_POLICY, conn_id=conn_id)
+        except KlingError as exc:
+            log.info("Live timings of %s unavailable (%s); using the documented figures.",
+                     model, type(exc).__name__)
+        else:
+            cache.store(model, _timings.live_expectation(body, model), now())
+    return cache.expectation(model, duration)
+
+
+def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadline: float,
+               now: Callable[[], float], policy: RetryPolicy, conn_id: str,
+               secrets: tuple[str, ...] = (), poll_schedule: PollScheduleKind = "adaptive",
+               started_at: float | None = None, model: str | None = None,
+               duration: int | None = None, timings: _timings.MetricsCache | None = None,
+               live_timings: bool = True) -> Generator[Step, Any, Generation]:
+    """Poll until the generation finishes or the absolute ``deadline`` (epoch seconds) passes.
+
+    Polls follow :class:`~kling_provider._schedule.PollSchedule` (``poll_interval`` is its longest
+    gap), counted from ``started_at`` (the submission; default: now). ``model`` (default: the one
+    the generation id names) and ``duration`` place the adaptive polls.
+
+    Transient failures (network, 429, 5xx after a fetch's own retries) do not end the wait: a
+    generation that was paid for keeps being polled until the deadline. Only a terminal answer,
+    an auth/credit/404 error or the deadline end it. A completed generation without a video URL
+    is not trusted as done yet (the URL can lag the status) and is polled again.
+    """
+    poll_interval = wait_seconds("poll_interval", poll_interval)
+    if not isinstance(deadline, (int, float)) or not math.isfinite(deadline):
+        raise KlingValidationError(
+            f"Invalid parameter 'deadline'={deadline!r}: must be finite epoch seconds.")
+    expectation = None
+    if poll_schedule == "adaptive":
+        model = model or _timings.model_from_generation_id(generation_id)
+        expectation = yield from expectation_steps(
+            model, duration, timings if timings is not None else _timings.MetricsCache(),
+            now=now, conn_id=conn_id, live=live_timings)
+    schedule = PollSchedule(poll_schedule, now() if started_at is None else started_at,
+                            float(poll_interval), expectation)
+    first = min(schedule.first_delay(now()), deadline - now())
+    if first > 0:
+        yield first
+    polls = 0
+    last_status: str | None = None
+    while True:
+        polls += 1
+        retry_soon = False
+        try:
+            generation = yield from fetch_steps(family, generation_id, policy, conn_id=conn_id,
+                                                secrets=secrets)
+        except KlingError as exc:
+            if not exc.transient:
+                raise
+            log.warning("Poll %d of generation %s failed transiently, polling on: %s",
+                        polls, generation_id, exc)
+        else:
+            state = generation.status_class
+            if state is StatusClass.SUCCESS and generation.video_url:
+                return generation
+            if state is StatusClass.FAILURE:
+                raise generation_failed(generation)
+            if state is StatusClass.UNKNOWN:
+                log.warning("Generation %s reports unknown status %r; polling on until the "
+                            "deadline.", generation_id, generation.status)
+            elif state is StatusClass.SUCCESS:
+                retry_soon = True
+                log.warning("Generation %s is completed but has no video URL yet; polling on.",
+                            generation_id)
+            elif generation.status != last_status:  # once per status, not per poll
+                log.info("Generation %s is %s (poll %d)", generation_id, generation.status, polls)
+            last_status = generation.status
+        remaining = deadline - now()
+        if remaining <= 0:
+            raise KlingTimeoutError(
+                f"Generation {generation_id!r} did not finish before the deadline "
+                f"({polls} polls). It may still complete and is not lost: wait for it with "
+                "KlingGenerationSensor(generation_id=...) or a larger timeout."
+            )
+        delay = schedule.delay_after_poll(now())
+        yield min(min(delay, URL_LAG_RECHECK) if retry_soon else delay, remaining)
+
+
+#: Seconds before looking again at a completed generation whose video URL is not there yet.
+URL_LAG_RECHECK = 5.0

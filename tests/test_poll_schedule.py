@@ -1,0 +1,239 @@
+"""The poll schedule (pure), the expected durations behind it, and every waiting path using it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from kling_provider._schedule import EARLY_POLL, PollSchedule, check_poll_schedule
+from kling_provider._timings import (
+    Expectation,
+    MetricsCache,
+    documented_expectation,
+    generation_id_path,
+    live_expectation,
+    model_from_generation_id,
+)
+from kling_provider.exceptions import KlingValidationError
+from kling_provider.hooks import kling as hook_module
+from kling_provider.hooks.kling import KlingHook
+from kling_provider.sensors.kling import KlingGenerationSensor
+from kling_provider.testing.simulator import KlingSimulator
+from kling_provider.triggers.kling import KlingGenerationTrigger
+from tests.conftest import FakeClock, Script, ok, run_async
+
+MASTER = "klingai/v2-master-text-to-video"
+GID = f"10c09c56-2e00-4a64-89ec-358ff71f8144:{generation_id_path(MASTER)}"
+
+
+def first(schedule: PollSchedule, count: int) -> list[float]:
+    return list(itertools.islice(schedule.offsets(), count))
+
+
+def metrics_body(model: str, p50: float, p90: float, p99: float) -> dict[str, Any]:
+    return {"window_seconds": 300, "generated_at": "2026-11-22T00:00:00.000Z", "models": [
+        {"alias": model, "endpoint": "/v2/generate/video/kling/generation",
+         "metrics": {"duration_ms": {"p50": p50, "p75": p50, "p90": p90, "p99": p99}}}]}
+
+
+# -- the pure schedule -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("max_gap", [5.0, 10.0, 60.0, 600.0])
+@pytest.mark.parametrize(("model", "duration"), [(MASTER, 5), (MASTER, 10),
+                                                 ("klingai/video-o1-image-to-video", 5),
+                                                 ("klingai/not-in-any-table", 5)])
+def test_no_gap_exceeds_poll_interval(max_gap: float, model: str, duration: int) -> None:
+    offsets = first(PollSchedule("adaptive", 0.0, max_gap,
+                                 documented_expectation(model, duration)), 1000)
+    gaps = [b - a for a, b in itertools.pairwise(offsets)]
+    assert offsets[0] == min(EARLY_POLL, max_gap)
+    assert all(0 < gap <= max_gap + 1e-9 for gap in gaps)
+    assert offsets[-1] > 1800  # the schedule goes on as long as a wait may last
+
+
+def test_polls_are_dense_around_the_documented_finish_and_few_before() -> None:
+    schedule = PollSchedule("adaptive", 0.0, 60.0, documented_expectation(MASTER, 5))
+    offsets = first(schedule, 40)
+    before = [t for t in offsets if t < 300]  # the page says 5-6 min for a 5 s video
+    window = [t for t in offsets if 300 <= t <= 360]
+    assert len(before) == 5  # the early poll, then at most 60 s apart
+    assert len(window) >= 8 and max(b - a for a, b in itertools.pairwise(window)) <= 9
+    # The seed loop polls 36 times by the end of the documented window; this, 14 times.
+    assert len([t for t in offsets if t <= 360]) <= 0.4 * 36
+    tail = [t for t in offsets if t > 360][:8]
+    gaps = [b - a for a, b in itertools.pairwise(tail)]
+    assert gaps == sorted(gaps) and gaps[-1] == 60.0  # backs off up to poll_interval
+
+
+def test_requested_duration_scales_the_schedule() -> None:
+    five = documented_expectation(MASTER, 5)
+    ten = documented_expectation(MASTER, 10)
+    assert (five.early, five.late) == (300, 360)
+    assert (ten.early, ten.late) == (660, 840)  # "11-14 min for 10 s"
+    only_five = documented_expectation("klingai/avatar-pro", 10)  # no 10 s figure published
+    assert only_five.typical == pytest.approx(2 * documented_expectation("klingai/avatar-pro").typical)
+
+
+def test_resuming_later_keeps_the_same_poll_times() -> None:
+    """What a triggerer hand-over relies on: the schedule depends on absolute times only."""
+    schedule = PollSchedule("adaptive", 1_000.0, 60.0, documented_expectation(MASTER, 5))
+    planned = [1_000.0 + t for t in first(schedule, 30)]
+    resumed_at = 1_000.0 + 250.0
+    resumed = [resumed_at + schedule.first_delay(resumed_at)]
+    while len(resumed) < 10:
+        resumed.append(resumed[-1] + schedule.delay_after_poll(resumed[-1]))
+    assert resumed == [t for t in planned if t >= resumed_at][:10]
+
+
+def test_fixed_schedule_polls_at_once_then_every_interval() -> None:
+    schedule = PollSchedule("fixed", 0.0, 10.0)
+    assert schedule.first_delay(123.0) == 0.0
+    assert schedule.delay_after_poll(130.0) == 10.0
+
+
+def test_unknown_schedule_is_refused_naming_the_choices() -> None:
+    with pytest.raises(KlingValidationError, match=r"'poll_schedule'='smart'.*'adaptive', 'fixed'"):
+        check_poll_schedule("smart")
+
+
+# -- expected durations ------------------------------------------------------------------------
+
+def test_model_is_read_from_the_generation_id() -> None:
+    assert model_from_generation_id(GID) == MASTER
+    assert model_from_generation_id("x:kling-video/v1.6/pro/image-to-video") == \
+        "kling-video/v1.6/pro/image-to-video"
+    assert model_from_generation_id("x:kling-video/v9/unheard-of") is None
+    assert model_from_generation_id("no-model-part") is None
+
+
+def test_live_metrics_parsed_and_absence_means_no_data() -> None:
+    live = live_expectation(metrics_body(MASTER, 200_000, 260_000, 400_000), MASTER)
+    assert live == Expectation(140.0, 200.0, 260.0, 400.0)
+    assert live is not None and live.source == "live"
+    assert live_expectation(metrics_body("other/model", 1, 2, 3), MASTER) is None
+    assert live_expectation({"models": [{"alias": MASTER, "metrics": {}}]}, MASTER) is None
+    assert live_expectation("<html>", MASTER) is None
+
+
+def test_cached_live_figures_are_scaled_for_longer_videos() -> None:
+    cache = MetricsCache()
+    cache.store(MASTER, Expectation(100, 200, 300, 400, "live"), now=0.0)
+    ratio = documented_expectation(MASTER, 10).typical / documented_expectation(MASTER, 5).typical
+    assert cache.expectation(MASTER, 10).typical == pytest.approx(200 * ratio)
+    assert cache.expectation(MASTER, 5).source == "live"
+    assert cache.expectation("klingai/avatar-pro", 5).source == "documented"
+    assert not cache.due(MASTER, now=599.0) and cache.due(MASTER, now=600.0)
+
+
+# -- the hook: one metrics request per model per process, keyless ------------------------------
+
+def test_live_timings_fetched_once_without_the_key(mock_hook: Callable[..., KlingHook]) -> None:
+    script = Script(ok(metrics_body(MASTER, 200_000, 260_000, 400_000)))
+    hook = mock_hook(script, live_timings=True)
+    assert hook.expected_duration(MASTER).typical == 200.0
+    assert hook.expected_duration(MASTER, 10).source == "live"  # cached: no second request
+    assert len(script.requests) == 1
+    request = script.requests[0]
+    assert (request.url.path, request.url.params.get_list("aliases")) == ("/models/metrics", [MASTER])
+    assert "authorization" not in request.headers
+
+
+def test_unreachable_metrics_fall_back_once_per_ttl(mock_hook: Callable[..., KlingHook],
+                                                    clock: FakeClock) -> None:
+    script = Script(httpx.ConnectError("down"), ok(metrics_body(MASTER, 1000, 2000, 3000)))
+    hook = mock_hook(script, live_timings=True)
+    assert hook.expected_duration(MASTER) == documented_expectation(MASTER)
+    assert hook.expected_duration(MASTER) == documented_expectation(MASTER)
+    assert len(script.requests) == 1  # not retried per wait
+    clock.t += 600
+    assert hook.expected_duration(MASTER).source == "live"
+
+
+def test_live_timings_can_be_switched_off(mock_hook: Callable[..., KlingHook]) -> None:
+    script = Script()
+    assert mock_hook(script, live_timings="false").expected_duration(MASTER).source == "documented"
+    assert script.requests == []
+
+
+# -- the simulator serves /models/metrics as published -------------------------------------------
+
+@pytest.mark.integration
+def test_simulator_metrics_report_finished_generations(sim_hook: KlingHook,
+                                                       simulator: KlingSimulator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"{simulator.base_url}/models/metrics"
+    assert httpx.get(url, params={"aliases": MASTER}).json()["models"] == []  # no data yet
+    generation_id = sim_hook.create_generation(MASTER, prompt="p")
+    sim_hook.wait_for_generation(generation_id)
+    body = httpx.get(url, params=[("aliases", MASTER), ("aliases", "x/y")]).json()
+    took = (simulator.queued_seconds + simulator.generating_seconds) * 1000
+    assert body["window_seconds"] == 300
+    assert body["models"][0]["alias"] == MASTER
+    assert body["models"][0]["metrics"]["duration_ms"] == {"p50": took, "p75": took,
+                                                           "p90": took, "p99": took}
+    assert httpx.get(url, params={"alias": MASTER}).status_code == 400
+    monkeypatch.setattr(hook_module, "_TIMINGS", MetricsCache())  # a fresh triggerer process
+    assert sim_hook.expected_duration(MASTER).typical == took / 1000
+
+
+# -- every waiting path follows the schedule ---------------------------------------------------------
+
+@pytest.mark.integration
+def test_worker_wait_polls_on_the_adaptive_schedule(sim_hook: KlingHook, simulator: KlingSimulator,
+                                                     clock: FakeClock) -> None:
+    start = clock.now()
+    generation_id = sim_hook.create_generation(MASTER, prompt="p")
+    sim_hook.wait_for_generation(generation_id, model=MASTER, duration=5, submitted_at=start)
+    polls = simulator.ledger.count(method="GET", generation_id=generation_id)
+    planned = first(PollSchedule("adaptive", 0, 60, documented_expectation(MASTER, 5)), 40)
+    # The simulator finishes at 320 s: found by the first planned poll after it.
+    finished = simulator.queued_seconds + simulator.generating_seconds
+    assert clock.now() - start == next(t for t in planned if t >= finished)
+    assert polls == len([t for t in planned if t <= clock.now() - start]) <= 13  # seed: 33
+
+
+@pytest.mark.integration
+def test_trigger_hand_over_resumes_the_same_schedule(airflow_sim: KlingSimulator,
+                                                     clock: FakeClock) -> None:
+    hook = KlingHook()
+    start = clock.now()
+    generation_id = hook.create_generation(MASTER, prompt="p")
+    trigger = KlingGenerationTrigger(kling_conn_id="kling_default", generation_id=generation_id,
+                                     poll_interval=60, deadline=start + 1800,
+                                     poll_schedule="adaptive", submitted_at=start, model=MASTER,
+                                     duration=5)
+    _, kwargs = trigger.serialize()
+    clock.t += 250  # the first triggerer died; another one picks the trigger up
+    revived = KlingGenerationTrigger(**json.loads(json.dumps(kwargs)))
+
+    async def collect() -> list[Any]:
+        return [event.payload async for event in revived.run()]
+
+    events = run_async(collect)
+    planned = [start + t for t in first(PollSchedule("adaptive", 0, 60,
+                                                     documented_expectation(MASTER, 5)), 40)]
+    assert events[0]["status"] == "success"
+    assert clock.now() in planned  # ended on a planned poll, not 250 s + n * interval
+
+
+@pytest.mark.integration
+def test_sensor_in_poke_mode_follows_the_schedule(airflow_sim: KlingSimulator,
+                                                  clock: FakeClock) -> None:
+    sensor = KlingGenerationSensor(task_id="wait", generation_id=GID, deferrable=False)
+    elapsed = [0.0]
+    gaps = []
+    for _ in range(8):
+        gap = sensor._get_next_poke_interval(clock.now(), lambda: elapsed[0], 1)
+        gaps.append(gap)
+        elapsed[0] += gap
+        clock.t += gap
+    planned = first(PollSchedule("adaptive", 0, 60, documented_expectation(MASTER)), 8)
+    assert [round(x, 6) for x in itertools.accumulate(gaps)] == [round(t, 6) for t in planned]
+    fixed = KlingGenerationSensor(task_id="w2", generation_id=GID, deferrable=False,
+                                  poll_schedule="fixed", poke_interval=15)
+    assert fixed._get_next_poke_interval(clock.now(), lambda: 0.0, 1) == 15
