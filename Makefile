@@ -38,6 +38,7 @@ pipeline: $(STAMP)
 	$(BIN)/python tools/demo.py --pipeline
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/polling.py
 	$(BIN)/python benchmarks/async_clients.py
 	$(BIN)/python benchmarks/download.py
 
