@@ -45,7 +45,7 @@ def test_success_spellings(status: str) -> None:
 def test_succeeded_generation_is_returned_at_once(mock_hook: MakeHook, clock: FakeClock,
                                                   mode: str) -> None:
     script = Script(ok({"id": GID, "status": "succeeded", "video": VIDEO}))
-    generation = wait(mock_hook(script), mode, clock, timeout=1800)
+    generation = wait(mock_hook(script), mode, clock, timeout=1800, schedule="fixed")
     assert generation.video_url == VIDEO["url"]
     assert len(script.requests) == 1 and clock.sleeps == []  # not polled to the deadline
 
