@@ -7,7 +7,9 @@ generation.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,3 +121,14 @@ def test_text_to_video_without_text_is_refused_before_paying(
     with pytest.raises(KlingValidationError, match="Missing parameter 'prompt'"):
         templated.execute(context_for(StateStoreStub()))
     assert airflow_sim.ledger.count(method="POST") == 0
+
+
+def test_readme_dag_parses_and_renders_in_every_kind_of_run() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"<!-- readme-snippet: dag -->\n```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    namespace: dict[str, Any] = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)  # parsing = constructing
+    (download,) = [t for t in namespace["video"].dag.tasks if t.task_id == "download"]
+    assert logical_date_keys(download.destination) == []
+    assert "{{ dag_run.run_after | ds }}" in download.destination
