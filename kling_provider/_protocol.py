@@ -154,6 +154,25 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` (parsed JSON) with every secret removed from every string in it."""
+    if not any(secrets):
+        return value
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v, secrets) for v in value]
+    return value
+
+
+def detached(error: httpx.RequestError, secrets: tuple[str, ...]) -> httpx.RequestError:
+    """``error`` without its request, to chain as a cause: ``error.request.headers`` holds the
+    ``Authorization`` header, which tracebacks, Sentry-like tools and ``__cause__`` walkers see."""
+    return type(error)(redact(str(error), secrets))
+
+
 def _api_message(response: httpx.Response) -> tuple[str, str | None]:
     """The error body's ``message`` (and ``requestId``) per the error contract, else its text."""
     readable, body = read_json(response)
@@ -260,7 +279,8 @@ def exchange(request: ApiRequest, policy: RetryPolicy, *, conn_id: str,
         if isinstance(outcome, httpx.Response) and outcome.is_success:
             body = _json_object(outcome)
             if body is not None:
-                return body
+                scrubbed: dict[str, Any] = scrub(body, secrets)  # an echoed key must not
+                return scrubbed  # reach XCom, trigger events or error messages
             if request.operation == "create":
                 raise KlingSubmissionUncertainError(
                     f"The create request for model {request.subject!r} succeeded "
@@ -279,7 +299,8 @@ def exchange(request: ApiRequest, policy: RetryPolicy, *, conn_id: str,
             if retry_in is None:
                 if isinstance(outcome, httpx.Response):
                     raise error_for_response(request, outcome, conn_id=conn_id, secrets=secrets)
-                raise error_for_transport(request, outcome, conn_id=conn_id) from outcome
+                raise error_for_transport(request, outcome, conn_id=conn_id) \
+                    from detached(outcome, secrets)
             delay = retry_in
         log.warning("Kling API %s %s: attempt %d/%d failed (%s); retrying in %.1f s",
                     request.method, request.operation, attempt, policy.max_attempts,
