@@ -104,10 +104,11 @@ def call(hook: KlingHook, mode: str, what: str) -> Any:
     if what == "fetch":
         return hook.get_generation(GID) if mode == "sync" else run_async(
             lambda: hook.aget_generation(GID))
-    if mode == "sync":
-        return hook.wait_for_generation(GID, poll_interval=10, timeout=30)
+    if mode == "sync":  # a fixed schedule: polls only, no timing lookups in the script
+        return hook.wait_for_generation(GID, poll_interval=10, timeout=30, poll_schedule="fixed")
     deadline = hook.clock.now() + 30
-    return run_async(lambda: hook.await_for_generation(GID, poll_interval=10, deadline=deadline))
+    return run_async(lambda: hook.await_for_generation(GID, poll_interval=10, deadline=deadline,
+                                                       poll_schedule="fixed"))
 
 
 def echoing(status: int) -> Callable[[httpx.Request], httpx.Response]:
