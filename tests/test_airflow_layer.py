@@ -11,10 +11,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from airflow.exceptions import AirflowRescheduleException
 from airflow.providers.common.compat.sdk import AirflowSkipException, TaskDeferred
 
 from kling_provider.exceptions import (
@@ -34,7 +36,7 @@ from kling_provider.operators.kling import (
 from kling_provider.sensors.kling import KlingGenerationSensor
 from kling_provider.testing.simulator import Faults, KlingSimulator
 from kling_provider.triggers.kling import KlingGenerationTrigger, generation_from_event
-from tests.conftest import SECRET_KEY, FakeClock, StateStoreStub, context_for
+from tests.conftest import SECRET_KEY, FakeClock, StateStoreStub, TaskInstanceStub, context_for
 
 RACCOON: dict[str, Any] = {"model": "klingai/v2-master-text-to-video",
                            "prompt": "A cheerful white raccoon running through a sequoia forest",
@@ -230,11 +232,21 @@ def test_trigger_reports_auth_error_once(airflow_sim: KlingSimulator,
     assert "revoked-key" not in events[0]["message"]
 
 
-@pytest.mark.parametrize("event", [None, {}, {"status": "weird"}, {"status": "success"},
-                                   {"status": "success", "generation_id": "other",
-                                    "generation": {"video_url": "http://x"}}])
-def test_execute_complete_rejects_unexpected_events(event: Any) -> None:
-    with pytest.raises(KlingError):
+@pytest.mark.parametrize(("event", "message"), [
+    (None, "Unexpected event"),
+    ({}, "Unexpected event"),
+    ({"status": "weird"}, "Unexpected event"),
+    ({"status": "success"}, "is for generation None, expected 'mine'"),
+    ({"status": "success", "generation_id": "other", "generation": {"video_url": "http://x"}},
+     "is for generation 'other', expected 'mine'"),
+    ({"status": "success", "generation_id": "mine"}, "Success event without a generation video"),
+    ({"status": "success", "generation_id": "mine", "generation": {"video_url": ""}},
+     "Success event without a generation video"),
+    ({"status": "success", "generation_id": "mine", "generation": "http://x"},
+     "Success event without a generation video"),
+])
+def test_execute_complete_rejects_unexpected_events(event: Any, message: str) -> None:
+    with pytest.raises(KlingError, match=message):
         generation_from_event(event, expected_generation_id="mine")
 
 
@@ -257,17 +269,42 @@ def test_sensor_defers_and_completes(airflow_sim: KlingSimulator) -> None:
     assert context["ti"].xcom["video_url"] == result["video_url"]
 
 
+class RescheduleTI(TaskInstanceStub):
+    """What Airflow's sensor loop reads of ``ti`` in reschedule mode (no earlier reschedule)."""
+
+    def get_first_reschedule_date(self, context: Any) -> datetime | None:
+        return None
+
+
 @pytest.mark.parametrize("mode", ["poke", "reschedule"])
-def test_sensor_poke_modes(airflow_sim: KlingSimulator, clock: FakeClock, mode: str) -> None:
+def test_sensor_poke_modes_through_airflows_execute(airflow_sim: KlingSimulator,
+                                                    clock: FakeClock, mode: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import airflow.sdk.bases.sensor as sensor_base
+
+    # Airflow's poke loop sleeps in the worker: on the fake clock here, so no wall-clock wait.
+    monkeypatch.setattr(sensor_base, "time", SimpleNamespace(sleep=clock.sleep,
+                                                             monotonic=clock.monotonic))
     generation_id = submit(airflow_sim)
     sensor = KlingGenerationSensor(task_id="wait", generation_id=generation_id,
-                                   deferrable=False, mode=mode)
-    assert sensor.poke(context_for(None)).is_done is False
-    clock.t += 3600
-    done = sensor.poke(context_for(None))
-    assert done.is_done is True
-    assert isinstance(done.xcom_value, dict)
-    assert done.xcom_value["generation_id"] == generation_id
+                                   deferrable=False, mode=mode, poke_interval=30)
+    context = context_for(None)
+    context["ti"] = RescheduleTI()
+    if mode == "reschedule":
+        with pytest.raises(AirflowRescheduleException) as rescheduled:
+            sensor.execute(context)  # not done yet: the worker slot is handed back
+        assert rescheduled.value.reschedule_date > datetime.now(timezone.utc)
+        assert clock.sleeps == []
+        clock.t += 3600
+    result = sensor.execute(context)
+    assert result["generation_id"] == generation_id
+    assert result["video_url"].startswith(airflow_sim.cdn_url)
+    assert context["ti"].xcom["video_url"] == result["video_url"]
+    polls = airflow_sim.ledger.count(method="GET", generation_id=generation_id)
+    if mode == "poke":  # one execute, polling and sleeping in the worker until done
+        assert polls >= 2 and len(clock.sleeps) == polls - 1
+    else:  # two executes, one poke each, never a sleep in the worker
+        assert polls == 2 and clock.sleeps == []
 
 
 def test_sensor_failure_and_soft_fail(airflow_sim: KlingSimulator, clock: FakeClock) -> None:

@@ -183,15 +183,35 @@ def test_validation_before_any_request(sim_hook: KlingHook, simulator: KlingSimu
     assert simulator.ledger.count() == 0
 
 
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """The real transport, counting requests in flight (entered, answer not yet read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.peak = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            response = await super().handle_async_request(request)
+            await response.aread()
+            return response
+        finally:
+            self.in_flight -= 1
+
+
 def test_shared_async_client_sustains_many_concurrent_pollers(
         simulator: KlingSimulator, kling_env: Callable[..., None], clock: FakeClock) -> None:
     kling_env(simulator.base_url, max_concurrency=8)
     hook = KlingHook(clock=clock)
     generation_id = hook.create_generation("klingai/v2.1-master-text-to-video", prompt="p")
+    transport = CountingTransport()  # its own transport: httpx's pool limits do not apply
 
     async def many() -> tuple[int, int]:
         try:
-            hooks = [KlingHook(clock=clock) for _ in range(300)]
+            hooks = [KlingHook(clock=clock, async_transport=transport) for _ in range(300)]
             results = await asyncio.gather(*(h.aget_generation(generation_id) for h in hooks))
             return len(results), len(_ASYNC_CLIENTS[asyncio.get_running_loop()])
         finally:
@@ -199,7 +219,8 @@ def test_shared_async_client_sustains_many_concurrent_pollers(
 
     count, clients = asyncio.run(many())
     assert (count, clients) == (300, 1)
-    assert simulator.ledger.count(method="GET") == 300
+    assert simulator.ledger.count(method="GET", generation_id=generation_id) == 300
+    assert transport.peak == 8  # max_concurrency reached under load, never exceeded
 
 
 def test_simulator_cli_prints_base_url_key_and_serves() -> None:
