@@ -4,19 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-UV := $(BIN)/uv
 
-.PHONY: demo test lint typecheck unit bench pipeline clean
+.PHONY: demo test lint typecheck unit matrix bench pipeline clean
 
-$(BIN)/python:
-	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is required"'
-	$(PYTHON) -m venv $(VENV)
-
-$(STAMP): $(BIN)/python requirements/dev.lock pyproject.toml
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(UV) pip sync --quiet --python $(BIN)/python requirements/dev.lock
-	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
-	touch $(STAMP)
+# tools/bootstrap.py: venv, pinned uv, `uv pip sync` trusting the system certificate store; on a
+# network failure it names the step and what to check (proxy, CA). Stdlib only.
+$(STAMP): requirements/dev.lock pyproject.toml tools/bootstrap.py
+	$(PYTHON) tools/bootstrap.py --venv $(VENV) --lock requirements/dev.lock
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -25,9 +19,15 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
+# The whole suite on the main lock, then the version matrix (tools/matrix.py: the other Airflow
+# minors and the lowest/highest Python, each in a cached .venv-<entry>).
 test: $(STAMP) lint
 	bash tools/ensure-ffmpeg.sh
 	$(BIN)/pytest
+	$(BIN)/python tools/matrix.py
+
+matrix: $(STAMP)
+	$(BIN)/python tools/matrix.py
 
 demo: $(STAMP)
 	bash tools/ensure-ffmpeg.sh
@@ -43,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/download.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .venv-* dist docs/_build .mypy_cache .pytest_cache .ruff_cache build *.egg-info
