@@ -4,7 +4,7 @@ The raccoon DAG runs while the triggerer that holds its trigger is killed (SIGKI
 shutdown). A second triggerer must adopt the same trigger row (same serialised kwargs: same
 generation id, same absolute deadline), finish polling, and the run must succeed with exactly one
 paid POST. Skips, saying why, when PostgreSQL or Redis is not reachable on loopback or the Celery
-provider is not installed (it needs Python 3.11+).
+provider is not installed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ REDIS = "redis://127.0.0.1:6379/0"
 
 def _require_services() -> None:
     if importlib.util.find_spec("airflow.providers.celery") is None:
-        pytest.skip("apache-airflow-providers-celery is not installed (it needs Python 3.11+)")
+        pytest.skip("apache-airflow-providers-celery is not installed")
     import psycopg2
     import redis
 
