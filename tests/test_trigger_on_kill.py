@@ -15,10 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
+from airflow import __version__ as airflow_version
+from packaging.version import Version
 
 from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
 from kling_provider.triggers.kling import KlingGenerationTrigger, killed_message
 from tests.conftest import FakeClock
+
+# Airflow's TriggerRunner calls BaseTrigger.on_kill on a user kill from 3.3 on; before, it only
+# cancels the trigger (the message is then not logged; the generation still keeps running).
+AIRFLOW_CALLS_ON_KILL = Version(Version(airflow_version).base_version) >= Version("3.3")
 
 GID = "10c09c56-2e00-4a64-89ec-358ff71f8144:kling-video/v2.1/master/text-to-video"
 
@@ -66,6 +72,8 @@ def test_on_kill_logs_without_any_io(no_requests: list[httpx.Request], clock: Fa
     assert no_requests == []
 
 
+@pytest.mark.skipif(not AIRFLOW_CALLS_ON_KILL, reason=f"Airflow {airflow_version} does not call "
+                                                       "trigger on_kill (3.3+ does)")
 def test_user_kill_mid_wait_through_airflows_trigger_runner(
         kling_env: Callable[..., None], clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
