@@ -21,6 +21,7 @@ from typing import Any, Literal
 import httpx
 
 from kling_provider._network import failed_url, transport_cause
+from kling_provider._spend import with_cost_headers
 from kling_provider.catalogue import endpoint_path
 from kling_provider.exceptions import (
     KlingAuthenticationError,
@@ -38,7 +39,7 @@ from kling_provider.types import Generation, StatusClass, describe_error
 
 log = logging.getLogger("kling_provider")
 
-Operation = Literal["create", "fetch", "probe", "metrics"]
+Operation = Literal["create", "fetch", "probe", "metrics", "account"]
 #: What a driver hands back for an :class:`ApiRequest`: the response, or the request error
 #: (a transport failure, or an answer whose content encoding cannot be decoded).
 Outcome = httpx.Response | httpx.RequestError
@@ -216,6 +217,7 @@ def error_for_response(request: ApiRequest, response: httpx.Response, *, conn_id
     what = (f"creating a generation of model {request.subject!r}" if request.operation == "create"
             else f"fetching generation {request.subject!r}" if request.operation == "fetch"
             else f"reading the live timings of {request.subject!r}" if request.operation == "metrics"
+            else f"reading {request.subject}" if request.operation == "account"
             else "checking the connection")
     if status == 400:
         return KlingValidationError(f"The API rejected the request while {what} (400): {message}{ref}")
@@ -280,7 +282,7 @@ def exchange(request: ApiRequest, policy: RetryPolicy, *, conn_id: str,
             body = _json_object(outcome)
             if body is not None:
                 scrubbed: dict[str, Any] = scrub(body, secrets)  # an echoed key must not
-                return scrubbed  # reach XCom, trigger events or error messages
+                return with_cost_headers(scrubbed, outcome.headers)  # reach XCom, events, errors
             if request.operation == "create":
                 raise KlingSubmissionUncertainError(
                     f"The create request for model {request.subject!r} succeeded "

@@ -11,6 +11,8 @@ Hierarchy::
     ├── KlingValidationError          bad input, found locally or by the API (400)
     ├── KlingAuthenticationError      401
     ├── KlingNoCreditsError           403
+    │   └── KlingInsufficientBalanceError  balance below the estimate, before any POST
+    ├── KlingCostLimitError           estimate above ``max_cost_usd``, before any POST
     ├── KlingGenerationNotFoundError  404 on fetch
     ├── KlingRateLimitError           429 after retries
     ├── KlingServerError              5xx / malformed body after retries
@@ -23,7 +25,7 @@ Hierarchy::
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class KlingError(AirflowException):
@@ -43,6 +45,14 @@ class KlingAuthenticationError(KlingError):
 
 class KlingNoCreditsError(KlingError):
     """Raised when the account has no credits left (403)."""
+
+
+class KlingInsufficientBalanceError(KlingNoCreditsError):
+    """Raised before any paid request when the account balance cannot cover the estimated price."""
+
+
+class KlingCostLimitError(KlingError, AirflowFailException):
+    """Raised before any paid request when the estimated price exceeds ``max_cost_usd``; no retry."""
 
 
 class KlingGenerationNotFoundError(KlingError):

@@ -71,6 +71,8 @@ class Generation:
     error_name: str | None = None
     error_message: str | None = None
     credits_used: float | None = None
+    #: USD as the API reported it (``meta.usage.usd_spent`` or the ``x-aimlapi-usd-spent`` header).
+    usd_spent: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -110,6 +112,7 @@ class Generation:
             error_name=error_name,
             error_message=error_message,
             credits_used=_float_or_none(credits),
+            usd_spent=_float_or_none(usage.get("usd_spent")),
             raw=body,
         )
 

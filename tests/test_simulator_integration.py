@@ -41,7 +41,9 @@ def test_create_wait_download_playable_mp4(sim_hook: KlingHook, simulator: Kling
     assert re.fullmatch(r"[0-9a-f-]{36}:kling-video/v2/master/text-to-video", generation_id)
     generation = sim_hook.wait_for_generation(generation_id, poll_interval=10, timeout=1800)
     assert generation.status == "completed"
-    assert generation.credits_used == 60000
+    # Priced from the simulator's price list: $1.40 for a 5 s v2-master video. The legacy body
+    # reports credits only (tokens_used); the USD comes from the x-aimlapi-usd-spent header.
+    assert (generation.credits_used, generation.usd_spent) == (2_800_000, 1.40)
     result = sim_hook.download_video(generation.video_url or "", tmp_path / "out.mp4",
                                      expected_size=generation.file_size)
     data = (tmp_path / "out.mp4").read_bytes()

@@ -26,18 +26,23 @@ from airflow.sdk import BaseHook
 from kling_provider import (
     CONNECTION_FIELD_BEHAVIOUR,
     _download,
+    _guard,
     _network,
+    _pricing,
     _protocol,
     _timings,
     _waiting,
 )
 from kling_provider._checks import wait_seconds
 from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
+from kling_provider._spend import format_usd as _spend_format_usd
 from kling_provider.catalogue import PreparedRequest, endpoint_family, prepare_request
 from kling_provider.exceptions import KlingAuthenticationError, KlingError, KlingValidationError
 from kling_provider.types import Generation
 
 DEFAULT_HOST = "https://api.aimlapi.com"
+#: The model list (``?include=pricing`` adds prices); needs no API key.
+MODELS_PATH = "/v1/models"
 USER_AGENT = "airflow-provider-kling"
 
 
@@ -445,6 +450,64 @@ class KlingHook(BaseHook):
             generation_id=generation_id, overwrite=overwrite, max_bytes=max_bytes, verify_mp4=verify_mp4,
             sleep=self.clock.sleep,
         )
+
+    # -- spend -------------------------------------------------------------------------------
+
+    def estimate_price(self, model: str, body: Mapping[str, Any]) -> _pricing.PriceEstimate:
+        """Estimate one generation's price for a create ``body`` (as sent); never raises for an
+        unknown price (``usd`` is ``None`` then, with the reason in ``basis``)."""
+        listing, source = self._price_list(model)
+        return _pricing.estimate_price(model, _pricing.find_pricing(listing, model),
+                                       _pricing.request_as_sent(model, body), source=source)
+
+    def _price_list(self, model: str) -> tuple[Mapping[str, Any], str]:
+        """The live model list for ``model`` (ETag-cached per process), else the shipped snapshot."""
+        base_url = self.settings.base_url
+        cache = _pricing.PRICE_LISTS
+        try:
+            response = self.get_conn().get(
+                MODELS_PATH, params={"include": "pricing", "id": model},
+                headers=cache.conditional_headers(base_url, model))
+        except httpx.TransportError as exc:
+            problem = type(exc).__name__
+        else:
+            cached = cache.cached(base_url, model)
+            if response.status_code == 304 and cached is not None:
+                return cached, "live price list, unchanged (304)"
+            listing = _protocol._json_object(response) if response.is_success else None
+            if listing is not None and _pricing.find_pricing(listing, model) is not None:
+                cache.store(base_url, model, response.headers.get("etag"), listing)
+                return listing, "live price list"
+            problem = (f"HTTP {response.status_code}" if listing is None
+                       else f"no price for {model} in it")
+        source = _pricing.snapshot_source()
+        self.log.warning("Could not use the live price list of %s (%s); using the %s.",
+                         base_url, problem, source)
+        return _pricing.price_snapshot(), source
+
+    def get_balance(self) -> float:
+        """The account's balance in USD (``GET /v2/billing``)."""
+        settings = self.settings
+        return float(self._run(_guard.balance_steps(self._policy(settings),
+                                                    conn_id=settings.conn_id,
+                                                    secrets=(settings.api_key,))))
+
+    def guard_spend(self, model: str, body: Mapping[str, Any], *,
+                    max_cost_usd: float | None = None,
+                    check_balance: bool = False) -> _pricing.PriceEstimate:
+        """Estimate and log the price, then fail before any paid request when it exceeds
+        ``max_cost_usd`` or (``check_balance``) the account balance. Unknown price: warn only."""
+        estimate = self.estimate_price(model, body)
+        if estimate.usd is None:
+            self.log.warning(estimate.describe())
+        else:
+            self.log.info(estimate.describe())
+        _guard.check_max_cost(estimate, max_cost_usd)
+        if check_balance:
+            balance = self.get_balance()
+            self.log.info("Account balance: %s.", _spend_format_usd(balance))
+            _guard.check_balance(balance, estimate, conn_id=self.settings.conn_id)
+        return estimate
 
     def test_connection(self) -> tuple[bool, str]:
         """Probe the fetch endpoint with a made-up id: authenticated, free, and creates nothing."""

@@ -21,8 +21,11 @@ from typing import Any
 
 from airflow.sdk import Asset, BaseOperator, Context
 
+from kling_provider import metrics
 from kling_provider._checks import check_destination, check_max_bytes, wait_seconds
+from kling_provider._guard import validate_max_cost
 from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
+from kling_provider._spend import SPEND_FIELDS, spend_summary
 from kling_provider._templates import require_run_independent
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
 from kling_provider.exceptions import (
@@ -82,9 +85,28 @@ def generation_result(generation: Generation, *, model: str | None, family: str 
         "file_size": generation.file_size,
         "content_type": generation.content_type,
         "credits_used": generation.credits_used,
+        "usd_spent": generation.usd_spent,
+        "duration": generation.duration,
         "endpoint_family": family,
         "prompt": prompt,
     }
+
+
+#: A mapped generate task's label in the UI: its prompt (else its image), cut at 60 characters.
+PROMPT_LABEL_TEMPLATE = ("{{ (task.prompt or task.image_url or '') | replace('\\n', ' ') "
+                         "| truncate(60, true, '…', 0) }}")
+
+#: The Asset event extra's keys, in the order the UI shows them.
+ASSET_EXTRA_FIELDS = ("generation_id", "model", "prompt", "uri", "size", "duration",
+                      *SPEND_FIELDS)
+
+
+def asset_extra(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The download's Asset event extra: what the video is, where it is, what it cost.
+
+    Unknown values are left out rather than shown as ``null`` so the extra reads well in the UI.
+    """
+    return {k: result[k] for k in ASSET_EXTRA_FIELDS if result.get(k) is not None}
 
 
 class KlingGenerateVideoOperator(BaseOperator):
@@ -111,6 +133,14 @@ class KlingGenerateVideoOperator(BaseOperator):
     :param timeout: seconds to wait for the video before failing (default 30 min; the generation
         is not lost on timeout: its id is in XCom).
     :param download_to: optional path or ObjectStoragePath URI: download the MP4 in this task.
+    :param max_cost_usd: fail before any paid request when the estimated price (from the API's
+        model list with pricing, schema defaults included) exceeds this many US dollars. An
+        unknown price is logged as a warning and does not block.
+    :param check_balance: read the account balance (``GET /v2/billing``) before submitting and
+        fail at once when it cannot pay the estimated price.
+
+    Mapped over prompts (``.partial(...).expand(prompt=[...])``), each task is labelled by its
+    prompt in the UI (``map_index_template``; pass your own to change it).
     """
 
     template_fields: Sequence[str] = ("model", "prompt", "negative_prompt", "image_url",
@@ -144,6 +174,8 @@ class KlingGenerateVideoOperator(BaseOperator):
         download_to: str | None = None,
         allow_unknown_model: bool = False,
         poll_schedule: PollScheduleKind = "adaptive",
+        max_cost_usd: float | None = None,
+        check_balance: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -169,6 +201,10 @@ class KlingGenerateVideoOperator(BaseOperator):
         self.download_to = download_to
         self.poll_schedule = check_poll_schedule(poll_schedule, task_id=self.task_id)
         self._check_before_paying()
+        self.max_cost_usd = validate_max_cost(max_cost_usd)
+        self.check_balance = check_balance
+        #: The price estimated before the POST (``None``: unknown or not submitted by this try).
+        self.estimated_usd: float | None = None
         self._validate_literals()
         require_run_independent("download_to", download_to, self.task_id)
 
@@ -185,6 +221,10 @@ class KlingGenerateVideoOperator(BaseOperator):
         for name in ("poll_interval", "timeout"):
             if name in kwargs:
                 wait_seconds(name, kwargs[name], task_id=str(kwargs.get("task_id")))
+        validate_max_cost(kwargs.get("max_cost_usd"))
+        # Each mapped task is labelled by its prompt: Airflow reads ``map_index_template`` from
+        # the mapped operator's partial kwargs, before any ``__init__`` runs.
+        kwargs.setdefault("map_index_template", PROMPT_LABEL_TEMPLATE)
         return super().partial(**kwargs)
 
     # -- validation ----------------------------------------------------------------------------
@@ -248,14 +288,19 @@ class KlingGenerateVideoOperator(BaseOperator):
         if attached is not None and attached.status_class is StatusClass.SUCCESS \
                 and attached.video_url:
             return self._complete(context, attached, family)
+        submitted_at = None
         if attached is not None:
             generation_id = attached.generation_id
             submitted_at = float((self._stored(context) or {}).get("submitted_at") or 0) or None
         else:
+            self.estimated_usd = hook.guard_spend(
+                self.model, prepared.body, max_cost_usd=self.max_cost_usd,
+                check_balance=self.check_balance).usd
             generation_id = hook.create_generation(self.model, extra_params=self.extra_params,
                                                    endpoint_family=family,
                                                    allow_unknown_model=self.allow_unknown_model,
                                                    **self.request_params())
+            metrics.generation_submitted(self.model)
             submitted_at = hook.clock.now()
             self._remember(context, generation_id, family, submitted_at)
         if not self.wait_for_completion:
@@ -271,29 +316,42 @@ class KlingGenerateVideoOperator(BaseOperator):
                     poll_interval=self.poll_interval, deadline=hook.clock.now() + self.timeout,
                     endpoint_family=family, **schedule),
                 method_name="execute_complete",
-                kwargs={"endpoint_family": family},
+                kwargs={"endpoint_family": family, "submitted_at": submitted_at,
+                        "estimated_usd": self.estimated_usd},
                 timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
             )
-        generation = hook.wait_for_generation(generation_id, poll_interval=self.poll_interval,
-                                              timeout=self.timeout, endpoint_family=family,
-                                              **schedule)
-        return self._complete(context, generation, family)
+        with metrics.counting_failures(self.model):
+            generation = hook.wait_for_generation(generation_id, poll_interval=self.poll_interval,
+                                                  timeout=self.timeout, endpoint_family=family,
+                                                  **schedule)
+        return self._complete(context, generation, family, submitted_at=submitted_at)
 
     def execute_complete(self, context: Context, event: Any = None,
-                         endpoint_family: str | None = None) -> dict[str, Any]:
+                         endpoint_family: str | None = None, submitted_at: float | None = None,
+                         estimated_usd: float | None = None) -> dict[str, Any]:
         """Resume after the trigger: validate its event, then finish like the worker path."""
         stored = self._stored(context)
         expected = stored.get("generation_id") if stored else None
-        generation = generation_from_event(event, expected_generation_id=expected)
-        return self._complete(context, generation, endpoint_family)
+        with metrics.counting_failures(self.model):
+            generation = generation_from_event(event, expected_generation_id=expected)
+        self.estimated_usd = estimated_usd
+        return self._complete(context, generation, endpoint_family, submitted_at=submitted_at)
 
-    def _complete(self, context: Context, generation: Generation,
-                  family: str | None) -> dict[str, Any]:
+    def _complete(self, context: Context, generation: Generation, family: str | None, *,
+                  submitted_at: float | None = None) -> dict[str, Any]:
         result = generation_result(generation, model=self.model, family=family,
                                    prompt=self.prompt)
+        seconds = None if submitted_at is None else max(0.0, self.hook.clock.now() - submitted_at)
+        result.update(generation_seconds=seconds, estimated_usd=self.estimated_usd)
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
         self.log.info("Generation %s completed: %s", generation.generation_id,
                       (generation.video_url or "").split("?", 1)[0])
+        self.log.info(spend_summary(generation.generation_id, credits_used=generation.credits_used,
+                                    usd_spent=generation.usd_spent, generation_seconds=seconds,
+                                    estimated_usd=self.estimated_usd))
+        metrics.generation_completed(self.model, seconds=seconds,
+                                     credits_used=generation.credits_used,
+                                     usd_spent=generation.usd_spent)
         if self.download_to:
             stored = self.hook.download_video(
                 generation.video_url or "", self.download_to, expected_size=generation.file_size,
@@ -397,8 +455,9 @@ class KlingDownloadVideoOperator(BaseOperator):
                  endpoint_family: str | None = None, overwrite: bool = False,
                  max_bytes: int | None = None, asset: Asset | None = KLING_VIDEOS_ASSET,
                  **kwargs: Any) -> None:
-        if asset is not None:
-            kwargs["outlets"] = [*kwargs.get("outlets", []), asset]
+        outlets = list(kwargs.get("outlets") or [])
+        if asset is not None and asset not in outlets:  # mapped: partial() already added it
+            kwargs["outlets"] = [*outlets, asset]
         super().__init__(**kwargs)
         check_max_bytes(max_bytes, task_id=self.task_id)
         if not is_dynamic(destination):
@@ -420,9 +479,20 @@ class KlingDownloadVideoOperator(BaseOperator):
 
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:
-        """Mapped tasks run no ``__init__`` at parse time: check the destination here."""
+        """Mapped tasks run no ``__init__`` at parse time: check the destination here, and put
+        the Asset among the mapped operator's outlets.
+
+        Why the Asset: a mapped operator's ``outlets`` are its partial kwargs (``__init__`` only
+        runs when a mapped task executes), and the DAG's Asset references, hence the Asset graph,
+        are built from them when the DAG is serialized. Added only in ``__init__``, the Asset
+        would be invisible for mapped downloads.
+        """
         require_run_independent("destination", kwargs.get("destination"),
                                 str(kwargs.get("task_id")))
+        asset = kwargs.get("asset", KLING_VIDEOS_ASSET)
+        outlets = list(kwargs.get("outlets") or [])
+        if asset is not None and asset not in outlets:
+            kwargs["outlets"] = [*outlets, asset]
         return super().partial(**kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -440,10 +510,10 @@ class KlingDownloadVideoOperator(BaseOperator):
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=info["video_url"])
         result = {"uri": stored.uri, "size": stored.size, "downloaded": stored.downloaded,
                   "generation_id": info.get("generation_id"), "model": info.get("model"),
-                  "prompt": info.get("prompt")}
+                  "prompt": info.get("prompt"), "duration": info.get("duration"),
+                  **{k: info.get(k) for k in SPEND_FIELDS}}
         if self.asset is not None:
-            context["outlet_events"][self.asset].extra = {
-                k: result[k] for k in ("uri", "size", "generation_id", "model", "prompt")}
+            context["outlet_events"][self.asset].extra = asset_extra(result)
         return result
 
     def _source(self, hook: KlingHook) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kling_provider.catalogue import ENDPOINT_FAMILIES, endpoint_path
 from kling_provider.exceptions import KlingValidationError
+from kling_provider.testing import _billing
 from kling_provider.testing.records import Faults, LedgerEntry
 
 if TYPE_CHECKING:
@@ -161,6 +162,8 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return self._send_json(200, self.simulator.ledger.summary())
         if parts.path == "/models/metrics":  # keyless, like the real endpoint
             return self._metrics(parts.query)
+        if _billing.is_account_path(parts.path):
+            return self._serve_account(parts.path, parts.query)
         family = _FAMILY_BY_PATH.get(parts.path)
         if family is None:
             return self._error(404, f"Cannot GET {parts.path}")
@@ -180,7 +183,21 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return self._drop(generation_id)
         with sim._lock:
             state = sim._state(generation)
-        return self._send_json(200, state, generation_id=generation_id)
+            usd = generation.usd if generation.charged else 0.0
+        return self._send_json(200, state, _billing.cost_headers(usd), generation_id=generation_id)
+
+    def _serve_account(self, path: str, query: str) -> None:
+        """The model list (no key needed) and the balance (key needed): see ``_billing``."""
+        sim = self.simulator
+        if path != _billing.BILLING_PATH:
+            status, data, headers = _billing.model_list_answer(
+                sim.price_list, path, query, self.headers.get("If-None-Match"))
+            return self._send(status, data, "application/json", headers)
+        if not self._authorised():
+            return None
+        with sim._lock:
+            balance = round(sim.balance_usd, 6)
+        return self._send_json(200, {"current_balance": balance, "currency": "USD"})
 
     def _metrics(self, query: str) -> None:
         params = parse_qs(query)
@@ -222,11 +239,14 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             model, duration = sim._validate(family, body)
         except (KlingValidationError, ValueError) as exc:
             return self._error(400, str(exc))
+        if sim.balance_usd <= 0:
+            return self._error(403, _billing.NO_CREDITS_MESSAGE)
         generation = sim._create(model, family, duration, faults)
+        generation.usd = _billing.price_of(sim.price_list, model, body)
         if self._take_drop(sim.faults):
             return self._drop(generation.generation_id)  # created, but the answer is lost
         return self._send_json(200, {"id": generation.generation_id, "status": "queued"},
-                               generation_id=generation.generation_id)
+                               _billing.cost_headers(0.0), generation_id=generation.generation_id)
 
     def _serve_video(self) -> None:
         found = re.fullmatch(r"/files/([0-9a-f]+)/[^/]+", urlsplit(self.path).path)

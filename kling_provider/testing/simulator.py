@@ -20,6 +20,7 @@ meet; the :class:`Ledger` records every request so tests can assert "exactly one
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import signal
@@ -32,9 +33,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from kling_provider._pricing import price_snapshot
 from kling_provider._timings import generation_id_path
 from kling_provider.catalogue import endpoint_path, get_model, prepare_request
 from kling_provider.exceptions import KlingValidationError
+from kling_provider.testing._billing import CREDITS_PER_USD
 from kling_provider.testing._http import FAULTS_FIELD, _handler, _Server
 from kling_provider.testing.records import Faults, Ledger, LedgerEntry
 
@@ -63,6 +66,9 @@ class _Generation:
     duration: int
     faults: Faults
     token: str
+    #: The price charged to the balance when the generation completes (see ``_billing``).
+    usd: float = 0.0
+    charged: bool = False
 
 
 class KlingSimulator:
@@ -74,6 +80,7 @@ class KlingSimulator:
     :param api_keys: accepted keys; ``None`` accepts any non-empty key.
     :param accept_unknown_models: accept models the catalogue lacks (the real API would 400).
     :param clock: monotonic seconds; tests pass a fake clock to move generations deterministically.
+    :param balance_usd: the account balance; creates are refused (403) once it is at or below 0.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, cdn_port: int = 0,
@@ -81,7 +88,8 @@ class KlingSimulator:
                  generating_seconds: float = 300.0,
                  api_keys: set[str] | None = frozenset({DEFAULT_API_KEY}),  # type: ignore[assignment]
                  accept_unknown_models: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 balance_usd: float = 100.0) -> None:
         self.time_scale = time_scale
         self.queued_seconds = queued_seconds
         self.generating_seconds = generating_seconds
@@ -91,6 +99,10 @@ class KlingSimulator:
         self.faults = Faults()
         self.ledger = Ledger()
         self.video = sample_video()
+        #: The model list with pricing this simulator serves and charges by (tests may edit it).
+        self.price_list: dict[str, Any] = copy.deepcopy(price_snapshot())
+        #: ``GET /v2/billing``'s ``current_balance``; completed generations are charged to it.
+        self.balance_usd = balance_usd
         self._generations: dict[str, _Generation] = {}
         self._lock = threading.RLock()
         self._api = _Server((host, port), _handler(self, "api"))
@@ -175,12 +187,17 @@ class KlingSimulator:
         if faults.completed_without_url > 0:
             faults.completed_without_url -= 1
             return {**body, "status": "completed", "video": None}
-        usage_key = "tokens_used" if generation.family == "legacy" else "credits_used"
+        if not generation.charged:  # the charge lands once the generation is completed
+            generation.charged = True
+            self.balance_usd -= generation.usd
+        credits = round(generation.usd * CREDITS_PER_USD)
+        usage: dict[str, Any] = ({"tokens_used": credits} if generation.family == "legacy"
+                                 else {"credits_used": credits, "usd_spent": generation.usd})
         return {**body, "status": "completed",
                 "video": {"url": f"{self.cdn_url}/files/{generation.token}/output.mp4",
                           "content_type": "video/mp4", "file_name": "output.mp4",
                           "file_size": self._video_size(generation), "duration": generation.duration},
-                "meta": {"usage": {usage_key: 120000 if generation.duration >= 10 else 60000}}}
+                "meta": {"usage": usage}}
 
     def _seconds_to_finish(self, generation: _Generation) -> float:
         """Real seconds from creation to completion (what the live metrics measure)."""

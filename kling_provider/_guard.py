@@ -1,0 +1,80 @@
+"""The guard before paying: spend limit and balance rules, as pure functions and a step generator.
+
+The generate operators call the hook's ``guard_spend`` once, right before the create POST; it
+estimates the price (:mod:`kling_provider._pricing`), then applies these rules:
+
+- ``max_cost_usd``: an estimate above the limit fails the task before any paid request. An
+  unknown price never blocks (the caller logs a warning instead).
+- ``check_balance``: ``GET /v2/billing`` first; a balance below the estimate (or at zero when the
+  price is unknown) fails fast, instead of a 403 halfway through a mapped run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from kling_provider import _protocol
+from kling_provider._pricing import PriceEstimate
+from kling_provider._spend import format_usd
+from kling_provider.exceptions import (
+    KlingCostLimitError,
+    KlingInsufficientBalanceError,
+    KlingServerError,
+    KlingValidationError,
+)
+
+__all__ = ["BALANCE_PATH", "balance_steps", "check_balance", "check_max_cost",
+           "validate_max_cost"]
+
+BALANCE_PATH = "/v2/billing"
+
+
+def validate_max_cost(max_cost_usd: Any) -> float | None:
+    """``max_cost_usd`` as a float; a clear error for anything but a positive number or ``None``."""
+    if max_cost_usd is None:
+        return None
+    if isinstance(max_cost_usd, bool) or not isinstance(max_cost_usd, (int, float)) \
+            or not max_cost_usd > 0:
+        raise KlingValidationError(
+            f"Invalid parameter 'max_cost_usd'={max_cost_usd!r}: must be a number of US dollars "
+            "above 0, or None for no limit.")
+    return float(max_cost_usd)
+
+
+def check_max_cost(estimate: PriceEstimate, max_cost_usd: float | None) -> None:
+    """Raise :class:`KlingCostLimitError` when the estimate is known and above the limit."""
+    if max_cost_usd is None or estimate.usd is None or estimate.usd <= max_cost_usd:
+        return
+    duration = "" if estimate.duration is None else f" of {estimate.duration:g} s"
+    raise KlingCostLimitError(
+        f"Not submitting: the estimated price of this {estimate.model} generation{duration} is "
+        f"{format_usd(estimate.usd)} ({estimate.basis}; {estimate.source}), above the limit "
+        f"max_cost_usd={max_cost_usd:g}. Raise max_cost_usd or choose a shorter or cheaper "
+        "generation. Nothing was sent to the API.")
+
+
+def check_balance(balance_usd: float, estimate: PriceEstimate, *, conn_id: str) -> None:
+    """Raise :class:`KlingInsufficientBalanceError` when the balance cannot pay the estimate."""
+    if balance_usd > 0 and (estimate.usd is None or balance_usd >= estimate.usd):
+        return
+    price = (f"the estimated price {format_usd(estimate.usd)}" if estimate.usd is not None
+             else "any generation (price unknown)")
+    raise KlingInsufficientBalanceError(
+        f"Not submitting: the balance of the account behind connection {conn_id!r} is "
+        f"{format_usd(balance_usd)}, not enough for {price} of this {estimate.model} "
+        "generation. Top up at https://aimlapi.com/app/billing/ and clear this task. Nothing was "
+        "sent to the API.")
+
+
+def balance_steps(policy: _protocol.RetryPolicy, *, conn_id: str,
+                  secrets: tuple[str, ...] = ()) -> Generator[_protocol.Step, Any, float]:
+    """``GET /v2/billing`` (retried like any GET); return ``current_balance`` in USD."""
+    request = _protocol.ApiRequest("GET", BALANCE_PATH, "account", subject="the account balance")
+    answer = yield from _protocol.exchange(request, policy, conn_id=conn_id, secrets=secrets)
+    try:
+        return float(answer["current_balance"])
+    except (KeyError, TypeError, ValueError):
+        raise KlingServerError(
+            f"GET {BALANCE_PATH} answered without a readable 'current_balance' "
+            f"(keys: {sorted(answer)}).") from None

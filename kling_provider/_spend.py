@@ -1,0 +1,89 @@
+"""What one generation cost, read from the API's answer, and how that is said to people.
+
+Pure functions: the cost headers merged into a fetch body (:func:`with_cost_headers`), the spend
+fields the operators put in XCom and Asset event extras (:data:`SPEND_FIELDS`), and the one-line
+summary the task log shows when a generation finishes (:func:`spend_summary`).
+
+Where the money comes from: a finished generation's body carries ``meta.usage.credits_used``
+(legacy: ``tokens_used``) and, on newer models, ``meta.usage.usd_spent``; every non-streaming
+JSON answer also carries ``x-aimlapi-credits-used`` / ``x-aimlapi-usd-spent``. The body describes
+the whole generation, so it wins; the headers fill what it leaves out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "CREDITS_HEADER",
+    "SPEND_FIELDS",
+    "USD_HEADER",
+    "format_duration",
+    "format_usd",
+    "spend_summary",
+    "with_cost_headers",
+]
+
+CREDITS_HEADER = "x-aimlapi-credits-used"
+USD_HEADER = "x-aimlapi-usd-spent"
+
+#: The spend fields of the generate operators' XCom dict and of the download operator's Asset
+#: event extra. Names are a contract with the gallery page and with users' DAGs: keep them.
+#: ``credits_used`` and ``usd_spent`` as the API reported them, ``generation_seconds`` from the
+#: submission to the completed answer, ``estimated_usd`` the price estimated before the POST.
+SPEND_FIELDS = ("credits_used", "usd_spent", "generation_seconds", "estimated_usd")
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and number >= 0 else None  # NaN and negatives: unreadable
+
+
+def with_cost_headers(body: dict[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+    """``body`` with ``meta.usage`` completed from the cost headers (the body's values win)."""
+    from_headers = {"credits_used": _number(headers.get(CREDITS_HEADER)),
+                    "usd_spent": _number(headers.get(USD_HEADER))}
+    from_headers = {k: v for k, v in from_headers.items() if v is not None}
+    if not from_headers:
+        return body
+    meta = body.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    usage = meta.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    if "tokens_used" in usage:  # the legacy spelling of credits_used
+        from_headers.pop("credits_used", None)
+    merged_usage = {**from_headers, **{k: v for k, v in usage.items() if v is not None}}
+    return {**body, "meta": {**meta, "usage": merged_usage}}
+
+
+def format_usd(usd: float | None) -> str:
+    """``$1.40``; sub-cent amounts keep their significant digits (``$0.00124``)."""
+    if usd is None:
+        return "unknown USD"
+    if usd == 0 or usd >= 0.01:
+        return f"${usd:,.2f}"
+    return f"${usd:.6f}".rstrip("0")
+
+
+def format_duration(seconds: float | None) -> str:
+    """``5 min 12 s`` / ``42 s``."""
+    if seconds is None:
+        return "an unknown time"
+    whole = round(seconds)
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def spend_summary(generation_id: str, *, credits_used: float | None, usd_spent: float | None,
+                  generation_seconds: float | None, estimated_usd: float | None = None) -> str:
+    """The sentence the task log shows when a generation finishes."""
+    credits = "unknown credits" if credits_used is None else f"{credits_used:,.0f} credits"
+    text = (f"Generation {generation_id} finished in {format_duration(generation_seconds)}: "
+            f"{credits}, {format_usd(usd_spent)}")
+    if estimated_usd is not None:
+        text += f" (estimated before submitting: {format_usd(estimated_usd)})"
+    return text + "."

@@ -1,0 +1,91 @@
+"""The simulator's money side, as the AI/ML API publishes it.
+
+- ``GET /v1/models`` (also ``/models`` and ``/api/v1/models``), no key: the model list; with
+  ``?include=pricing`` (or ``all`` / ``details=true``) each model carries its ``pricing`` block;
+  ``?id=`` filters on ids and aliases. Answers carry an ``ETag``; ``If-None-Match`` with it gets
+  ``304`` and no body. ``GET /model/{id}`` returns one model or 404.
+- ``GET /v2/billing`` (key required): ``{"current_balance": <USD>, "currency": "USD"}``.
+- Cost: a generation is priced from the same list (:mod:`kling_provider._pricing`) when it is
+  created and charged to the balance once it completes; the completed answer reports it in
+  ``meta.usage`` and in ``x-aimlapi-credits-used`` / ``x-aimlapi-usd-spent`` (``0`` before).
+  A create with the balance at or below zero is refused with the documented 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from kling_provider._pricing import estimate_price, find_pricing, request_as_sent
+from kling_provider._spend import CREDITS_HEADER, USD_HEADER
+
+__all__ = ["BILLING_PATH", "CREDITS_PER_USD", "MODEL_LIST_PATHS", "NO_CREDITS_MESSAGE",
+           "cost_headers", "is_account_path", "model_list_answer", "price_of"]
+
+MODEL_LIST_PATHS = frozenset({"/v1/models", "/models", "/api/v1/models"})
+BILLING_PATH = "/v2/billing"
+#: As in the published examples: 120000 credits = $0.06, 2480 credits = $0.00124.
+CREDITS_PER_USD = 2_000_000
+#: What the simulator charges when the list cannot price a request (``variable`` models).
+UNPRICED_USD = 0.5
+NO_CREDITS_MESSAGE = ("You've run out of credits. Please top up your balance or update your "
+                      "payment method to continue: https://aimlapi.com/app/billing/")
+
+
+def is_account_path(path: str) -> bool:
+    return path in MODEL_LIST_PATHS or path == BILLING_PATH or path.startswith("/model/")
+
+
+def _etag(body: bytes) -> str:
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()[:27]
+    return f'W/"{len(body):x}-{digest}"'
+
+
+def _project(entry: Mapping[str, Any], sections: set[str]) -> dict[str, Any]:
+    keep = {"id", "aliases", "type", "info", "tags"} | sections
+    return {k: v for k, v in entry.items() if k in keep}
+
+
+def model_list_answer(price_list: Mapping[str, Any], path: str, query: str,
+                      if_none_match: str | None) -> tuple[int, bytes, dict[str, str]]:
+    """(status, body, headers) of a model-list or single-model request."""
+    params = parse_qs(query)
+    wanted = {v.strip().lower() for raw in params.get("include", []) for v in raw.split(",")}
+    if {"all"} & wanted or params.get("details", [""])[0] in ("true", "1"):
+        wanted |= {"pricing", "modalities", "capabilities"}
+    sections = wanted & {"pricing", "modalities", "capabilities"}
+    entries = [e for e in price_list.get("data", []) if isinstance(e, Mapping)]
+    ids = {v.strip().lower() for raw in params.get("id", []) for v in raw.split(",") if v.strip()}
+    if path.startswith("/model/"):
+        ids = {path[len("/model/"):].lower()}
+    if ids:
+        entries = [e for e in entries
+                   if {str(n).lower() for n in [e.get("id"), *(e.get("aliases") or [])]} & ids]
+    payload: dict[str, Any]
+    if path.startswith("/model/"):
+        if not entries:
+            return 404, json.dumps({"message": f"Model {path[7:]!r} not found",
+                                    "statusCode": 404}).encode(), {}
+        payload = {"object": "model", "data": _project(entries[0], sections)}
+    else:
+        payload = {"object": "list", "data": [_project(e, sections) for e in entries]}
+    body = json.dumps(payload).encode()
+    etag = _etag(body)
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return 304, b"", {"ETag": etag}
+    return 200, body, {"ETag": etag}
+
+
+def price_of(price_list: Mapping[str, Any], model: str, body: Mapping[str, Any]) -> float:
+    """What the simulator charges for one generation of ``model`` created with ``body``."""
+    estimate = estimate_price(model, find_pricing(price_list, model),
+                              request_as_sent(model, body), source="simulator")
+    return estimate.usd if estimate.usd is not None else UNPRICED_USD
+
+
+def cost_headers(usd: float) -> dict[str, str]:
+    return {CREDITS_HEADER: str(round(usd * CREDITS_PER_USD)), USD_HEADER: f"{usd:.9f}"}
