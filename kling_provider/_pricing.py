@@ -155,6 +155,7 @@ def estimate_price(model: str, pricing: Mapping[str, Any] | None, request: Mappi
     except (TypeError, ValueError):
         duration = float(ASSUMED_DURATION)
     assumed = "" if raw_duration is not None else f", duration {ASSUMED_DURATION} s assumed"
+    request = {**request, "duration": duration}  # variants may be priced by duration
 
     def unknown(reason: str) -> PriceEstimate:
         return PriceEstimate(model, None, duration, reason, source)

@@ -24,6 +24,7 @@ from airflow.sdk import Asset, BaseOperator, Context
 from kling_provider import metrics
 from kling_provider._checks import check_destination, check_max_bytes, wait_seconds
 from kling_provider._guard import validate_max_cost
+from kling_provider._lineage import operator_lineage
 from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
 from kling_provider._spend import SPEND_FIELDS, spend_summary
 from kling_provider._templates import require_run_independent
@@ -352,12 +353,19 @@ class KlingGenerateVideoOperator(BaseOperator):
         metrics.generation_completed(self.model, seconds=seconds,
                                      credits_used=generation.credits_used,
                                      usd_spent=generation.usd_spent)
+        self._lineage_outputs = [generation.video_url]
         if self.download_to:
             stored = self.hook.download_video(
                 generation.video_url or "", self.download_to, expected_size=generation.file_size,
                 file_name=generation.file_name, generation_id=generation.generation_id)
             result.update(uri=stored.uri, size=stored.size)
+            self._lineage_outputs = [stored.uri]
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): image URLs in, the video out."""
+        images = [self.image_url, self.tail_image_url, *(self.image_list or [])]
+        return operator_lineage(images, getattr(self, "_lineage_outputs", []))
 
     # -- durable submission ------------------------------------------------------------------
 
@@ -514,7 +522,13 @@ class KlingDownloadVideoOperator(BaseOperator):
                   **{k: info.get(k) for k in SPEND_FIELDS}}
         if self.asset is not None:
             context["outlet_events"][self.asset].extra = asset_extra(result)
+        self._lineage = ([str(info["video_url"])], [stored.uri])
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): the video URL in, the stored copy out."""
+        inputs, outputs = getattr(self, "_lineage", ([], []))
+        return operator_lineage(inputs, outputs)
 
     def _source(self, hook: KlingHook) -> dict[str, Any]:
         if self.generation is not None:
