@@ -26,7 +26,7 @@ from kling_provider._pricing import (
     price_snapshot,
     request_as_sent,
 )
-from kling_provider._spend import format_usd, spend_summary, with_cost_headers
+from kling_provider._spend import format_duration, format_usd, spend_summary, with_cost_headers
 from kling_provider.catalogue import endpoint_path
 from kling_provider.exceptions import (
     KlingCostLimitError,
@@ -190,18 +190,21 @@ def test_max_cost_fails_before_any_paid_request(airflow_sim: KlingSimulator,
            "duration=10; live price list)." in logged
 
 
-def test_within_the_limit_submits_and_reports_spend(airflow_sim: KlingSimulator,
+def test_within_the_limit_submits_and_reports_spend(airflow_sim: KlingSimulator, clock: FakeClock,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    submitted = clock.now()
     operator = KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5,
                                         max_cost_usd=2.0, deferrable=False, poll_interval=10)
     result = operator.execute(context_for(StateStoreStub()))
     assert creates(airflow_sim) == 1
     assert (result["credits_used"], result["usd_spent"], result["estimated_usd"]) == (
         2_800_000, 1.40, 1.40)
-    assert result["generation_seconds"] == 320  # 20 s queued + 300 s generating, fake clock
+    # Submission to the completed answer: 20 s queued + 300 s generating + the last poll's lag.
+    seconds = result["generation_seconds"]
+    assert seconds == clock.now() - submitted and 320 <= seconds < 340
     assert json.loads(json.dumps(result)) == result  # XCom-safe
-    assert "finished in 5 min 20 s: 2,800,000 credits, $1.40 (estimated before submitting: " \
-           "$1.40)." in capsys.readouterr().out
+    assert f"finished in {format_duration(seconds)}: 2,800,000 credits, $1.40 (estimated before " \
+           "submitting: $1.40)." in capsys.readouterr().out
 
 
 def test_model_missing_from_the_live_list_is_priced_from_the_snapshot(
@@ -327,12 +330,12 @@ def test_deferred_generation_carries_estimate_and_start_through_the_trigger(
     fresh = KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5)
     result = fresh.execute_complete(context, event, **kwargs)
     assert (result["estimated_usd"], result["usd_spent"]) == (1.40, 1.40)
-    assert result["generation_seconds"] == 320
+    assert result["generation_seconds"] == clock.now() - kwargs["submitted_at"] >= 320
     tags = {"model": V2_MASTER}
     assert stats.calls == [
         ("incr", "kling.generation.submitted", 1, tags),
         ("incr", "kling.generation.completed", 1, tags),
-        ("timing", "kling.generation.duration", 320, tags),
+        ("timing", "kling.generation.duration", result["generation_seconds"], tags),
         ("incr", "kling.credits_used", 2_800_000, tags),
         ("incr", "kling.usd_spent", 1.40, tags)]
     failed = {"status": "failure", "generation_id": result["generation_id"], "message": "boom",
