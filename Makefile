@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit matrix bench pipeline clean
+.PHONY: demo test lint typecheck unit matrix bench pipeline gallery clean
 
 # tools/bootstrap.py: venv, pinned uv, `uv pip sync` trusting the system certificate store; on a
 # network failure it names the step and what to check (proxy, CA). Stdlib only.
@@ -23,6 +23,7 @@ unit: $(STAMP)
 # minors and the lowest/highest Python, each in a cached .venv-<entry>).
 test: $(STAMP) lint
 	bash tools/ensure-ffmpeg.sh
+	bash tools/ensure-chromium.sh
 	$(BIN)/pytest
 	$(BIN)/python tools/matrix.py
 
@@ -32,6 +33,9 @@ matrix: $(STAMP)
 demo: $(STAMP)
 	bash tools/ensure-ffmpeg.sh
 	$(BIN)/python tools/demo.py
+
+gallery: $(STAMP)
+	$(BIN)/python tools/demo.py --gallery
 
 pipeline: $(STAMP)
 	bash tools/ensure-ffmpeg.sh

@@ -150,11 +150,13 @@ def test_page_escapes_what_users_wrote_and_links_into_airflow() -> None:
     assert "generating: not downloaded" in html
     assert 'class="card focus" data-generation-id="g1"' in html
     assert "2.5 MB" in html and "$0.25" in html
+    assert "Spend: $0.25 for 2 generation(s)" in html
 
 
 def test_empty_page_says_why() -> None:
     html = page.render([], summarise([]), Filters(), dag_ids=[], models=[], posters=False)
     assert "No Kling videos match" in html and "<video" not in html
+    assert "Spend: not reported for 0 generation(s)" in html
 
 
 def test_stored_files_are_read_in_ranges(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ Without a key it starts the offline simulator and points ``kling_default`` at it
 ``AIMLAPI_KEY`` set in the environment it uses the real AI/ML API (that costs credits). Airflow
 runs from a project-local home (``.airflow-demo/``, SQLite) via ``airflow dags test``, which
 executes the deferral's trigger inline. ``--pipeline`` runs the media pipeline DAG instead.
+``--gallery`` (``make gallery``) starts Airflow's api-server on that same home, so the "Kling
+videos" page shows what the demo runs produced, with their spend.
 """
 
 from __future__ import annotations
@@ -46,6 +48,25 @@ def run(args: list[str], env: dict[str, str], log: Path) -> None:
         sys.exit(f"demo: {' '.join(args[:3])} failed (exit {code}); full log: {log}")
 
 
+GALLERY_PORT = os.environ.get("KLING_DEMO_PORT", "8080")
+GALLERY_URL = f"http://127.0.0.1:{GALLERY_PORT}/plugin/kling-videos"
+
+
+def serve_gallery() -> None:
+    """Airflow's api-server on the demo's home until Ctrl+C: the UI with the gallery page."""
+    if not (HOME / ".migrated").exists():
+        sys.exit("demo: run `make demo` first: the gallery shows the videos its runs made.")
+    env = airflow_env("", "1")
+    env.update({"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # a local demo: no login
+                "AIRFLOW__API__PORT": GALLERY_PORT, "AIRFLOW__API__HOST": "127.0.0.1"})
+    print(f"demo: starting Airflow's api-server; open {GALLERY_URL} (Ctrl+C stops it)")
+    try:
+        subprocess.call([str(BIN / "airflow"), "api-server", "--port", GALLERY_PORT,
+                         "--host", "127.0.0.1"], env=env)
+    except KeyboardInterrupt:
+        print("demo: api-server stopped.")
+
+
 def describe(video: Path) -> str:
     if not shutil.which("ffprobe"):
         return "ffprobe not installed: not probed"
@@ -64,7 +85,12 @@ def describe(video: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pipeline", action="store_true", help="run kling_media_pipeline")
+    parser.add_argument("--gallery", action="store_true",
+                        help="serve the Airflow UI with the Kling videos page")
     args = parser.parse_args()
+    if args.gallery:
+        serve_gallery()
+        return
     dag_id = "kling_media_pipeline" if args.pipeline else "kling_raccoon"
     started = time.monotonic()
     HOME.mkdir(exist_ok=True)
@@ -117,6 +143,7 @@ def main() -> None:
               f"thumbnails) the same way; its results land in {OUTPUT / 'pipeline'}.")
     print(f"demo: done in {time.monotonic() - started:.1f} s; Airflow log: "
           f"{HOME / (dag_id + '.log')}")
+    print(f"demo: see the videos and their spend in Airflow: `make gallery`, then open {GALLERY_URL}")
 
 
 if __name__ == "__main__":

@@ -102,8 +102,11 @@ def _spend_table(title: str, lines: Sequence[SpendLine]) -> str:
 
 def _spend(spend: Spend) -> str:
     total = spend.total
-    return (f'<h2>Spend: {_money(total.usd, "usd")} ({_money(total.credits, "credits")} credits) '
-            f"for {total.count} generation(s)</h2>"
+    amounts = [f"{_money(total.usd, 'usd')}"] if total.usd is not None else []
+    if total.credits is not None:
+        amounts.append(f"{_money(total.credits, 'credits')} credits")
+    spent = " = ".join(amounts) or "not reported"
+    return (f"<h2>Spend: {spent} for {total.count} generation(s)</h2>"
             f'<div class="spend" id="spend">{_spend_table("day (UTC)", spend.by_day)}'
             f'{_spend_table("model", spend.by_model)}</div>')
 

@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from kling_provider.gallery.records import EventRow, GenerationRow, TaskRef
 
-VIDEOS_ASSET_URI = "kling://videos"
+#: The download operator's default Asset; Airflow stores its URI normalised with a trailing "/".
+VIDEOS_ASSET_URIS = ("kling://videos", "kling://videos/")
 #: The generate operators push the id under this key right after the POST (durable submission).
 GENERATION_ID_KEY = "generation_id"
 
@@ -30,7 +31,7 @@ def load_rows(dag_ids: Collection[str], *, limit: int = 500
     with create_session() as session:
         events = session.scalars(
             select(AssetEvent).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-            .where(AssetModel.uri == VIDEOS_ASSET_URI, AssetEvent.source_dag_id.in_(dag_ids))
+            .where(AssetModel.uri.in_(VIDEOS_ASSET_URIS), AssetEvent.source_dag_id.in_(dag_ids))
             .order_by(AssetEvent.timestamp.desc()).limit(limit)).all()
         event_rows = [
             EventRow(event_id=e.id, timestamp=e.timestamp, extra=dict(e.extra or {}),
@@ -70,7 +71,7 @@ def load_event(event_id: int) -> EventRow | None:
     with create_session() as session:
         event = session.scalars(
             select(AssetEvent).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-            .where(AssetEvent.id == event_id, AssetModel.uri == VIDEOS_ASSET_URI)).first()
+            .where(AssetEvent.id == event_id, AssetModel.uri.in_(VIDEOS_ASSET_URIS))).first()
         if event is None or not event.source_dag_id:
             return None  # events posted through the REST API name no DAG: never served
         return EventRow(event_id=event.id, timestamp=event.timestamp,

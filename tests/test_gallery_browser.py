@@ -1,0 +1,225 @@
+"""The "Kling videos" page in real Airflow, after a real DAG run, in a real browser.
+
+One cluster (api-server, scheduler, dag-processor, triggerer; SQLite, LocalExecutor) runs the
+raccoon DAG against the simulator, with SimpleAuthManager users ``admin`` and ``outsider``, where
+``outsider`` may not read ``kling_raccoon`` (``tests.gallery_auth``). Then: the gallery's HTTP
+contract (listing, range requests, both refusals), and headless Chromium logs in through
+Airflow's login form, opens the page inside the Airflow UI and plays the video. The screenshot is
+kept in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kling_provider.gallery import gallery_link
+from kling_provider.testing.simulator import KlingSimulator
+from tests.browser import Browser, find_chromium
+from tests.conftest import SECRET_KEY
+from tests.test_real_airflow import ROOT, AirflowCluster, cluster_env, free_port
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = ROOT / "test-artifacts"
+PASSWORDS = {"admin": "admin-pass-1", "outsider": "outsider-pass-2"}
+DAG_ID = "kling_raccoon"
+
+
+@dataclass
+class Gallery:
+    airflow: AirflowCluster
+    sim: KlingSimulator
+    base: str
+    videos: Path
+    run_id: str
+
+    def client(self, user: str | None) -> httpx.Client:
+        """A REST client as ``user`` (a Bearer token from Airflow's login), or anonymous."""
+        headers = {}
+        if user is not None:
+            answer = httpx.post(f"{self.base}/auth/token", timeout=30,
+                                json={"username": user, "password": PASSWORDS[user]})
+            assert answer.status_code in (200, 201), answer.text
+            headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        return httpx.Client(base_url=self.base, timeout=30, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory: pytest.TempPathFactory,
+            airflow_db_template: Path) -> Iterator[Gallery]:
+    tmp = tmp_path_factory.mktemp("gallery")
+    # 320 simulated seconds take 20 s: clear of apache/airflow#67287 (see test_real_airflow).
+    with KlingSimulator(time_scale=16, api_keys={SECRET_KEY}) as sim:
+        port = free_port()
+        home = tmp / "airflow"
+        home.mkdir()
+        (home / "passwords.json").write_text(json.dumps(PASSWORDS))
+        env = cluster_env(home, port, sim, tmp / "videos", {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__AUTH_MANAGER": "tests.gallery_auth.DagDenyingAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,outsider:viewer",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "KLING_TEST_DENIED_DAGS": f"outsider={DAG_ID}",
+            "PYTHONPATH": str(ROOT),
+        })
+        shutil.copy(airflow_db_template, home / "airflow.db")
+        airflow = AirflowCluster(home, env, port)
+        try:
+            for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
+                args = ("--port", str(port), "--host", "127.0.0.1") if name == "api-server" else ()
+                airflow.start(name, name, *args)
+            gallery = Gallery(airflow, sim, f"http://127.0.0.1:{port}", tmp / "videos", "")
+            admin = airflow.wait_for("the API server", lambda: gallery.client("admin"))
+            airflow.api = admin
+            gallery.run_id = run_raccoon(airflow)
+            yield gallery
+        finally:
+            airflow.stop()
+
+
+def run_raccoon(airflow: AirflowCluster) -> str:
+    api = airflow.api
+    airflow.wait_for(f"DAG {DAG_ID} to be parsed",
+                     lambda: api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200)
+    assert api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
+    run = api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
+    assert run.status_code == 200, run.text
+    run_id: str = run.json()["dag_run_id"]
+
+    def finished() -> str | None:
+        state = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()["state"]
+        return str(state) if state in ("success", "failed") else None
+
+    assert airflow.wait_for("the DAG run", finished) == "success", airflow.diagnostics()
+    return run_id
+
+
+def only_video(listing: dict[str, Any]) -> dict[str, Any]:
+    assert len(listing["videos"]) == 1, listing
+    video: dict[str, Any] = listing["videos"][0]
+    return video
+
+
+def test_gallery_lists_the_run_with_its_links_and_spend(gallery: Gallery) -> None:
+    with gallery.client("admin") as admin:
+        video = only_video(admin.get("/kling/api/videos").json())
+        generation_id = gallery.sim.generation_ids()[0]
+        assert video["generation_id"] == generation_id
+        assert video["model"] == "klingai/v2-master-text-to-video"
+        assert video["prompt"].startswith("A cheerful white raccoon")
+        assert video["source"] == {"dag_id": DAG_ID, "run_id": gallery.run_id,
+                                   "task_id": "download", "map_index": -1}
+        assert video["generate_task"]["task_id"] == "generate"
+        stored = [p for p in gallery.videos.rglob("*.mp4")]
+        assert len(stored) == 1 and video["uri"] == stored[0].resolve().as_uri()
+        assert video["size"] == stored[0].stat().st_size
+        spend = admin.get("/kling/api/videos").json()["spend"]
+        assert spend["total"]["count"] == 1
+        page = admin.get("/kling/").text
+        assert f'src="/kling/videos/{video["event_id"]}.mp4"' in page
+        assert f"/dags/{DAG_ID}/runs/" in page
+        # Filters narrow the list; the task's "Kling video" link opens the page at the video.
+        assert admin.get("/kling/api/videos", params={"model": "other"}).json()["videos"] == []
+        assert admin.get("/kling/api/videos", params={"since": "bad"}).status_code == 400
+        links = admin.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{gallery.run_id}/taskInstances/"
+                          "download/links").json()["extra_links"]
+        assert links["Kling video"] == gallery_link(generation_id)
+        focused = admin.get(links["Kling video"]).text
+        assert f'class="card focus" data-generation-id="{generation_id}"' in focused
+
+
+def test_gallery_serves_the_stored_mp4_with_range_requests(gallery: Gallery) -> None:
+    stored = next(gallery.videos.rglob("*.mp4")).read_bytes()
+    size = len(stored)
+    with gallery.client("admin") as admin:
+        url = only_video(admin.get("/kling/api/videos").json())["url"]
+        whole = admin.get(url)
+        assert whole.status_code == 200 and whole.content == stored
+        assert whole.headers["content-type"] == "video/mp4"
+        assert whole.headers["accept-ranges"] == "bytes"
+        part = admin.get(url, headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206
+        assert part.headers["content-range"] == f"bytes 100-199/{size}"
+        assert part.content == stored[100:200]
+        tail = admin.get(url, headers={"Range": "bytes=-16"})
+        assert tail.status_code == 206 and tail.content == stored[-16:]
+        beyond = admin.get(url, headers={"Range": f"bytes={size}-"})
+        assert beyond.status_code == 416
+        assert beyond.headers["content-range"] == f"bytes */{size}"
+        assert admin.get("/kling/videos/999999.mp4").status_code == 404
+        assert admin.get("/kling/videos/..%2F..%2Fetc%2Fpasswd.mp4").status_code == 422
+
+
+def test_gallery_refuses_anonymous_and_unauthorised_users(gallery: Gallery) -> None:
+    with gallery.client("admin") as admin:
+        video = only_video(admin.get("/kling/api/videos").json())
+    url, poster = video["url"], f"/kling/videos/{video['event_id']}/poster.jpg"
+    with gallery.client(None) as anonymous:
+        for path in ("/kling/api/videos", url, poster):
+            assert anonymous.get(path).status_code == 401, path
+        page = anonymous.get("/kling/")
+        assert page.status_code == 303 and "/auth/login" in page.headers["location"]
+        forged = anonymous.get(url, headers={"Authorization": "Bearer not-a-token"})
+        assert forged.status_code == 401
+    with gallery.client("outsider") as outsider:
+        assert outsider.get(f"/api/v2/dags/{DAG_ID}").status_code == 403  # Airflow agrees
+        assert outsider.get("/kling/api/videos").json()["videos"] == []
+        assert video["generation_id"] not in outsider.get("/kling/").text
+        assert outsider.get(url).status_code == 403
+        assert outsider.get(url, headers={"Range": "bytes=0-99"}).status_code == 403
+        assert outsider.get(poster).status_code == 403
+
+
+def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (tools/ensure-chromium.sh installs Debian's "
+                    "package where it can: root with apt-get)")
+    profile = gallery.airflow.home / "chromium-profile"
+    profile.mkdir()
+    with Browser(chromium, profile) as browser:
+        browser.open(f"{gallery.base}/auth/login")
+        browser.type_into("input[name=username]", "admin")
+        browser.type_into("input[name=password]", PASSWORDS["admin"])
+        browser.evaluate("document.querySelector('button[type=submit]').click()")
+        browser.wait_for("the login to finish", "!location.pathname.startsWith('/auth/')")
+        # The nav entry, then the page as Airflow shows it: inside its UI, in an iframe.
+        browser.open(f"{gallery.base}/")
+        browser.wait_for("the Kling videos nav entry",
+                         "[...document.querySelectorAll('a,button')].some(e => (e.textContent"
+                         " + e.title + (e.getAttribute('aria-label') || ''))"
+                         ".includes('Kling videos'))")
+        opened = time.monotonic()
+        browser.open(f"{gallery.base}/plugin/kling-videos")
+        video = "document.querySelector('iframe').contentDocument.querySelector('video')"
+        browser.wait_for("the gallery inside the Airflow UI", f"!!({video})")
+        ready = browser.wait_for("the video's metadata",
+                                 f"{video}.readyState >= 1 && {video}.duration")
+        to_metadata = time.monotonic() - opened
+        browser.evaluate(f"{video}.muted = true; {video}.play().then(() => true)")
+        browser.wait_for("playback to advance", f"{video}.currentTime > 0.2 || {video}.ended")
+        state = browser.evaluate(
+            f"({{readyState: {video}.readyState, duration: {video}.duration, "
+            f"error: {video}.error && {video}.error.code, played: {video}.played.length, "
+            f"spend: {video}.ownerDocument.getElementById('spend') !== null}})")
+        time.sleep(0.3)  # let the frame paint before the screenshot
+        browser.evaluate(f"{video}.pause(); {video}.currentTime = 0.5")
+        shot = browser.screenshot(ARTIFACTS / "gallery.png")
+    print(f"browser: Airflow UI + gallery opened to video metadata in {to_metadata:.2f} s; "
+          f"duration {ready} s, state {state}, screenshot {shot}")
+    assert state["error"] is None and state["readyState"] >= 2 and state["played"] >= 1
+    assert abs(state["duration"] - 1.0) < 0.2  # the simulator's 1 s clip
+    assert state["spend"]
+    assert shot.stat().st_size > 10_000
