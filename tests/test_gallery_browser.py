@@ -158,6 +158,9 @@ def test_gallery_serves_the_stored_mp4_with_range_requests(gallery: Gallery) -> 
         beyond = admin.get(url, headers={"Range": f"bytes={size}-"})
         assert beyond.status_code == 416
         assert beyond.headers["content-range"] == f"bytes */{size}"
+        poster = admin.get(url.replace(".mp4", "/poster.jpg"))
+        if shutil.which("ffmpeg"):
+            assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8", poster.text
         assert admin.get("/kling/videos/999999.mp4").status_code == 404
         assert admin.get("/kling/videos/..%2F..%2Fetc%2Fpasswd.mp4").status_code == 422
 

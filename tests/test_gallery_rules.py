@@ -76,12 +76,16 @@ def test_event_and_generate_xcom_make_one_video_with_the_spend() -> None:
         [event(7, at(11), uri="file:///v/a.mp4", size=2853, generation_id="g1",
                model="klingai/v2-master-text-to-video", prompt="A raccoon")],
         [generation("g1", at(10), {"status": "completed", "credits_used": 420000,
-                                   "usd_spent": 2.1, "model": "ignored-when-event-has-one"})])
+                                   "usd_spent": 2.1, "generation_seconds": 312.4,
+                                   "model": "ignored-when-event-has-one"})])
     assert len(videos) == 1
     video = videos[0]
     assert (video.event_id, video.stored, video.source, video.generate_task) == \
         (7, True, DOWNLOAD, GENERATE)
     assert (video.credits_used, video.usd_spent, video.size) == (420000.0, 2.1, 2853)
+    assert video.generation_seconds == 312.4
+    html = page.render(videos, summarise(videos), Filters(), dag_ids=[], models=[], posters=False)
+    assert "<dt>generated in</dt><dd>312 s</dd>" in html and "$2.10" in html
     assert video.model == "klingai/v2-master-text-to-video"
 
 

@@ -66,6 +66,10 @@ def _money(value: float | None, unit: str) -> str:
     return f"${value:,.2f}" if unit == "usd" else f"{value:,.0f}"
 
 
+def _seconds(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:,.0f} s"
+
+
 def _size(size: int | None) -> str:
     if size is None:
         return "-"
@@ -136,6 +140,7 @@ def _card(video: Video, index: int, focus: str | None, posters: bool) -> str:
             f"<dt>size</dt><dd>{_size(video.size)}</dd>"
             f"<dt>credits</dt><dd>{_money(video.credits_used, 'credits')}</dd>"
             f"<dt>USD</dt><dd>{_money(video.usd_spent, 'usd')}</dd>"
+            f"<dt>generated in</dt><dd>{_seconds(video.generation_seconds)}</dd>"
             f"<dt>status</dt><dd>{escape(video.status)}</dd>"
             f"<dt>when</dt><dd>{video.timestamp:%Y-%m-%d %H:%M:%S} UTC</dd>"
             f"<dt>DAG</dt><dd>{escape(video.source.dag_id)}</dd>"

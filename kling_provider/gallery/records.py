@@ -66,6 +66,7 @@ class Video:
     duration: float | None = None
     credits_used: float | None = None
     usd_spent: float | None = None
+    generation_seconds: float | None = None
 
     @property
     def stored(self) -> bool:
@@ -161,7 +162,8 @@ def _from_generation(row: GenerationRow) -> Video:
         generate_task=row.source, status=status, model=_text(result, "model"),
         prompt=_text(result, "prompt"), uri=_text(result, "uri"), size=_size(result),
         duration=_number(result, ("duration",)), credits_used=_number(result, CREDITS_KEYS),
-        usd_spent=_number(result, USD_KEYS))
+        usd_spent=_number(result, USD_KEYS),
+        generation_seconds=_number(result, ("generation_seconds",)))
 
 
 def _merge(stored: Video, generated: Video) -> Video:
@@ -172,7 +174,8 @@ def _merge(stored: Video, generated: Video) -> Video:
         duration=stored.duration if stored.duration is not None else generated.duration,
         credits_used=(stored.credits_used if stored.credits_used is not None
                       else generated.credits_used),
-        usd_spent=stored.usd_spent if stored.usd_spent is not None else generated.usd_spent)
+        usd_spent=stored.usd_spent if stored.usd_spent is not None else generated.usd_spent,
+        generation_seconds=generated.generation_seconds)
 
 
 def build_videos(events: Iterable[EventRow], generations: Iterable[GenerationRow]) -> list[Video]:
