@@ -60,7 +60,9 @@ class Browser:
         port = int(port_file.read_text().splitlines()[0])
         pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
                  if t["type"] == "page"]
-        self.ws: ClientConnection = connect(pages[0]["webSocketDebuggerUrl"], max_size=2 ** 26)
+        # Entered like a context manager (websockets 17 wants that; 16 returns the connection).
+        self.ws: ClientConnection = connect(pages[0]["webSocketDebuggerUrl"],
+                                            max_size=2 ** 26).__enter__()
         self._id = 0
         self.call("Page.enable")
         self.call("Runtime.enable")

@@ -162,7 +162,9 @@ def test_gallery_serves_the_stored_mp4_with_range_requests(gallery: Gallery) -> 
         if shutil.which("ffmpeg"):
             assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8", poster.text
         assert admin.get("/kling/videos/999999.mp4").status_code == 404
-        assert admin.get("/kling/videos/..%2F..%2Fetc%2Fpasswd.mp4").status_code == 422
+        # Only an event id names a file: a path in its place matches no route.
+        assert admin.get("/kling/videos/..%2F..%2Fetc%2Fpasswd.mp4").status_code == 404
+        assert admin.get("/kling/videos/passwd.mp4").status_code == 422
 
 
 def test_gallery_refuses_anonymous_and_unauthorised_users(gallery: Gallery) -> None:
