@@ -65,6 +65,8 @@ class ApiRequest:
     subject: str = ""
     #: ``False`` for the keyless service endpoints (``/models/metrics``): the key is not sent.
     authenticated: bool = True
+    #: Extra headers (``X-Client-Request-Id`` on the create POST); never authentication.
+    headers: Mapping[str, str] | None = None
 
 
 #: A step is either a request to send or a number of seconds to sleep.
@@ -89,9 +91,11 @@ class RetryPolicy:
         return float(ceiling / 2 + self.rand() * ceiling / 2)
 
 
-def build_create_request(family: str, body: Mapping[str, Any]) -> ApiRequest:
+def build_create_request(family: str, body: Mapping[str, Any],
+                         client_request_id: str | None = None) -> ApiRequest:
+    headers = {"X-Client-Request-Id": client_request_id} if client_request_id else None
     return ApiRequest("POST", endpoint_path(family), "create", json=dict(body),
-                      subject=str(body.get("model", "")))
+                      subject=str(body.get("model", "")), headers=headers)
 
 
 def build_fetch_request(family: str, generation_id: str) -> ApiRequest:
@@ -323,9 +327,10 @@ def _describe(outcome: Outcome) -> str:
 
 
 def create_steps(family: str, body: Mapping[str, Any], policy: RetryPolicy, *,
-                 conn_id: str, secrets: tuple[str, ...] = ()) -> Generator[Step, Any, str]:
-    """Create a generation and return its id."""
-    request = build_create_request(family, body)
+                 conn_id: str, secrets: tuple[str, ...] = (),
+                 client_request_id: str | None = None) -> Generator[Step, Any, str]:
+    """Create a generation and return its id (tagged with ``client_request_id`` when given)."""
+    request = build_create_request(family, body, client_request_id)
     answer = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
     generation_id = answer.get("id") or answer.get("generation_id")
     created = Generation.from_api(answer, generation_id=str(generation_id or ""))

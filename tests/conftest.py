@@ -85,10 +85,15 @@ def connection_json(host: str, key: str = SECRET_KEY, **extra: Any) -> str:
 
 
 class TaskInstanceStub:
-    """What the operators use of ``ti``: XCom pushes, recorded."""
+    """What the operators use of ``ti``: its identity and XCom pushes, recorded."""
 
-    def __init__(self) -> None:
+    def __init__(self, try_number: int = 1, map_index: int = -1) -> None:
         self.xcom: dict[str, Any] = {}
+        self.dag_id = "dag"
+        self.run_id = "manual__2026-11-21T00:00:00+00:00"
+        self.task_id = "generate"
+        self.map_index = map_index
+        self.try_number = try_number
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
@@ -117,10 +122,14 @@ class StateStoreStub:
         self.data[key] = json.loads(json.dumps(value))  # JSON only, like the real store
 
 
-def context_for(store: StateStoreStub | None) -> Any:
-    """A ``Context`` with what the operators read: ``ti`` and (Airflow 3.3+) the state store."""
+def context_for(store: StateStoreStub | None, *, try_number: int = 1,
+                clear_number: int = 0) -> Any:
+    """A ``Context`` with what the operators read: ``ti``, ``dag_run`` and (Airflow 3.3+) the
+    state store. A new context with the same store is a retry (``try_number`` + 1) or, with a
+    higher ``clear_number``, a try after the user cleared the task."""
     context: dict[str, Any] = {
-        "ti": TaskInstanceStub(),
+        "ti": TaskInstanceStub(try_number),
+        "dag_run": SimpleNamespace(clear_number=clear_number, start_date=None),
         "outlet_events": OutletEventsStub(),
     }
     if store is not None:
@@ -176,7 +185,8 @@ def mock_hook(kling_env: Callable[..., None], clock: FakeClock) -> Callable[...,
 @pytest.fixture
 def simulator(clock: FakeClock) -> Iterator[KlingSimulator]:
     """A simulator on loopback sharing the fake clock: polls advance its generations."""
-    with KlingSimulator(clock=clock.monotonic, api_keys={SECRET_KEY}) as sim:
+    with KlingSimulator(clock=clock.monotonic, wall_clock=clock.now,
+                        api_keys={SECRET_KEY}) as sim:
         yield sim
 
 

@@ -30,6 +30,7 @@ from kling_provider import (
     _network,
     _pricing,
     _protocol,
+    _submission,
     _timings,
     _waiting,
 )
@@ -178,8 +179,18 @@ async def _amask(secret: str) -> None:
     await amask_secret(secret)
 
 
+def _exact(client_request_id: str | None) -> _submission.Match:
+    if not client_request_id:
+        raise KlingValidationError(
+            "Invalid parameter 'client_request_id'=None: give the id the create request was "
+            "sent with.")
+    return lambda row: row.client_request_id == client_request_id
+
+
 def _headers(settings: KlingConnectionSettings, step: _protocol.ApiRequest) -> dict[str, str]:
-    return settings.auth_headers() if step.authenticated else {}
+    """Authentication (unless the endpoint is keyless) over the request's own headers."""
+    auth = settings.auth_headers() if step.authenticated else {}
+    return {**(step.headers or {}), **auth}
 
 
 class KlingHook(BaseHook):
@@ -190,6 +201,7 @@ class KlingHook(BaseHook):
     :param retry_policy: override the connection's retry settings.
     :param transport: / :param async_transport: httpx transports, for tests with
         ``httpx.MockTransport``.
+    :param logs_budget: the usage logs' rate budget; default: the one shared by the process.
     """
 
     conn_name_attr = "kling_conn_id"
@@ -205,8 +217,10 @@ class KlingHook(BaseHook):
         retry_policy: _protocol.RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
+        logs_budget: _submission.RateBudget | None = None,
     ) -> None:
         super().__init__()
+        self._logs_budget = logs_budget or _submission.SHARED_LOGS_BUDGET
         self.kling_conn_id = kling_conn_id
         self.clock: Clock = clock or SystemClock()
         self._retry_policy = retry_policy
@@ -330,34 +344,79 @@ class KlingHook(BaseHook):
 
     def _create(self, settings: KlingConnectionSettings, model: str, params: Mapping[str, Any],
                 extra_params: Mapping[str, Any] | None, family: str | None,
-                allow_unknown_model: bool = False) -> _protocol.Steps:
+                allow_unknown_model: bool = False,
+                client_request_id: str | None = None) -> _protocol.Steps:
         prepared = prepare_request(model, params, family=family or settings.endpoint_family,
                                    extra_params=extra_params,
                                    allow_unknown_model=allow_unknown_model)
-        self.log.info("Creating a %s generation on the %s endpoint", model, prepared.family)
+        self.log.info("Creating a %s generation on the %s endpoint (client request id %s)",
+                      model, prepared.family, client_request_id)
         return _protocol.create_steps(prepared.family, prepared.body, self._policy(settings),
-                                      conn_id=settings.conn_id, secrets=(settings.api_key,))
+                                      conn_id=settings.conn_id, secrets=(settings.api_key,),
+                                      client_request_id=client_request_id)
 
     def create_generation(self, model: str, *, extra_params: Mapping[str, Any] | None = None,
                           endpoint_family: str | None = None, allow_unknown_model: bool = False,
-                          **params: Any) -> str:
+                          client_request_id: str | None = None, **params: Any) -> str:
         """Validate, then POST a generation; return its id. The POST is never sent twice.
 
         An id the catalogue lacks is refused ("did you mean") unless ``allow_unknown_model``.
+        ``client_request_id`` (1-128 chars of ``A-Za-z0-9._:-``) is sent as
+        ``X-Client-Request-Id``: the usage logs then show it next to the generation id, which is
+        how :meth:`find_generation` finds a generation whose create answer was lost.
         """
         settings = self.settings
         return str(self._run(self._create(settings, model, params, extra_params, endpoint_family,
-                                          allow_unknown_model)))
+                                          allow_unknown_model, client_request_id)))
 
     async def acreate_generation(self, model: str, *,
                                  extra_params: Mapping[str, Any] | None = None,
                                  endpoint_family: str | None = None,
-                                 allow_unknown_model: bool = False, **params: Any) -> str:
+                                 allow_unknown_model: bool = False,
+                                 client_request_id: str | None = None, **params: Any) -> str:
         """Async twin of :meth:`create_generation`."""
         settings = await self.asettings()
         return str(await self._arun(
             self._create(settings, model, params, extra_params, endpoint_family,
-                         allow_unknown_model)))
+                         allow_unknown_model, client_request_id)))
+
+    def _find(self, settings: KlingConnectionSettings, *, model: str, since: float,
+              match: _submission.Match, deadline: float | None,
+              poll_interval: float) -> _protocol.Steps:
+        return _submission.recover_steps(
+            model=model, since=since, match=match,
+            deadline=self.clock.now() if deadline is None else deadline,
+            interval=poll_interval, now=self.clock.now, policy=self._policy(settings),
+            conn_id=settings.conn_id, budget=self._logs_budget, secrets=(settings.api_key,))
+
+    def find_generation(self, client_request_id: str | None = None, *, model: str,
+                        since: float, deadline: float | None = None, poll_interval: float = 10.0,
+                        match: _submission.Match | None = None) -> _submission.LogRow | None:
+        """Find the generation created with ``client_request_id`` in the usage logs.
+
+        ``GET /v2/logs`` (filtered by ``model`` and by time from ``since``, epoch seconds, paged)
+        lists a video once it has *finished*; so with an absolute ``deadline`` the lookup is
+        repeated every ``poll_interval`` seconds until the row shows or the deadline passes
+        (``None``: look once). Returns the row (``generation_id``, ``status``) or ``None``.
+        Lookups of one process share the endpoint's rate limit (200 requests per 60 s).
+        """
+        settings = self.settings
+        row: _submission.LogRow | None = self._run(self._find(
+            settings, model=model, since=since, match=match or _exact(client_request_id),
+            deadline=deadline, poll_interval=poll_interval))
+        return row
+
+    async def afind_generation(self, client_request_id: str | None = None, *, model: str,
+                               since: float, deadline: float | None = None,
+                               poll_interval: float = 10.0,
+                               match: _submission.Match | None = None
+                               ) -> _submission.LogRow | None:
+        """Async twin of :meth:`find_generation` (the recovery trigger's wait)."""
+        settings = await self.asettings()
+        row: _submission.LogRow | None = await self._arun(self._find(
+            settings, model=model, since=since, match=match or _exact(client_request_id),
+            deadline=deadline, poll_interval=poll_interval))
+        return row
 
     def _fetch(self, settings: KlingConnectionSettings, generation_id: str,
                family: str | None) -> _protocol.Steps:

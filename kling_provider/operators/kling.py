@@ -4,10 +4,9 @@
 waits deferrably in the triggerer (default), polls in the worker (``deferrable=False``) or returns
 at once (``wait_for_completion=False``, pair it with ``KlingGenerationSensor``).
 
-Never paying twice: the generation id is stored right after the POST, in XCom and, on Airflow
-3.3+, in ``task_state_store``. A retry of the task reads it back and reattaches (still running:
-wait again; completed: return it; failed or unknown to the API: submit anew) in both the
-deferrable and the worker path.
+Never paying twice: see :mod:`kling_provider.operators._submission` (an intent in
+``task_state_store`` before the POST, the generation id into it first after the answer, recovery
+through the usage logs instead of a blind resubmit) and the README's "Never paying twice".
 
 ``KlingDownloadVideoOperator`` streams the MP4 to a path or any ``ObjectStoragePath`` URI and
 emits an Asset event so other DAGs can be scheduled on new videos.
@@ -25,34 +24,29 @@ from kling_provider import metrics
 from kling_provider._checks import check_destination, check_max_bytes, wait_seconds
 from kling_provider._guard import validate_max_cost
 from kling_provider._lineage import operator_lineage
+from kling_provider._protocol import generation_failed
 from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
 from kling_provider._spend import SPEND_FIELDS, spend_summary
+from kling_provider._submission import STATE_KEY, check_on_uncertain_submission
 from kling_provider._templates import require_run_independent
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
-from kling_provider.exceptions import (
-    KlingError,
-    KlingGenerationNotFoundError,
-    KlingValidationError,
-)
+from kling_provider.exceptions import KlingError, KlingValidationError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
+from kling_provider.operators._submission import UNKNOWN_RESUBMIT_AFTER, DurableSubmission
 from kling_provider.triggers.kling import KlingGenerationTrigger, generation_from_event
 from kling_provider.types import Generation, StatusClass
 
 __all__ = [
     "KLING_VIDEOS_ASSET",
+    "STATE_KEY",
+    "UNKNOWN_RESUBMIT_AFTER",
     "KlingDownloadVideoOperator",
     "KlingGenerateVideoOperator",
     "KlingImageToVideoOperator",
     "KlingTextToVideoOperator",
 ]
 
-#: ``task_state_store`` key holding ``{generation_id, endpoint_family, model}`` across retries.
-#: Renaming it would orphan the generations of tasks being retried during an upgrade.
-STATE_KEY = "kling_generation"
-#: A stored generation the API answers 404 for is only resubmitted once it is this old: younger,
-#: it may just not be visible yet, and resubmitting could pay twice.
-UNKNOWN_RESUBMIT_AFTER = timedelta(minutes=15)
 #: The deferral outlives the trigger's own deadline by this much, so the trigger's clear timeout
 #: event (naming the generation id) wins over Airflow's generic deferral timeout.
 DEFERRAL_GRACE = timedelta(minutes=5)
@@ -110,7 +104,7 @@ def asset_extra(result: Mapping[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in ASSET_EXTRA_FIELDS if result.get(k) is not None}
 
 
-class KlingGenerateVideoOperator(BaseOperator):
+class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
     """Generate a video with any Kling model of the AI/ML API.
 
     :param model: model id, e.g. ``klingai/v2.1-master-text-to-video`` (templated). An id the
@@ -139,6 +133,11 @@ class KlingGenerateVideoOperator(BaseOperator):
         unknown price is logged as a warning and does not block.
     :param check_balance: read the account balance (``GET /v2/billing``) before submitting and
         fail at once when it cannot pay the estimated price.
+
+    :param on_uncertain_submission: what a try does when a create request may have reached the
+        API but its generation never appears in the usage logs (looked up for ``timeout`` plus
+        5 minutes): ``"fail"`` (default: never risk a second payment; the error names the client
+        request id to check) or ``"resubmit"`` (submit a new generation).
 
     Mapped over prompts (``.partial(...).expand(prompt=[...])``), each task is labelled by its
     prompt in the UI (``map_index_template``; pass your own to change it).
@@ -177,6 +176,7 @@ class KlingGenerateVideoOperator(BaseOperator):
         poll_schedule: PollScheduleKind = "adaptive",
         max_cost_usd: float | None = None,
         check_balance: bool = False,
+        on_uncertain_submission: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -201,6 +201,7 @@ class KlingGenerateVideoOperator(BaseOperator):
         self.timeout: float = wait_seconds("timeout", timeout, task_id=self.task_id)
         self.download_to = download_to
         self.poll_schedule = check_poll_schedule(poll_schedule, task_id=self.task_id)
+        self.on_uncertain_submission = check_on_uncertain_submission(on_uncertain_submission)
         self._check_before_paying()
         self.max_cost_usd = validate_max_cost(max_cost_usd)
         self.check_balance = check_balance
@@ -284,32 +285,42 @@ class KlingGenerateVideoOperator(BaseOperator):
                                         extra_params=self.extra_params,
                                         endpoint_family=self.endpoint_family,
                                         allow_unknown_model=self.allow_unknown_model)
-        family = prepared.family
-        attached = self._reattach(context, hook)
-        if attached is not None and attached.status_class is StatusClass.SUCCESS \
-                and attached.video_url:
-            return self._complete(context, attached, family)
-        submitted_at = None
-        if attached is not None:
-            generation_id = attached.generation_id
-            submitted_at = float((self._stored(context) or {}).get("submitted_at") or 0) or None
-        else:
-            self.estimated_usd = hook.guard_spend(
-                self.model, prepared.body, max_cost_usd=self.max_cost_usd,
-                check_balance=self.check_balance).usd
-            generation_id = hook.create_generation(self.model, extra_params=self.extra_params,
-                                                   endpoint_family=family,
-                                                   allow_unknown_model=self.allow_unknown_model,
-                                                   **self.request_params())
-            metrics.generation_submitted(self.model)
-            submitted_at = hook.clock.now()
-            self._remember(context, generation_id, family, submitted_at)
+        self._prepared_body = prepared.body
+        generation = self.submit_or_resume(context, hook, prepared.family)
+        return self.resume_generation(context, hook, generation, prepared.family)
+
+    def _before_paying(self, hook: KlingHook, family: str) -> None:
+        """The spend guard, right before a POST (never before reattaching or recovering)."""
+        body = getattr(self, "_prepared_body", None)
+        if body is None:
+            body = hook.prepare_request(self.model, self.request_params(),
+                                        extra_params=self.extra_params, endpoint_family=family,
+                                        allow_unknown_model=self.allow_unknown_model).body
+        self.estimated_usd = hook.guard_spend(self.model, body, max_cost_usd=self.max_cost_usd,
+                                              check_balance=self.check_balance).usd
+
+    def _after_paying(self) -> None:
+        metrics.generation_submitted(self.model)
+
+    def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
+                          family: str | None) -> dict[str, Any]:
+        """Go on from a generation this task paid for: return it, wait for it, or fail with it."""
+        generation_id = generation.generation_id
+        record = self._record(context)
+        submitted_at = (record.submitted_at if record and record.generation_id == generation_id
+                        else None) or hook.clock.now()
+        state = generation.status_class
+        if state is StatusClass.SUCCESS and generation.video_url:
+            return self._complete(context, generation, family, submitted_at=submitted_at)
+        if state is StatusClass.FAILURE:
+            raise generation_failed(generation)
         if not self.wait_for_completion:
-            submitted = Generation(generation_id=generation_id, status="queued")
+            submitted = Generation(generation_id=generation_id, status=generation.status)
+            self._mark_delivered(context, generation_id)
             return generation_result(submitted, model=self.model, family=family,
                                      prompt=self.prompt)
         schedule: dict[str, Any] = {"poll_schedule": self.poll_schedule, "submitted_at": submitted_at,
-                    "model": self.model, "duration": prepared.body.get("duration")}
+                    "model": self.model, "duration": self.request_params().get("duration")}
         if self.deferrable:
             self.defer(
                 trigger=KlingGenerationTrigger(
@@ -331,8 +342,8 @@ class KlingGenerateVideoOperator(BaseOperator):
                          endpoint_family: str | None = None, submitted_at: float | None = None,
                          estimated_usd: float | None = None) -> dict[str, Any]:
         """Resume after the trigger: validate its event, then finish like the worker path."""
-        stored = self._stored(context)
-        expected = stored.get("generation_id") if stored else None
+        stored = self._record(context)
+        expected = stored.generation_id if stored else None
         with metrics.counting_failures(self.model):
             generation = generation_from_event(event, expected_generation_id=expected)
         self.estimated_usd = estimated_usd
@@ -360,64 +371,13 @@ class KlingGenerateVideoOperator(BaseOperator):
                 file_name=generation.file_name, generation_id=generation.generation_id)
             result.update(uri=stored.uri, size=stored.size)
             self._lineage_outputs = [stored.uri]
+        self._mark_delivered(context, generation.generation_id)
         return result
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): image URLs in, the video out."""
         images = [self.image_url, self.tail_image_url, *(self.image_list or [])]
         return operator_lineage(images, getattr(self, "_lineage_outputs", []))
-
-    # -- durable submission ------------------------------------------------------------------
-
-    def _stored(self, context: Context) -> dict[str, Any] | None:
-        store = context.get("task_state_store")
-        value = store.get(STATE_KEY) if store is not None else None
-        return value if isinstance(value, dict) and value.get("generation_id") else None
-
-    def _remember(self, context: Context, generation_id: str, family: str,
-                  submitted_at: float) -> None:
-        """Record the paid generation before anything else can fail."""
-        context["ti"].xcom_push(key="generation_id", value=generation_id)
-        # The extra link is evaluated whenever the task pauses or ends; an empty URL until the
-        # video exists keeps that lookup from logging a missing-XCom error at every deferral.
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
-        store = context.get("task_state_store")
-        if store is None:
-            self.log.warning(
-                "task_state_store is not available (Airflow < 3.3): if this task is retried "
-                "while generation %s runs, the retry submits a new paid generation.",
-                generation_id)
-            return
-        store.set(STATE_KEY, {"generation_id": generation_id, "endpoint_family": family,
-                              "model": self.model, "submitted_at": submitted_at})
-
-    def _reattach(self, context: Context, hook: KlingHook) -> Generation | None:
-        """The generation an earlier try submitted, if it can still be used."""
-        stored = self._stored(context)
-        if stored is None:
-            return None
-        generation_id = str(stored["generation_id"])
-        try:
-            generation = hook.get_generation(generation_id,
-                                             endpoint_family=stored.get("endpoint_family"))
-        except KlingGenerationNotFoundError as exc:
-            age = hook.clock.now() - float(stored.get("submitted_at") or 0)
-            if age < UNKNOWN_RESUBMIT_AFTER.total_seconds():
-                raise KlingGenerationNotFoundError(
-                    f"{exc} It was submitted {age:.0f} s ago by an earlier try and may not be "
-                    "visible yet, so it is not submitted again (that could pay twice); the next "
-                    f"retry after {UNKNOWN_RESUBMIT_AFTER} from submission submits anew.") from exc
-            self.log.warning("Earlier generation %s, submitted %.0f s ago, is unknown to the API; "
-                             "submitting anew.", generation_id, age)
-            return None
-        if generation.status_class is StatusClass.FAILURE:
-            self.log.warning("Earlier generation %s ended with status %r; submitting anew.",
-                             generation_id, generation.status)
-            return None
-        self.log.info("Reattaching to generation %s from an earlier try (status %r).",
-                      generation_id, generation.status)
-        context["ti"].xcom_push(key="generation_id", value=generation_id)
-        return generation
 
 
 class KlingTextToVideoOperator(KlingGenerateVideoOperator):

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kling_provider.catalogue import ENDPOINT_FAMILIES, endpoint_path
 from kling_provider.exceptions import KlingValidationError
-from kling_provider.testing import _billing
+from kling_provider.testing import _billing, logs
 from kling_provider.testing.records import Faults, LedgerEntry
 
 if TYPE_CHECKING:
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 #: Field a request body may carry to choose faults for the generation it creates.
 FAULTS_FIELD = "simulator_faults"
 _FAMILY_BY_PATH = {endpoint_path(f): f for f in ENDPOINT_FAMILIES}
+LOGS_PATH = "/v2/logs"
+#: What the API accepts in ``X-Client-Request-Id``; anything else is dropped without a word.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_GENERATION_ID = re.compile(r"[0-9a-f-]{36}:[\w./-]+")
 
 
 def _error_body(status: int, message: str, path: str) -> dict[str, Any]:
@@ -83,10 +87,29 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+        for name, value in {**self._tracing(generation_id), **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def client_request_id(self) -> str | None:
+        """The request's ``X-Client-Request-Id`` when valid; the API silently drops others."""
+        value = self.headers.get("X-Client-Request-Id")
+        return value if value and _CLIENT_REQUEST_ID.fullmatch(value) else None
+
+    def _tracing(self, generation_id: str | None) -> dict[str, str]:
+        """The tracing headers of an API answer: ``x-inference-id`` and the echoed client id."""
+        if self.server_origin != "api":
+            return {}
+        headers: dict[str, str] = {}
+        if self.command == "POST" or self.path.startswith(LOGS_PATH):
+            headers["x-inference-id"] = generation_id or uuid.uuid4().hex
+        elif generation_id and _GENERATION_ID.fullmatch(generation_id):
+            headers["x-inference-id"] = generation_id  # a poll: the id it was asked about
+        client_id = self.client_request_id()
+        if client_id:
+            headers["x-client-request-id"] = client_id
+        return headers
 
     def parse_request(self) -> bool:
         """Record every request on arrival: a slow or dropped answer must still be counted."""
@@ -164,6 +187,8 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return self._metrics(parts.query)
         if _billing.is_account_path(parts.path):
             return self._serve_account(parts.path, parts.query)
+        if parts.path == LOGS_PATH:
+            return self._logs(parts.query)
         family = _FAMILY_BY_PATH.get(parts.path)
         if family is None:
             return self._error(404, f"Cannot GET {parts.path}")
@@ -206,6 +231,24 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return self._error(400, f"Unknown query parameter(s): {', '.join(unknown)}")
         return self._send_json(200, self.simulator.metrics(params.get("aliases")))
 
+    def _logs(self, raw_query: str) -> None:
+        if not self._authorised():
+            return None
+        sim = self.simulator
+        if self._injected(sim.faults, None):
+            return None
+        key = self.headers.get("Authorization", "")
+        with sim._lock:
+            limited = logs.over_limit(sim._logs_calls.setdefault(key, []), sim.clock())
+        if limited:
+            return self._error(429, "Too Many Requests", headers={"Retry-After": "1"})
+        try:
+            with sim._lock:
+                answer = logs.page(sim, list(sim._generations.values()), parse_qs(raw_query))
+        except logs.LogsQueryError as exc:
+            return self._error(400, str(exc))
+        return self._send_json(200, answer)
+
     def _take_drop(self, faults: Faults) -> bool:
         with self.simulator._lock:
             if faults.drop_connections > 0:
@@ -241,10 +284,22 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return self._error(400, str(exc))
         if sim.balance_usd <= 0:
             return self._error(403, _billing.NO_CREDITS_MESSAGE)
-        generation = sim._create(model, family, duration, faults)
+        client_id = self.client_request_id()
+        if faults.refuse_before_create:
+            with sim._lock:
+                refused = sim._refused.get(client_id or "", 0)
+                sim._refused[client_id or ""] = refused + 1
+            if refused < faults.refuse_before_create:
+                return self._error(429, "Too Many Requests", headers={"Retry-After": "1"})
+        generation = sim._create(model, family, duration, faults, client_id)
         generation.usd = _billing.price_of(sim.price_list, model, body)
-        if self._take_drop(sim.faults):
+        if faults.create_delay:
+            time.sleep(faults.create_delay)
+        if faults.create_drop or self._take_drop(sim.faults):
             return self._drop(generation.generation_id)  # created, but the answer is lost
+        if faults.create_status:
+            return self._error(faults.create_status, HTTPStatus(faults.create_status).phrase,
+                               generation.generation_id)
         return self._send_json(200, {"id": generation.generation_id, "status": "queued"},
                                _billing.cost_headers(0.0), generation_id=generation.generation_id)
 

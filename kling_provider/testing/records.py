@@ -46,6 +46,15 @@ class Faults:
     wrong_content_length: bool = False
     #: Pad the served video to this many bytes (a valid MP4 ``free`` box), for big-file tests.
     video_size: int | None = None
+    #: Create faults, for a request body's ``simulator_faults``: refuse the first N POSTs of
+    #: this ``X-Client-Request-Id`` with 429 before creating anything (safe to resend) ...
+    refuse_before_create: int = 0
+    #: ... or create the generation, then wait this long before answering (a request in flight)
+    create_delay: float = 0.0
+    #: ... then close the connection without answering ("created, then the answer is lost")
+    create_drop: bool = False
+    #: ... or answer this status instead of the id ("created, then 502").
+    create_status: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faults:

@@ -69,6 +69,10 @@ class _Generation:
     #: The price charged to the balance when the generation completes (see ``_billing``).
     usd: float = 0.0
     charged: bool = False
+    #: Wall-clock epoch seconds of the POST (the logs' ``created``).
+    created_at: float = 0.0
+    #: The ``X-Client-Request-Id`` the POST carried, when valid (the API drops invalid ones).
+    client_request_id: str | None = None
 
 
 class KlingSimulator:
@@ -81,6 +85,7 @@ class KlingSimulator:
     :param accept_unknown_models: accept models the catalogue lacks (the real API would 400).
     :param clock: monotonic seconds; tests pass a fake clock to move generations deterministically.
     :param balance_usd: the account balance; creates are refused (403) once it is at or below 0.
+    :param wall_clock: epoch seconds for the usage logs' timestamps (tests pass the fake clock).
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, cdn_port: int = 0,
@@ -89,14 +94,20 @@ class KlingSimulator:
                  api_keys: set[str] | None = frozenset({DEFAULT_API_KEY}),  # type: ignore[assignment]
                  accept_unknown_models: bool = False,
                  clock: Callable[[], float] = time.monotonic,
-                 balance_usd: float = 100.0) -> None:
+                 balance_usd: float = 100.0,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.time_scale = time_scale
         self.queued_seconds = queued_seconds
         self.generating_seconds = generating_seconds
         self.api_keys = set(api_keys) if api_keys is not None else None
         self.accept_unknown_models = accept_unknown_models
         self.clock = clock
+        self.wall_clock = wall_clock
         self.faults = Faults()
+        #: Times of ``GET /v2/logs`` requests per key, for its 200 requests / 60 s limit.
+        self._logs_calls: dict[str, list[float]] = {}
+        #: POSTs refused so far per client request id (``refuse_before_create``).
+        self._refused: dict[str, int] = {}
         self.ledger = Ledger()
         self.video = sample_video()
         #: The model list with pricing this simulator serves and charges by (tests may edit it).
@@ -158,11 +169,13 @@ class KlingSimulator:
         with self._lock:
             return list(self._generations)
 
-    def _create(self, model: str, family: str, duration: int, faults: Faults) -> _Generation:
+    def _create(self, model: str, family: str, duration: int, faults: Faults,
+                client_request_id: str | None = None) -> _Generation:
         generation = _Generation(
             generation_id=f"{uuid.uuid4()}:{generation_id_path(model)}", model=model,
             family=family, created=self.clock(), duration=duration, faults=faults,
-            token=uuid.uuid4().hex)
+            token=uuid.uuid4().hex, created_at=self.wall_clock(),
+            client_request_id=client_request_id)
         with self._lock:
             self._generations[generation.generation_id] = generation
         return generation
@@ -170,9 +183,26 @@ class KlingSimulator:
     def _video_size(self, generation: _Generation) -> int:
         return max(generation.faults.video_size or 0, len(self.video) + IDENTITY_BOX_SIZE)
 
+    def _finished(self, generation: _Generation) -> bool:
+        """Whether the generation has reached its terminal status (its logs row then exists)."""
+        elapsed = (self.clock() - generation.created) * self.time_scale
+        return elapsed >= self.queued_seconds + self._generating(generation)
+
+    def _generating(self, generation: _Generation) -> float:
+        return self.generating_seconds * (2 if generation.duration >= 10 else 1)
+
+    def generations_by_client_request_id(self) -> dict[str | None, list[str]]:
+        """Generation ids per client request id: what a test counts to prove one payment."""
+        found: dict[str | None, list[str]] = {}
+        with self._lock:
+            for generation in self._generations.values():
+                found.setdefault(generation.client_request_id, []).append(
+                    generation.generation_id)
+        return found
+
     def _state(self, generation: _Generation) -> dict[str, Any]:
         elapsed = (self.clock() - generation.created) * self.time_scale
-        generating = self.generating_seconds * (2 if generation.duration >= 10 else 1)
+        generating = self._generating(generation)
         body: dict[str, Any] = {"id": generation.generation_id}
         faults = generation.faults
         if faults.unknown_status_polls > 0:

@@ -158,3 +158,58 @@ def generation_from_event(event: Any, *, expected_generation_id: str | None = No
     if not isinstance(data, dict) or not data.get("video_url"):
         raise KlingError(f"Success event without a generation video URL: {event!r}")
     return Generation.from_dict(data)
+
+
+class KlingSubmissionRecoveryTrigger(BaseTrigger):
+    """Find a generation whose create answer was lost, in the usage logs, without a worker slot.
+
+    The logs list an async video once it has finished, so this waits (polling
+    ``GET /v2/logs`` every ``poll_interval`` seconds, within the process-wide rate budget) until
+    the row with ``client_request_id`` shows or the absolute ``deadline`` passes. Fires one
+    event: ``found`` (with the generation id), ``not_found``, or ``error``. Its kwargs hold no
+    key: the connection is resolved in the triggerer.
+
+    :param kling_conn_id: the Kling connection.
+    :param client_request_id: the ``X-Client-Request-Id`` the create request carried.
+    :param model: the model it was sent to (the logs are filtered by it).
+    :param since: epoch seconds of the intent (the logs are filtered from just before it).
+    :param deadline: absolute epoch seconds after which ``not_found`` is fired.
+    :param poll_interval: seconds between lookups.
+    """
+
+    def __init__(self, *, kling_conn_id: str, client_request_id: str, model: str, since: float,
+                 deadline: float, poll_interval: float) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.kling_conn_id = kling_conn_id
+        self.client_request_id = client_request_id
+        self.model = model
+        self.since = float(since)
+        self.deadline = float(deadline)
+        self.poll_interval = float(poll_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{type(self).__module__}.{type(self).__qualname__}", {
+            "kling_conn_id": self.kling_conn_id,
+            "client_request_id": self.client_request_id,
+            "model": self.model,
+            "since": self.since,
+            "deadline": self.deadline,
+            "poll_interval": self.poll_interval,
+        })
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        base: dict[str, Any] = {"client_request_id": self.client_request_id}
+        hook = KlingHook(kling_conn_id=self.kling_conn_id)
+        try:
+            row = await hook.afind_generation(
+                self.client_request_id, model=self.model, since=self.since,
+                deadline=self.deadline, poll_interval=self.poll_interval)
+        except KlingError as exc:
+            event = {**base, "status": "error", "message": str(exc)}
+        else:
+            if row is None:
+                event = {**base, "status": "not_found"}
+            else:
+                event = {**base, "status": "found", "generation_id": row.generation_id,
+                         "row_status": row.status}
+        yield TriggerEvent(event)  # type: ignore[no-untyped-call]

@@ -1,0 +1,267 @@
+"""The Airflow side of "exactly one paid generation per task": reading and writing the record.
+
+The rules live in :mod:`kling_provider._submission` (pure); this mixin only connects them to a
+task: ``task_state_store``, XCom, the hook and deferral. Order of writes is the point:
+
+* the intent goes to ``task_state_store`` *before* the POST;
+* the generation id goes into the same record *first* after the answer, then to XCom;
+* an uncertain create answer does not fail the task: it defers to
+  :class:`~kling_provider.triggers.kling.KlingSubmissionRecoveryTrigger`, which finds the
+  generation in the usage logs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from kling_provider import _submission
+from kling_provider._submission import Action, SubmissionRecord
+from kling_provider.exceptions import (
+    KlingError,
+    KlingGenerationNotFoundError,
+    KlingSubmissionUncertainError,
+)
+from kling_provider.hooks.kling import KlingHook
+from kling_provider.links.kling import VIDEO_URL_XCOM_KEY
+from kling_provider.triggers.kling import KlingSubmissionRecoveryTrigger
+from kling_provider.types import Generation, StatusClass
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator, Context
+
+    _Operator = BaseOperator
+else:
+    _Operator = object
+
+#: A stored generation the API answers 404 for is only resubmitted once it is this old: younger,
+#: it may just not be visible yet, and resubmitting could pay twice.
+UNKNOWN_RESUBMIT_AFTER = timedelta(minutes=15)
+#: How long the deferral of a lookup outlives the lookup's own deadline.
+RECOVERY_GRACE = timedelta(minutes=5)
+
+
+def _ti_value(context: Context, name: str, default: Any) -> Any:
+    value = getattr(context.get("ti"), name, None)
+    return default if value is None else value
+
+
+class DurableSubmission(_Operator):
+    """Mixin of the generate operators: submit once, recover, reattach."""
+
+    if TYPE_CHECKING:
+        model: str
+        kling_conn_id: str
+        poll_interval: float
+        timeout: float
+        deferrable: bool
+        extra_params: dict[str, Any] | None
+        on_uncertain_submission: _submission.OnUncertainSubmission
+
+        def request_params(self) -> dict[str, Any]: ...
+        def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
+                              family: str | None) -> dict[str, Any]: ...
+
+    def _before_paying(self, hook: KlingHook, family: str) -> None:
+        """Runs right before a POST (and only then): the operator's spend guard."""
+
+    def _after_paying(self) -> None:
+        """Runs right after a POST that returned a generation id (metrics)."""
+
+    # -- the record ------------------------------------------------------------------------
+
+    @staticmethod
+    def _store(context: Context) -> Any:
+        return context.get("task_state_store")
+
+    def _record(self, context: Context) -> SubmissionRecord | None:
+        store = self._store(context)
+        return SubmissionRecord.from_json(store.get(_submission.STATE_KEY)) if store else None
+
+    def _write(self, context: Context, record: SubmissionRecord) -> None:
+        store = self._store(context)
+        if store is not None:
+            store.set(_submission.STATE_KEY, record.to_json())
+
+    @staticmethod
+    def _clear_number(context: Context) -> int:
+        return int(getattr(context.get("dag_run"), "clear_number", 0) or 0)
+
+    def _prefix(self, context: Context) -> str:
+        return _submission.task_prefix(
+            str(_ti_value(context, "dag_id", "dag")), str(_ti_value(context, "run_id", "run")),
+            str(_ti_value(context, "task_id", self.task_id)),
+            _ti_value(context, "map_index", -1))
+
+    def _record_generation(self, context: Context, record: SubmissionRecord,
+                           generation_id: str, now: float) -> SubmissionRecord:
+        """The generation id into the record FIRST (the durable trace of the payment), then XCom."""
+        stored = record.with_generation(generation_id, now)
+        self._write(context, stored)
+        context["ti"].xcom_push(key="generation_id", value=generation_id)
+        # The extra link is evaluated whenever the task pauses or ends; an empty URL until the
+        # video exists keeps that lookup from logging a missing-XCom error at every deferral.
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
+        return stored
+
+    def _mark_delivered(self, context: Context, generation_id: str) -> None:
+        """Note that the task succeeded with this generation: a later try is then a clear."""
+        record = self._record(context)
+        if record is not None and record.generation_id == generation_id:
+            self._write(context, SubmissionRecord(**{**record.__dict__, "delivered": True}))
+
+    # -- one try ---------------------------------------------------------------------------
+
+    def submit_or_resume(self, context: Context, hook: KlingHook, family: str) -> Generation:
+        """The generation this try works with: stored, recovered, or newly (and once) paid for.
+
+        May defer (recovery in the triggerer); the caller continues with the result.
+        """
+        record = self._record(context)
+        action = _submission.decide(record, clear_number=self._clear_number(context),
+                                    now=hook.clock.now(), wait_seconds=self.timeout)
+        if record is not None:
+            self.log.info("Stored submission %s, generation %s: %s.", record.client_request_id,
+                          record.generation_id, action.value)
+        if action is Action.RECOVER and record is not None:
+            return self._recover(context, hook, record)
+        if action is Action.REATTACH and record is not None:
+            attached = self._reattach(context, hook, record)
+            if attached is not None:
+                return attached
+        elif self._store(context) is None and int(_ti_value(context, "try_number", 1)) > 1:
+            found = self._earlier_try(context, hook, family)
+            if found is not None:
+                return found
+        return self._submit(context, hook, family, record)
+
+    def _submit(self, context: Context, hook: KlingHook, family: str,
+                previous: SubmissionRecord | None) -> Generation:
+        self._before_paying(hook, family)
+        now = hook.clock.now()
+        intent = SubmissionRecord(
+            client_request_id=_submission.next_client_request_id(
+                self._prefix(context), int(_ti_value(context, "try_number", 1)), previous),
+            model=self.model, endpoint_family=family, intent_at=now,
+            clear_number=self._clear_number(context))
+        if self._store(context) is None:
+            self.log.warning(
+                "task_state_store is not available (Airflow < 3.3): if this try dies while its "
+                "generation runs, a retry finds it only once it has finished (client request id "
+                "%s).", intent.client_request_id)
+        self._write(context, intent)  # before paying
+        try:
+            generation_id = hook.create_generation(
+                self.model, extra_params=self.extra_params, endpoint_family=family,
+                client_request_id=intent.client_request_id, **self.request_params())
+        except KlingSubmissionUncertainError as exc:
+            self.log.warning("%s Looking the generation up by its client request id %s instead.",
+                             exc, intent.client_request_id)
+            return self._recover(context, hook, intent)
+        self._record_generation(context, intent, generation_id, hook.clock.now())
+        self._after_paying()
+        return Generation(generation_id=generation_id, status="queued")
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def _recover(self, context: Context, hook: KlingHook, record: SubmissionRecord) -> Generation:
+        cri = str(record.client_request_id)
+        deadline = _submission.lookup_deadline(record.intent_at, self.timeout)
+        self.log.info("Looking up the generation of client request id %s (model %s) in the usage "
+                      "logs until %s.", cri, record.model, _submission._iso(deadline))
+        if self.deferrable:
+            self.defer(
+                trigger=KlingSubmissionRecoveryTrigger(
+                    kling_conn_id=self.kling_conn_id, client_request_id=cri, model=record.model,
+                    since=record.intent_at, deadline=deadline, poll_interval=self.poll_interval),
+                method_name="execute_recovered",
+                kwargs={"endpoint_family": record.endpoint_family},
+                timeout=timedelta(seconds=max(0.0, deadline - hook.clock.now())) + RECOVERY_GRACE,
+            )
+        row = hook.find_generation(cri, model=record.model, since=record.intent_at,
+                                   deadline=deadline, poll_interval=self.poll_interval)
+        return self._recovered(context, hook, record, row.generation_id if row else None)
+
+    def _recovered(self, context: Context, hook: KlingHook, record: SubmissionRecord,
+                   generation_id: str | None) -> Generation:
+        family = record.endpoint_family
+        if generation_id is None:
+            message = (
+                f"Task {self.task_id!r}: no generation with client request id "
+                f"{record.client_request_id!r} (model {record.model!r}) appeared in the usage "
+                "logs within the time a generation can take, so the create request most likely "
+                "never reached the API.")
+            if self.on_uncertain_submission == "resubmit":
+                self.log.warning("%s Submitting anew (on_uncertain_submission='resubmit').",
+                                 message)
+                return self._submit(context, hook, family or "legacy", record)
+            raise KlingSubmissionUncertainError(
+                f"{message} It is not submitted again, which could pay twice: search the AI/ML "
+                "API dashboard's usage logs for that client request id; if there is no "
+                "generation, clear this task (it then submits anew), or set "
+                "on_uncertain_submission='resubmit'.")
+        self.log.info("Found generation %s of client request id %s in the usage logs.",
+                      generation_id, record.client_request_id)
+        self._record_generation(context, record, generation_id, hook.clock.now())
+        return hook.get_generation(generation_id, endpoint_family=family)
+
+    def execute_recovered(self, context: Context, event: Any = None,
+                          endpoint_family: str | None = None) -> dict[str, Any]:
+        """Resume after the recovery trigger: record what it found, then go on as usual."""
+        if not isinstance(event, dict) or event.get("status") not in ("found", "not_found"):
+            raise KlingError(f"Task {self.task_id!r}: the usage-logs lookup failed: "
+                             f"{(event or {}).get('message') if isinstance(event, dict) else event}")
+        record = self._record(context) or SubmissionRecord(
+            client_request_id=str(event.get("client_request_id")), model=self.model,
+            endpoint_family=endpoint_family, intent_at=0.0,
+            clear_number=self._clear_number(context))
+        hook = KlingHook(kling_conn_id=self.kling_conn_id)
+        generation = self._recovered(context, hook, record, event.get("generation_id"))
+        return self.resume_generation(context, hook, generation, endpoint_family)
+
+    def _earlier_try(self, context: Context, hook: KlingHook, family: str) -> Generation | None:
+        """Airflow < 3.3: find a generation an earlier try of this task paid for, if finished."""
+        prefix = self._prefix(context)
+        try_number = int(_ti_value(context, "try_number", 1))
+        started = getattr(context.get("dag_run"), "start_date", None)
+        since = started.timestamp() if started is not None else hook.clock.now() - 86400
+        row = hook.find_generation(
+            model=self.model, since=since,
+            match=lambda r: r.status == "succeeded"
+            and _submission.earlier_try(prefix, r.client_request_id, try_number))
+        if row is None:
+            self.log.warning("No finished generation of an earlier try of this task in the usage "
+                             "logs (Airflow < 3.3 keeps no record of one still running).")
+            return None
+        self.log.info("Earlier try's generation %s (client request id %s) found in the usage "
+                      "logs; reattaching.", row.generation_id, row.client_request_id)
+        context["ti"].xcom_push(key="generation_id", value=row.generation_id)
+        return hook.get_generation(row.generation_id, endpoint_family=family)
+
+    # -- reattaching -------------------------------------------------------------------------
+
+    def _reattach(self, context: Context, hook: KlingHook,
+                  record: SubmissionRecord) -> Generation | None:
+        """The generation an earlier try submitted, if it can still be used."""
+        generation_id = str(record.generation_id)
+        try:
+            generation = hook.get_generation(generation_id,
+                                             endpoint_family=record.endpoint_family)
+        except KlingGenerationNotFoundError as exc:
+            age = hook.clock.now() - float(record.submitted_at or record.intent_at or 0)
+            if age < UNKNOWN_RESUBMIT_AFTER.total_seconds():
+                raise KlingGenerationNotFoundError(
+                    f"{exc} It was submitted {age:.0f} s ago by an earlier try and may not be "
+                    "visible yet, so it is not submitted again (that could pay twice); the next "
+                    f"retry after {UNKNOWN_RESUBMIT_AFTER} from submission submits anew.") from exc
+            self.log.warning("Earlier generation %s, submitted %.0f s ago, is unknown to the API; "
+                             "submitting anew.", generation_id, age)
+            return None
+        if generation.status_class is StatusClass.FAILURE:
+            self.log.warning("Earlier generation %s ended with status %r; submitting anew.",
+                             generation_id, generation.status)
+            return None
+        self.log.info("Reattaching to generation %s from an earlier try (status %r).",
+                      generation_id, generation.status)
+        context["ti"].xcom_push(key="generation_id", value=generation_id)
+        return generation
