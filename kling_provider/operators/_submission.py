@@ -57,6 +57,7 @@ class DurableSubmission(_Operator):
         deferrable: bool
         extra_params: dict[str, Any] | None
         on_uncertain_submission: _submission.OnUncertainSubmission
+        allow_unknown_model: bool
 
         def request_params(self) -> dict[str, Any]: ...
         def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
@@ -153,6 +154,7 @@ class DurableSubmission(_Operator):
         try:
             generation_id = hook.create_generation(
                 self.model, extra_params=self.extra_params, endpoint_family=family,
+                allow_unknown_model=self.allow_unknown_model,
                 client_request_id=intent.client_request_id, **self.request_params())
         except KlingSubmissionUncertainError as exc:
             self.log.warning("%s Looking the generation up by its client request id %s instead.",
