@@ -254,6 +254,18 @@ def test_without_a_store_a_retry_finds_a_finished_generation_of_an_earlier_try(
     assert airflow_sim.ledger.count(method="POST") == 1
 
 
+def test_without_a_store_a_retry_while_it_still_runs_pays_again(airflow_sim: KlingSimulator,
+                                                                clock: FakeClock) -> None:
+    """The limit the README states for Airflow < 3.3 (hence its retry_delay advice)."""
+    operator = generate()
+    with pytest.raises(TaskDeferred):
+        operator.execute(context_for(None, try_number=1))
+    clock.t += 30  # retried at once: the first generation has not finished, the logs omit it
+    with pytest.raises(TaskDeferred):
+        operator.execute(context_for(None, try_number=2))
+    assert airflow_sim.ledger.count(method="POST") == 2
+
+
 def test_without_a_store_an_uncertain_create_is_still_recovered_in_its_try(
         airflow_sim: KlingSimulator, clock: FakeClock) -> None:
     operator = generate(extra_params={"simulator_faults": {"create_status": 502}})

@@ -9,6 +9,7 @@ provider is not installed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -23,7 +24,7 @@ import pytest
 
 from kling_provider.testing.simulator import KlingSimulator
 from tests.conftest import SECRET_KEY
-from tests.test_real_airflow import AIRFLOW, AirflowCluster, cluster_env, free_port
+from tests.test_real_airflow import AIRFLOW, ROOT, AirflowCluster, cluster_env, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -58,36 +59,48 @@ def _admin(sql: str) -> None:
     conn.close()
 
 
-@pytest.fixture
-def production(tmp_path: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
+@contextlib.contextmanager
+def production_cluster(tmp_path: Path, *, time_scale: float, dags_folder: Path = ROOT / "dags",
+                       extra_env: dict[str, str] | None = None, concurrency: int = 2,
+                       ) -> Iterator[tuple[AirflowCluster, KlingSimulator, str]]:
+    """The cluster, its simulator and its Celery queue; everything is removed afterwards."""
     _require_services()
     database = f"kling_it_{secrets.token_hex(4)}"
     queue = f"kling-it-{secrets.token_hex(4)}"  # our own Celery queue on the shared Redis
     _admin(f"CREATE DATABASE {database}")
-    # 320 simulated seconds take ~55 s: time to kill a triggerer mid-wait and hand over.
-    with KlingSimulator(time_scale=6, api_keys={SECRET_KEY}) as sim:
+    with KlingSimulator(time_scale=time_scale, api_keys={SECRET_KEY}) as sim:
         port = free_port()
         home = tmp_path / "airflow"
         home.mkdir()
         env = cluster_env(home, port, sim, tmp_path / "videos", {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{PG}/{database}",
             "AIRFLOW__CELERY__BROKER_URL": REDIS,
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{PG}/{database}",
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5",
+            **(extra_env or {}),
         })
         subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True,
                        timeout=600)
         airflow = AirflowCluster(home, env, port)
         try:
             airflow.start_core(
-                ("celery-worker", "celery", "worker", "--queues", queue, "--concurrency", "2"),
+                ("celery-worker", "celery", "worker", "--queues", queue, "--concurrency",
+                 str(concurrency)),
                 ("triggerer-a", "triggerer"))
-            yield airflow, sim
+            yield airflow, sim, queue
         finally:
             airflow.stop()
             _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+@pytest.fixture
+def production(tmp_path: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
+    # 320 simulated seconds take ~55 s: time to kill a triggerer mid-wait and hand over.
+    with production_cluster(tmp_path, time_scale=6) as (airflow, sim, _):
+        yield airflow, sim
 
 
 def test_triggerer_killed_mid_wait_hands_over(production: tuple[AirflowCluster, KlingSimulator],
