@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_production_cluster import ROOT, production_cluster
+from tests.test_production_cluster import production_cluster
+from tests.test_real_airflow import ROOT
 
 pytestmark = pytest.mark.integration
 
