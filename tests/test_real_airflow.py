@@ -188,9 +188,20 @@ def test_raccoon_dag_in_real_airflow(cluster: tuple[AirflowCluster, KlingSimulat
     assert "deferred" in seen, seen  # the wait left the worker ...
 
     generation_id = sim.generation_ids()[0]
-    assert generation_id in (airflow.home / "triggerer.log").read_text(errors="replace") or \
-        any(generation_id in p.read_text(errors="replace")
-            for p in (airflow.home / "logs").rglob("*.log")), "triggerer did not poll"  # ... for it
+    # ... and the triggerer polled for it: Airflow writes a trigger's log beside the task's
+    # (attempt=N.log.trigger.<triggerer id>.log); the wait's own line must be there and only
+    # there, and the simulator must have answered those polls.
+    task_logs = [p for p in (airflow.home / "logs").rglob("attempt=*.log*")
+                 if p.parent.name == "task_id=generate"]
+    trigger_text = "".join(p.read_text(errors="replace") for p in task_logs if ".trigger." in p.name)
+    worker_text = "".join(p.read_text(errors="replace") for p in task_logs
+                          if ".trigger." not in p.name)
+    waiting_line = f"Generation {generation_id} is "
+    assert waiting_line in trigger_text and "(poll " in trigger_text, \
+        f"triggerer did not poll: {[p.name for p in task_logs]}"
+    assert "Trigger fired event" in trigger_text
+    assert "(poll " not in worker_text  # the worker never polled
+    assert sim.ledger.count(method="GET", origin="api", generation_id=generation_id) >= 1
 
     xcom = api.get(f"{base}/taskInstances/generate/xcomEntries/return_value").json()
     value = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
