@@ -106,7 +106,8 @@ def test_download_operator_refuses_bad_arguments(kwargs: dict[str, Any], message
 
 @pytest.mark.parametrize(("attribute", "value"), [
     ("timeout", float("inf")), ("poll_interval", float("nan")), ("timeout", "1800"),
-    ("download_to", "nosuch://bucket/videos/"),
+    ("download_to", "nosuch://bucket/videos/"), ("max_cost_usd", float("nan")),
+    ("on_uncertain_submission", "maybe"),
 ])
 @pytest.mark.parametrize("deferrable", [True, False])
 def test_generate_execute_checks_before_reattach_or_submit(

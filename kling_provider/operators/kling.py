@@ -235,6 +235,9 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
         """Checks of what the API never sees; at parse time and again first thing in execute."""
         self.poll_interval = wait_seconds("poll_interval", self.poll_interval, task_id=self.task_id)
         self.timeout = wait_seconds("timeout", self.timeout, task_id=self.task_id)
+        if hasattr(self, "max_cost_usd"):  # in execute; __init__ validates these itself
+            check_on_uncertain_submission(self.on_uncertain_submission)
+            self.max_cost_usd = validate_max_cost(self.max_cost_usd)
         if self.download_to is None:
             return
         if not self.wait_for_completion:
