@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit matrix bench pipeline gallery clean
+.PHONY: demo test lint typecheck unit matrix docs dist bench pipeline gallery clean
 
 # tools/bootstrap.py: venv, pinned uv, `uv pip sync` trusting the system certificate store; on a
 # network failure it names the step and what to check (proxy, CA). Stdlib only.
@@ -21,7 +21,7 @@ unit: $(STAMP)
 
 # The whole suite on the main lock, then the version matrix (tools/matrix.py: the other Airflow
 # minors and the lowest/highest Python, each in a cached .venv-<entry>).
-test: $(STAMP) lint
+test: $(STAMP) lint docs
 	bash tools/ensure-ffmpeg.sh
 	bash tools/ensure-chromium.sh
 	$(BIN)/pytest
@@ -29,6 +29,16 @@ test: $(STAMP) lint
 
 matrix: $(STAMP)
 	$(BIN)/python tools/matrix.py
+
+# The documentation site (Sphinx), warnings as errors: docs/_build/html/index.html.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+# The wheel and sdist a user installs: dist/.
+dist: $(STAMP)
+	rm -rf dist
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m build --installer uv --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 demo: $(STAMP)
 	bash tools/ensure-ffmpeg.sh

@@ -1,4 +1,5 @@
-"""The README's hook snippet, run verbatim against the simulator started from its CLI."""
+"""The hook snippet of the README and of the docs' quick start, run verbatim against the simulator
+started from its CLI."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ pytestmark = pytest.mark.integration
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_readme_snippet_creates_waits_and_downloads(tmp_path: Path) -> None:
-    text = README.read_text()
-    snippet = re.search(r"<!-- readme-snippet: hook -->\n```python\n(.*?)```", text, re.S)
+def _readme_snippet() -> str:
+    snippet = re.search(r"<!-- readme-snippet: hook -->\n```python\n(.*?)```", README.read_text(), re.S)
     assert snippet is not None
-    code = snippet.group(1)
+    return snippet.group(1)
+
+
+@pytest.mark.parametrize("source", ["README", "docs/snippets/hook_quickstart.py"])
+def test_readme_snippet_creates_waits_and_downloads(tmp_path: Path, source: str) -> None:
+    code = _readme_snippet() if source == "README" else (README.parent / source).read_text()
     assert len(code.strip().splitlines()) <= 12
     simulator = subprocess.Popen(
         [sys.executable, "-m", "kling_provider.testing.simulator", "--port", "0",
