@@ -102,3 +102,12 @@ def test_test_connection_snippet_enables_the_button(tmp_path: Path) -> None:
     default = subprocess.run([str(BIN / "airflow"), "config", "get-value", "core", "test_connection"],
                              capture_output=True, text=True, env=env, timeout=120, check=False)
     assert default.stdout.strip().splitlines()[-1] == "Disabled"  # what the docs say is the default
+
+
+def test_docstrings_name_one_parameter_per_field() -> None:
+    """``:param a: / :param b:`` renders as one garbled entry in the API reference."""
+    merged = [f"{path.relative_to(ROOT)}:{number}"
+              for path in (ROOT / "kling_provider").rglob("*.py")
+              for number, line in enumerate(path.read_text().splitlines(), 1)
+              if re.search(r":param \w+: /", line)]
+    assert merged == []

@@ -199,8 +199,9 @@ class KlingHook(BaseHook):
     :param kling_conn_id: Airflow connection of type ``kling``.
     :param clock: time source; tests pass a fake clock.
     :param retry_policy: override the connection's retry settings.
-    :param transport: / :param async_transport: httpx transports, for tests with
+    :param transport: an httpx transport for the sync client, for tests with
         ``httpx.MockTransport``.
+    :param async_transport: the same for the async client.
     :param logs_budget: the usage logs' rate budget; default: the one shared by the process.
     """
 
@@ -469,8 +470,9 @@ class KlingHook(BaseHook):
             finish, see :mod:`kling_provider._schedule`) or ``fixed`` (every ``poll_interval``).
         :param submitted_at: epoch seconds of the submission (default: now); adaptive polls
             count from it.
-        :param model: / :param duration: the generation's model (default: the one its id names)
-            and video length, which place the adaptive polls.
+        :param model: the generation's model (default: the one its id names), which places the
+            adaptive polls.
+        :param duration: the generation's video length, which places them too.
         """
         deadline = self.clock.now() + wait_seconds("timeout", timeout)
         schedule = _schedule_args(poll_schedule, submitted_at, model, duration)

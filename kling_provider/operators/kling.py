@@ -111,10 +111,15 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
         catalogue lacks fails when the DAG is parsed, naming the closest known ids.
     :param allow_unknown_model: send a model id the catalogue lacks anyway, unvalidated: for
         Kling models newer than this provider release (no provider release needed).
-    :param prompt: / :param negative_prompt: / :param image_url: / :param tail_image_url: /
-        :param image_list: templated request fields, named as in the API schemas.
-    :param aspect_ratio: / :param duration: / :param cfg_scale: / :param camera_control:
-        further request fields; values are checked against the model catalogue.
+    :param prompt: the text to generate from (templated; a request field, named as in the API).
+    :param negative_prompt: what to avoid (templated).
+    :param image_url: the image to animate (templated).
+    :param tail_image_url: the image of the last frame, for models that take one (templated).
+    :param image_list: several reference images, for models that take them (templated).
+    :param aspect_ratio: a request field; checked against the model catalogue, like the next three.
+    :param duration: the video length in seconds.
+    :param cfg_scale: how closely to follow the prompt.
+    :param camera_control: the camera movement, for models that take it.
     :param parameters: any other schema field of the model (``effect_scene``, ...), validated.
     :param extra_params: fields sent unvalidated, for what the catalogue does not know yet.
     :param endpoint_family: ``legacy`` or ``unified``; default: the connection's.

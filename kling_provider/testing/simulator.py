@@ -79,8 +79,9 @@ class KlingSimulator:
     """The API and CDN servers, their state, and the knobs tests turn.
 
     :param time_scale: simulated seconds per real second (600: a 5-minute generation takes 0.5 s).
-    :param queued_seconds: / :param generating_seconds: simulated time in each status; a 10 s video
-        generates twice as long, like the real service.
+    :param queued_seconds: simulated time in ``queued``.
+    :param generating_seconds: simulated time in ``generating``; a 10 s video generates twice as
+        long, like the real service.
     :param api_keys: accepted keys; ``None`` accepts any non-empty key.
     :param accept_unknown_models: accept models the catalogue lacks (the real API would 400).
     :param clock: monotonic seconds; tests pass a fake clock to move generations deterministically.

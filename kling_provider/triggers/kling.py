@@ -41,8 +41,9 @@ class KlingGenerationTrigger(BaseTrigger):
     :param poll_schedule: ``adaptive`` or ``fixed`` (see :mod:`kling_provider._schedule`).
         Triggers serialised before schedules existed resume on the fixed one they started with.
     :param submitted_at: absolute epoch seconds of the submission (``None``: the wait's start).
-    :param model: / :param duration: the model (``None``: the one the generation id names) and
-        the requested video length, which place the adaptive polls.
+    :param model: the model (``None``: the one the generation id names), which places the
+        adaptive polls.
+    :param duration: the requested video length, which places them too.
     """
 
     def __init__(self, *, kling_conn_id: str, generation_id: str, poll_interval: float,
