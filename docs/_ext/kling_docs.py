@@ -61,7 +61,9 @@ def models_page() -> str:
         f"The provider's catalogue knows {len(models)} Kling models. Each is served by one or both",
         "endpoint families (see :doc:`/connection`); the fields differ by family. Values are",
         "checked before any paid request; a field not listed here can still be sent with",
-        "``extra_params={...}`` (unvalidated). Unknown model ids pass with a warning.",
+        "``extra_params={...}`` (unvalidated). A model id not listed fails when the DAG is parsed,",
+        "naming the closest ids, unless the task sets ``allow_unknown_model=True``",
+        "(:doc:`/howto/generate`).",
         "",
     ]
     for model in models:
