@@ -126,6 +126,8 @@ def test_rate_budget_spreads_a_burst_over_the_window() -> None:
     assert waits[200] == pytest.approx(0.3)     # one slot refills every 60/200 s
     assert budget.reserve(100.0 + 60.0) == 0.0  # a minute later the bucket has refilled
     assert budget.reserve(50.0) >= 0.0           # a clock going backwards never adds slots
+    shared = _submission.SHARED_LOGS_BUDGET      # every recovery of a process: 180 of the 200
+    assert (shared.limit, shared.period) == (180, 60.0)
 
 
 # -- the lookup, exactly ---------------------------------------------------------------------------
