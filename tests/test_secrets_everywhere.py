@@ -104,6 +104,11 @@ def call(hook: KlingHook, mode: str, what: str) -> Any:
     if what == "fetch":
         return hook.get_generation(GID) if mode == "sync" else run_async(
             lambda: hook.aget_generation(GID))
+    if what == "find":
+        since = hook.clock.now() - 60
+        return hook.find_generation("kling:d:r:t:-1.t1r1", model=MODEL, since=since) \
+            if mode == "sync" else run_async(lambda: hook.afind_generation(
+                "kling:d:r:t:-1.t1r1", model=MODEL, since=since))
     if mode == "sync":  # a fixed schedule: polls only, no timing lookups in the script
         return hook.wait_for_generation(GID, poll_interval=10, timeout=30, poll_schedule="fixed")
     deadline = hook.clock.now() + 30
@@ -138,6 +143,10 @@ SCENARIOS: dict[str, tuple[str, Callable[[], list[Any]]]] = {
     "failed generation echoing the key": ("wait", lambda: [lambda r: ok(
         {"id": GID, "status": "error", "error": {
             "detail": [{"msg": f"token {r.headers['authorization']} rejected", "type": "x"}]}})]),
+    "usage-logs lookup 401 echoing the key": ("find", lambda: [echoing(401)]),
+    "usage-logs lookup 400 detail echoing the key": ("find", lambda: [lambda r: httpx.Response(
+        400, json={"detail": [{"loc": ["query", "limit"], "type": "value_error",
+                               "msg": f"bad {r.headers['authorization']}"}]})]),
     "polls failing transiently then the deadline": ("wait", lambda: [
         httpx.ReadTimeout("slow")] * 2 * 4 + [echoing(503)] * 8),
 }

@@ -19,7 +19,11 @@ from airflow import __version__ as airflow_version
 from packaging.version import Version
 
 from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
-from kling_provider.triggers.kling import KlingGenerationTrigger, killed_message
+from kling_provider.triggers.kling import (
+    KlingGenerationTrigger,
+    KlingSubmissionRecoveryTrigger,
+    killed_message,
+)
 from tests.conftest import FakeClock
 
 # Airflow's TriggerRunner calls BaseTrigger.on_kill on a user kill from 3.3 on; before, it only
@@ -74,6 +78,23 @@ def test_on_kill_logs_without_any_io(no_requests: list[httpx.Request], clock: Fa
 
 @pytest.mark.skipif(not AIRFLOW_CALLS_ON_KILL, reason=f"Airflow {airflow_version} does not call "
                                                        "trigger on_kill (3.3+ does)")
+def test_recovery_trigger_on_kill_names_the_request_id(no_requests: list[httpx.Request],
+                                                       clock: FakeClock,
+                                                       caplog: pytest.LogCaptureFixture,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    trigger = KlingSubmissionRecoveryTrigger(
+        kling_conn_id="kling_default", client_request_id="kling:dag:run:generate:-1.t1r1",
+        model="klingai/v2.1-master-text-to-video", since=clock.now() - 60,
+        deadline=clock.now() + 1800, poll_interval=30)
+    coroutine = trigger.on_kill()
+    with caplog.at_level(logging.WARNING), pytest.raises(StopIteration):
+        coroutine.send(None)
+    logged = caplog.text + capsys.readouterr().out
+    assert "X-Client-Request-Id 'kling:dag:run:generate:-1.t1r1'" in logged
+    assert "keeps running and is billed" in logged and "usage logs" in logged
+    assert no_requests == []
+
+
 def test_user_kill_mid_wait_through_airflows_trigger_runner(
         kling_env: Callable[..., None], clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:

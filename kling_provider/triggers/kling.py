@@ -214,3 +214,17 @@ class KlingSubmissionRecoveryTrigger(BaseTrigger):
                 event = {**base, "status": "found", "generation_id": row.generation_id,
                          "row_status": row.status}
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
+
+    async def on_kill(self) -> None:
+        """A user killed the task while its lost create answer was being looked up (3.3+).
+
+        Whatever that request created keeps running and is billed; say how to find it. Only a
+        log line, like :meth:`KlingGenerationTrigger.on_kill`.
+        """
+        self.log.warning(
+            "Task killed while looking up the generation its create request may have started "
+            "(model %r, X-Client-Request-Id %r). The AI/ML API cannot cancel a generation: if "
+            "that request created one, it keeps running and is billed. Find it in the AI/ML API "
+            "dashboard's usage logs by that request id, then wait for or download it with "
+            "KlingGenerationSensor / KlingDownloadVideoOperator(generation_id=...).",
+            self.model, self.client_request_id)
