@@ -8,6 +8,7 @@ before the checks would be caught too.
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -159,3 +160,11 @@ def test_hook_waits_refuse_unbounded_seconds(no_requests: list[httpx.Request]) -
     with pytest.raises(KlingValidationError, match="'deadline'=inf"):
         run_async(lambda: hook.await_for_generation(GID, deadline=float("inf")))
     assert no_requests == []
+
+
+def test_s3_destination_without_s3fs_is_refused_before_paying() -> None:
+    """The README's example: on a machine without ``s3fs``, ``s3://`` fails at parse time."""
+    if importlib.util.find_spec("s3fs") is not None:
+        pytest.skip("s3fs is installed here: s3:// destinations are writable")
+    with pytest.raises(KlingValidationError, match=r"'download_to'='s3://bucket/videos/'.*s3fs"):
+        KlingTextToVideoOperator(task_id="gen", prompt="p", download_to="s3://bucket/videos/")
