@@ -175,7 +175,11 @@ def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
 def detached(error: httpx.RequestError, secrets: tuple[str, ...]) -> httpx.RequestError:
     """``error`` without its request, to chain as a cause: ``error.request.headers`` holds the
     ``Authorization`` header, which tracebacks, Sentry-like tools and ``__cause__`` walkers see."""
-    return type(error)(redact(str(error), secrets))
+    message = redact(str(error), secrets)
+    try:
+        return type(error)(message)
+    except Exception:  # a transport's own subclass with another signature: keep the kind
+        return httpx.RequestError(f"{type(error).__name__}: {message}")
 
 
 def _api_message(response: httpx.Response) -> tuple[str, str | None]:

@@ -121,6 +121,13 @@ def echoing(status: int) -> Callable[[httpx.Request], httpx.Response]:
     return lambda request: api_error(status, f"bad header {request.headers['authorization']}")
 
 
+class OddTransportError(httpx.NetworkError):
+    """A transport's own error type, built differently from httpx's."""
+
+    def __init__(self, text: str, *, code: int) -> None:
+        super().__init__(f"{text} ({code})")
+
+
 SCENARIOS: dict[str, tuple[str, Callable[[], list[Any]]]] = {
     "POST read timeout (uncertain)": ("create", lambda: [httpx.ReadTimeout("slow")]),
     "POST dropped connection": ("create", lambda: [httpx.RemoteProtocolError("peer closed")]),
@@ -135,6 +142,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[], list[Any]]]] = {
                                "type": "value_error"}]})]),
     "POST refused, message echoing the key": ("create", lambda: [lambda r: ok(
         {"status": "error", "error": {"name": "Auth", "message": r.headers["authorization"]}})]),
+    "POST failing with a transport's own error class": ("create", lambda: [
+        OddTransportError("gone", code=7)]),
     "GET connect errors until the budget is spent": ("fetch", lambda: [
         httpx.ConnectError("refused"), httpx.ConnectError("refused")]),
     "GET HTML 500 pages echoing the key": ("fetch", lambda: [
