@@ -12,6 +12,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PACKAGE = "kling_provider"
+#: The connection id hooks, operators and the sensor use unless told otherwise. Here rather than
+#: on the hook so DAG files can name it without importing httpx (parse cost).
+DEFAULT_CONN_ID = "kling_default"
 
 #: How Airflow's connection form shows the standard fields (provider-info form; the hook's
 #: ``get_ui_field_behaviour`` serves the same dict to older UIs).

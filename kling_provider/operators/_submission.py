@@ -22,13 +22,13 @@ from kling_provider.exceptions import (
     KlingGenerationNotFoundError,
     KlingSubmissionUncertainError,
 )
-from kling_provider.hooks.kling import KlingHook
 from kling_provider.links.kling import VIDEO_URL_XCOM_KEY
-from kling_provider.triggers.kling import KlingSubmissionRecoveryTrigger
 from kling_provider.types import Generation, StatusClass
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the hook and triggers are imported where used: DAG parsing needs neither
     from airflow.sdk import BaseOperator, Context
+
+    from kling_provider.hooks.kling import KlingHook
 
     _Operator = BaseOperator
 else:
@@ -172,6 +172,8 @@ class DurableSubmission(_Operator):
         self.log.info("Looking up the generation of client request id %s (model %s) in the usage "
                       "logs until %s.", cri, record.model, _submission._iso(deadline))
         if self.deferrable:
+            from kling_provider.triggers.kling import KlingSubmissionRecoveryTrigger
+
             self.defer(
                 trigger=KlingSubmissionRecoveryTrigger(
                     kling_conn_id=self.kling_conn_id, client_request_id=cri, model=record.model,
@@ -217,6 +219,8 @@ class DurableSubmission(_Operator):
             client_request_id=str(event.get("client_request_id")), model=self.model,
             endpoint_family=endpoint_family, intent_at=0.0,
             clear_number=self._clear_number(context))
+        from kling_provider.hooks.kling import KlingHook
+
         hook = KlingHook(kling_conn_id=self.kling_conn_id)
         generation = self._recovered(context, hook, record, event.get("generation_id"))
         return self.resume_generation(context, hook, generation, endpoint_family)

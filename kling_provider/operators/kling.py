@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator, Context
 
-from kling_provider import metrics
+from kling_provider import DEFAULT_CONN_ID, metrics
 from kling_provider._checks import check_destination, check_max_bytes, wait_seconds
 from kling_provider._guard import validate_max_cost
 from kling_provider._lineage import operator_lineage
@@ -31,11 +31,12 @@ from kling_provider._submission import STATE_KEY, check_on_uncertain_submission
 from kling_provider._templates import require_run_independent
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
 from kling_provider.exceptions import KlingError, KlingValidationError
-from kling_provider.hooks.kling import KlingHook
 from kling_provider.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
 from kling_provider.operators._submission import UNKNOWN_RESUBMIT_AFTER, DurableSubmission
-from kling_provider.triggers.kling import KlingGenerationTrigger, generation_from_event
 from kling_provider.types import Generation, StatusClass
+
+if TYPE_CHECKING:  # imported where used: a DAG file that parses this module needs neither
+    from kling_provider.hooks.kling import KlingHook
 
 __all__ = [
     "KLING_VIDEOS_ASSET",
@@ -170,7 +171,7 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
         image_list: list[str] | None = None,
         parameters: dict[str, Any] | None = None,
         extra_params: dict[str, Any] | None = None,
-        kling_conn_id: str = KlingHook.default_conn_name,
+        kling_conn_id: str = DEFAULT_CONN_ID,
         endpoint_family: str | None = None,
         wait_for_completion: bool = True,
         deferrable: bool = True,
@@ -284,6 +285,8 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
 
     @property
     def hook(self) -> KlingHook:
+        from kling_provider.hooks.kling import KlingHook
+
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -330,6 +333,8 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
         schedule: dict[str, Any] = {"poll_schedule": self.poll_schedule, "submitted_at": submitted_at,
                     "model": self.model, "duration": self.request_params().get("duration")}
         if self.deferrable:
+            from kling_provider.triggers.kling import KlingGenerationTrigger
+
             self.defer(
                 trigger=KlingGenerationTrigger(
                     kling_conn_id=self.kling_conn_id, generation_id=generation_id,
@@ -352,6 +357,8 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
         """Resume after the trigger: validate its event, then finish like the worker path."""
         stored = self._record(context)
         expected = stored.generation_id if stored else None
+        from kling_provider.triggers.kling import generation_from_event
+
         with metrics.counting_failures(self.model):
             generation = generation_from_event(event, expected_generation_id=expected)
         self.estimated_usd = estimated_usd
@@ -427,7 +434,7 @@ class KlingDownloadVideoOperator(BaseOperator):
 
     def __init__(self, *, destination: str, generation: Any = None,
                  generation_id: str | None = None, video_url: str | None = None,
-                 kling_conn_id: str = KlingHook.default_conn_name,
+                 kling_conn_id: str = DEFAULT_CONN_ID,
                  endpoint_family: str | None = None, overwrite: bool = False,
                  max_bytes: int | None = None, asset: Asset | None = KLING_VIDEOS_ASSET,
                  **kwargs: Any) -> None:
@@ -474,6 +481,8 @@ class KlingDownloadVideoOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         check_max_bytes(self.max_bytes, task_id=self.task_id)
         check_destination("destination", self.destination, task_id=self.task_id)
+        from kling_provider.hooks.kling import KlingHook
+
         hook = KlingHook(kling_conn_id=self.kling_conn_id)
         info = self._source(hook)
         if not info.get("video_url"):

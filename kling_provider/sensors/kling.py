@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 
+from kling_provider import DEFAULT_CONN_ID
 from kling_provider._checks import wait_seconds
-from kling_provider._protocol import generation_failed
 from kling_provider._schedule import (
     DEFAULT_POLL_INTERVAL,
     PollSchedule,
@@ -24,11 +24,12 @@ from kling_provider._schedule import (
 )
 from kling_provider._timings import Expectation, model_from_generation_id
 from kling_provider.exceptions import KlingValidationError
-from kling_provider.hooks.kling import KlingHook
 from kling_provider.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
 from kling_provider.operators.kling import DEFERRAL_GRACE, generation_result
-from kling_provider.triggers.kling import KlingGenerationTrigger, generation_from_event
 from kling_provider.types import Generation, StatusClass
+
+if TYPE_CHECKING:  # imported where used: a DAG file that parses this module needs neither
+    from kling_provider.hooks.kling import KlingHook
 
 
 class KlingGenerationSensor(BaseSensorOperator):
@@ -50,7 +51,7 @@ class KlingGenerationSensor(BaseSensorOperator):
     operator_extra_links = (KlingVideoLink(),)
     ui_color = "#e8dcff"
 
-    def __init__(self, *, generation_id: str, kling_conn_id: str = KlingHook.default_conn_name,
+    def __init__(self, *, generation_id: str, kling_conn_id: str = DEFAULT_CONN_ID,
                  endpoint_family: str | None = None, deferrable: bool = True,
                  poke_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
                  timeout: float | timedelta = 1800.0, poll_schedule: PollScheduleKind = "adaptive",
@@ -67,6 +68,8 @@ class KlingGenerationSensor(BaseSensorOperator):
 
     @property
     def hook(self) -> KlingHook:
+        from kling_provider.hooks.kling import KlingHook
+
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
     def _check_id(self) -> str:
@@ -88,6 +91,8 @@ class KlingGenerationSensor(BaseSensorOperator):
         if isinstance(done, PokeReturnValue) and done.is_done:
             return done.xcom_value
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")  # see the operator's _remember
+        from kling_provider.triggers.kling import KlingGenerationTrigger
+
         self.defer(
             trigger=KlingGenerationTrigger(
                 kling_conn_id=self.kling_conn_id, generation_id=generation_id,
@@ -103,6 +108,8 @@ class KlingGenerationSensor(BaseSensorOperator):
                                               endpoint_family=self.endpoint_family)
         state = generation.status_class
         if state is StatusClass.FAILURE:
+            from kling_provider._protocol import generation_failed
+
             error = generation_failed(generation)
             if self.soft_fail:
                 raise AirflowSkipException(str(error)) from error
@@ -131,6 +138,8 @@ class KlingGenerationSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Validate the trigger event; failures raise (``soft_fail`` turns them into skips)."""
+        from kling_provider.triggers.kling import generation_from_event
+
         generation = generation_from_event(event, expected_generation_id=self._check_id())
         return self._complete(context, generation)
 

@@ -1,0 +1,242 @@
+"""Benchmark: many waits in one triggerer event loop, side by side, against a separate server.
+
+    flock /tmp/kling-heavy.lock .venv/bin/python benchmarks/triggerer.py [waits] [seconds]
+
+Each row is a fresh child process running ``waits`` (default 5,000) concurrent waits that poll
+every 10 s, starts staggered so the load is even (500 polls/s asked at 5,000 waits), against the
+simulator in its own process. Measured over the steady part of the run (after one interval of
+warm-up), in the child only: CPU per poll (``getrusage``, user + system), the largest event-loop
+lag (a 50 ms ticker), RSS growth (peak over the start of the child), and polls/s reached.
+
+Rows: a new ``httpx.AsyncClient`` per poll (the common habit; run at 1/50 of the waits, it cannot
+keep up with more), a plain shared ``httpx.AsyncClient``, a shared aiohttp session (the floor
+Python reaches), and the provider's own ``KlingGenerationTrigger.run()`` (fixed 10 s schedule, so
+every row asks for the same polls) on each transport the hook can use. Numbers are printed, not
+asserted: compare rows of one run (the machine is shared), not runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+KEY = "bench-key"
+INTERVAL = 10.0
+PATH = "/v2/generate/video/kling/generation"
+MODEL = "klingai/v2-master-text-to-video"
+#: (row label, variant, share of the waits it runs)
+ROWS: list[tuple[str, str, float]] = [
+    ("new httpx client per poll", "client-per-poll", 0.02),
+    ("shared httpx client (defaults)", "httpx-shared", 1.0),
+    ("shared aiohttp session", "aiohttp-shared", 1.0),
+    ("trigger, httpx 64 conns (before)", "trigger-httpx-64", 1.0),
+    ("trigger, httpx 8 connections", "trigger-httpx-8", 1.0),
+    ("trigger, httpx + httpx-aiohttp", "trigger-httpx-aiohttp", 1.0),
+    ("trigger, aiohttp (the provider)", "trigger-aiohttp", 1.0),
+]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def one_poller(variant: str, base_url: str) -> Callable[[str], Awaitable[Any]]:
+    """The poll function of a plain-client row (the trigger rows use the provider instead)."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    if variant == "client-per-poll":
+        import httpx
+
+        async def fresh(generation_id: str) -> Any:
+            async with httpx.AsyncClient(base_url=base_url) as client:
+                response = await client.get(PATH, params={"generation_id": generation_id},
+                                            headers=headers)
+                return response.json()
+        return fresh
+    if variant == "httpx-shared":
+        import httpx
+
+        client = httpx.AsyncClient(base_url=base_url)
+
+        async def shared(generation_id: str) -> Any:
+            response = await client.get(PATH, params={"generation_id": generation_id},
+                                        headers=headers)
+            return response.json()
+        return shared
+    import aiohttp
+
+    session = aiohttp.ClientSession(base_url=base_url)
+
+    async def aio(generation_id: str) -> Any:
+        async with session.get(PATH, params={"generation_id": generation_id},
+                               headers=headers) as response:
+            return await response.json()
+    return aio
+
+
+async def child(variant: str, base_url: str, generation_id: str, waits: int,
+                seconds: float) -> dict[str, Any]:
+    polls, errors = [0], [0]
+    loop = asyncio.get_running_loop()
+    if variant.startswith("trigger"):
+        import httpx
+
+        from kling_provider import _protocol
+        from kling_provider.hooks import kling as hook_module
+        from kling_provider.triggers.kling import KlingGenerationTrigger
+
+        # A running triggerer has Airflow imported and its settings loaded: so does this one.
+        await hook_module.KlingHook("kling_bench").aget_generation(generation_id)
+
+        counted = _protocol.build_fetch_request
+
+        def counting(family: str, gid: str) -> _protocol.ApiRequest:
+            polls[0] += 1
+            return counted(family, gid)
+
+        _protocol.build_fetch_request = counting  # type: ignore[assignment]
+        transport: httpx.AsyncBaseTransport | None = None  # None: the provider's own choice
+        if variant == "trigger-httpx-aiohttp":
+            from httpx_aiohttp import AiohttpTransport  # not a dependency: measured if installed
+
+            transport = AiohttpTransport(limits=httpx.Limits(max_connections=64))
+        elif variant.startswith("trigger-httpx-"):
+            size = int(variant.rsplit("-", 1)[1])
+            transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(
+                max_connections=size, max_keepalive_connections=size))
+        KlingGenerationTrigger._hook = (  # type: ignore[method-assign]
+            lambda self: hook_module.KlingHook(self.kling_conn_id, async_transport=transport))
+
+        async def wait(i: int) -> None:
+            await asyncio.sleep(max(0.0, start + i * INTERVAL / waits - time.time()))
+            trigger = KlingGenerationTrigger(
+                kling_conn_id="kling_bench", generation_id=generation_id,
+                poll_interval=INTERVAL, deadline=end + 3600, poll_schedule="fixed")
+            async for _ in trigger.run():
+                pass
+    else:
+        poll = await one_poller(variant, base_url)
+
+        async def wait(i: int) -> None:
+            at = start + i * INTERVAL / waits
+            while True:
+                await asyncio.sleep(max(0.0, at - time.time()))
+                try:
+                    await poll(generation_id)
+                except Exception:  # a failed poll is not counted; waiting goes on
+                    errors[0] += 1
+                else:
+                    polls[0] += 1
+                at = max(at + INTERVAL, time.time())  # like a trigger: sleep after each poll
+
+    rss_start = rss_mb()
+    start = time.time() + 1.0
+    end = start + seconds
+    lag = [0.0]
+    window: dict[str, float] = {}
+
+    async def ticker() -> None:
+        while time.time() < end:
+            before = time.perf_counter()
+            await asyncio.sleep(0.05)
+            late = time.perf_counter() - before - 0.05
+            if time.time() > start + INTERVAL:
+                if not window:
+                    window.update(cpu=cpu(), polls=polls[0], wall=time.perf_counter())
+                lag[0] = max(lag[0], late)
+
+    def report() -> dict[str, Any]:
+        measured = {"cpu": cpu() - window.get("cpu", 0.0), "polls": polls[0] - window.get("polls", 0),
+                    "wall": time.perf_counter() - window.get("wall", time.perf_counter() - 1)}
+        failed = sum(t.done() and not t.cancelled() and t.exception() is not None for t in tasks)
+        return {"errors": errors[0] + failed,
+                "cpu_ms_per_poll": measured["cpu"] / max(1, measured["polls"]) * 1000,
+                "max_lag_ms": lag[0] * 1000, "rss_growth_mb": rss_peak_mb() - rss_start,
+                "polls_per_s": measured["polls"] / measured["wall"], "asked": waits / INTERVAL,
+                "overrun_s": time.time() - end}  # > 0: the loop could not keep up
+
+    def watchdog() -> None:  # a loop too busy to end the run on time still gets a row
+        print(json.dumps({**report(), "stalled": True}), flush=True)
+        os._exit(0)
+
+    threading.Timer(seconds + 30, watchdog).start()
+    tasks = [loop.create_task(wait(i)) for i in range(waits)]
+    await ticker()
+    return report()
+
+
+def rss_peak_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_simulator() -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kling_provider.testing.simulator", "--port", "0",
+         "--api-key", KEY, "--time-scale", "1"], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    return process, json.loads(process.stdout.readline())["base_url"]
+
+
+def main() -> None:
+    waits = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
+    print(f"\n{waits} waits polling every {INTERVAL:.0f} s in one event loop "
+          f"({waits / INTERVAL:.0f} polls/s asked), {seconds:.0f} s each, "
+          "server in its own process; CPU, lag and RSS of the waiting process only")
+    print(f"{'client':<34}{'waits':>6}{'CPU ms/poll':>12}{'max lag ms':>11}{'RSS +MB':>9}"
+          f"{'polls/s':>9}{'asked':>7}{'late s':>8}{'errors':>8}")
+    for label, variant, share in ROWS:
+        server, base_url = start_simulator()
+        try:
+            import httpx
+
+            generation_id = httpx.post(f"{base_url}{PATH}", headers={"Authorization": f"Bearer {KEY}"},
+                                       json={"model": MODEL, "prompt": "bench"}).json()["id"]
+            n = max(10, int(waits * share))
+            env = {**os.environ, "AIRFLOW_CONN_KLING_BENCH": json.dumps(
+                {"conn_type": "kling", "host": base_url, "password": KEY,
+                 "extra": {"max_concurrency": 8 if variant.endswith("-8") else 64}})}
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", variant, base_url, generation_id, str(n),
+                 str(seconds)], env=env, capture_output=True, text=True, timeout=seconds + 120)
+            if done.returncode != 0:
+                print(f"{label:<34} not run: {done.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{label:<34}{n:>6}{r['cpu_ms_per_poll']:>12.2f}{r['max_lag_ms']:>11.0f}"
+                  f"{r['rss_growth_mb']:>9.0f}{r['polls_per_s']:>9.0f}{r['asked']:>7.0f}"
+                  f"{r['overrun_s']:>8.1f}{r['errors']:>8}{'  stalled' if r.get('stalled') else ''}")
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        _, _, variant, base_url, gid, n, secs = sys.argv
+        loop = asyncio.new_event_loop()
+        result = loop.run_until_complete(child(variant, base_url, gid, int(n), float(secs)))
+        print(json.dumps(result), flush=True)
+        os._exit(0)  # thousands of pending waits: no point in unwinding them one by one
+    else:
+        main()
