@@ -113,7 +113,7 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
         _protocol.build_fetch_request = counting  # type: ignore[assignment]
         transport: httpx.AsyncBaseTransport | None = None  # None: the provider's own choice
         if variant == "trigger-httpx-aiohttp":
-            from httpx_aiohttp import AiohttpTransport  # not a dependency: measured if installed
+            from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found,unused-ignore]  # measured if installed
 
             transport = AiohttpTransport(limits=httpx.Limits(max_connections=64))
         elif variant.startswith("trigger-httpx-"):
