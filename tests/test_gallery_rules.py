@@ -212,3 +212,22 @@ def test_extra_link_opens_the_gallery_at_the_generation(monkeypatch: pytest.Monk
     assert link.get_link(None, ti_key="ti") == gallery_link("abc:kling/1")
     stored["generation_id"] = "xyz"  # the generate task pushes its id
     assert link.get_link(None, ti_key="ti") == "/kling/?generation_id=xyz"
+
+
+def test_the_package_registers_the_plugin_where_airflow_always_looks() -> None:
+    from importlib.metadata import entry_points
+
+    from airflow.plugins_manager import AirflowPlugin
+
+    from kling_provider import get_provider_info
+    from kling_provider.gallery.plugin import KlingGalleryPlugin
+
+    found = [e for e in entry_points(group="airflow.plugins") if e.name == "kling_gallery"]
+    assert [e.load() for e in found] == [KlingGalleryPlugin]
+    assert issubclass(KlingGalleryPlugin, AirflowPlugin)
+    # Not in provider info too: with lazy_discover_providers=False it would load twice.
+    assert "plugins" not in get_provider_info()
+    (app,) = KlingGalleryPlugin.fastapi_apps
+    (view,) = KlingGalleryPlugin.external_views
+    assert app["url_prefix"] == "/kling" and view["href"] == "/kling/"
+    assert (view["destination"], view["url_route"]) == ("nav", "kling-videos")
