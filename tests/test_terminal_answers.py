@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
 
 from kling_provider import _protocol
 from kling_provider.exceptions import (
@@ -22,10 +23,16 @@ from kling_provider.exceptions import (
 )
 from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
 from kling_provider.sensors.kling import KlingGenerationSensor
-from kling_provider.triggers.kling import KlingGenerationTrigger, generation_from_event
+from kling_provider.testing.simulator import KlingSimulator
+from kling_provider.triggers.kling import (
+    KlingGenerationTrigger,
+    KlingSubmissionRecoveryTrigger,
+    generation_from_event,
+)
 from kling_provider.types import Generation, StatusClass, classify_status, describe_error
-from tests.conftest import FakeClock, Script, ok, run_async
+from tests.conftest import FakeClock, Script, StateStoreStub, context_for, ok, run_async
 from tests.test_hook_rules import GID, MODES, create, wait
+from tests.test_never_paying_twice import drive_resume, generate, paid, run
 
 MakeHook = Callable[..., KlingHook]
 VIDEO = {"url": "https://cdn.test/o.mp4", "file_name": "o.mp4", "file_size": 10}
@@ -217,3 +224,18 @@ def test_async_and_sync_read_the_same_answer(mock_hook: MakeHook) -> None:
     sync = hook.get_generation(GID)
     async_ = run_async(lambda: hook.aget_generation(GID))
     assert (sync.error_name, sync.error_message) == (async_.error_name, async_.error_message)
+
+
+def test_created_then_unreadable_answer_is_recovered_not_repaid(airflow_sim: KlingSimulator,
+                                                                clock: FakeClock) -> None:
+    """End to end: a 200 HTML page after the API created the generation is recovered like a
+    lost answer (usage-logs lookup in the same try), exactly one generation paid."""
+    operator = generate(extra_params={"simulator_faults": {"create_garbled": True}})
+    context = context_for(StateStoreStub())
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    assert isinstance(deferred.value.trigger, KlingSubmissionRecoveryTrigger)
+    result = drive_resume(operator, context, deferred.value, run(deferred.value.trigger))
+    assert result["status"] == "completed"
+    assert list(paid(airflow_sim).values()) == [[result["generation_id"]]]
+    assert airflow_sim.ledger.count(method="POST") == 1

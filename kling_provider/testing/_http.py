@@ -300,6 +300,9 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         if faults.create_status:
             return self._error(faults.create_status, HTTPStatus(faults.create_status).phrase,
                                generation.generation_id)
+        if faults.create_garbled:
+            return self._send(200, b"<html><body>upstream hiccup</body></html>", "text/html",
+                              None, generation.generation_id)
         return self._send_json(200, {"id": generation.generation_id, "status": "queued"},
                                _billing.cost_headers(0.0), generation_id=generation.generation_id)
 

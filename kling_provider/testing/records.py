@@ -55,6 +55,8 @@ class Faults:
     create_drop: bool = False
     #: ... or answer this status instead of the id ("created, then 502").
     create_status: int | None = None
+    #: ... or answer 200 with an HTML page instead of the id ("created, then unreadable").
+    create_garbled: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faults:
