@@ -108,7 +108,8 @@ def test_deferrable_round_trip(airflow_sim: KlingSimulator, clock: FakeClock) ->
     assert deferred.timeout is not None and deferred.timeout > timedelta(seconds=1800)
     _, kwargs = trigger.serialize()
     assert set(kwargs) == {"kling_conn_id", "generation_id", "poll_interval", "deadline",
-                           "endpoint_family", "poll_schedule", "submitted_at", "model", "duration"}
+                           "endpoint_family", "poll_schedule", "submitted_at", "model", "duration",
+                           "end_from_trigger", "result_fields"}
     # Absolute times and plain values only: a hand-over resumes the same schedule.
     assert kwargs["submitted_at"] == store.data[STATE_KEY]["submitted_at"] == clock.now()
     assert (kwargs["poll_schedule"], kwargs["model"]) == ("adaptive", RACCOON["model"])

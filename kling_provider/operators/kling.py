@@ -128,6 +128,12 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
     :param deferrable: wait in the triggerer (default), freeing the worker slot for the 5-14
         minutes a generation takes; ``False`` polls in the worker.
     :param poll_interval: the longest gap between two status polls, in seconds (default 60).
+    :param end_from_trigger: (deferrable, no ``download_to``) a success ends the task in the
+        triggerer with the same return value and ``video_url`` XCom: one worker start per
+        generation instead of two. Off by default because what ``execute_complete`` does on the
+        worker then does not run (the StatsD completion metrics, OpenLineage facets, the
+        "delivered" mark of durable submission), and Airflow refuses to parse a DAG with such a
+        task while any listener is registered. Failures still resume on a worker.
     :param poll_schedule: ``adaptive`` (default): poll early once, then around when this model
         should finish (live ``/models/metrics`` or the documented times, scaled by ``duration``),
         backing off past it; ``fixed``: every ``poll_interval`` seconds, like the API docs' loop.
@@ -180,6 +186,7 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
         download_to: str | None = None,
         allow_unknown_model: bool = False,
         poll_schedule: PollScheduleKind = "adaptive",
+        end_from_trigger: bool = False,
         max_cost_usd: float | None = None,
         check_balance: bool = False,
         on_uncertain_submission: str = "fail",
@@ -207,6 +214,7 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
         self.timeout: float = wait_seconds("timeout", timeout, task_id=self.task_id)
         self.download_to = download_to
         self.poll_schedule = check_poll_schedule(poll_schedule, task_id=self.task_id)
+        self.end_from_trigger = end_from_trigger
         self.on_uncertain_submission = check_on_uncertain_submission(on_uncertain_submission)
         self._check_before_paying()
         self.max_cost_usd = validate_max_cost(max_cost_usd)
@@ -339,7 +347,7 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
                 trigger=KlingGenerationTrigger(
                     kling_conn_id=self.kling_conn_id, generation_id=generation_id,
                     poll_interval=self.poll_interval, deadline=hook.clock.now() + self.timeout,
-                    endpoint_family=family, **schedule),
+                    endpoint_family=family, **schedule, **self._end_in_triggerer()),
                 method_name="execute_complete",
                 kwargs={"endpoint_family": family, "submitted_at": submitted_at,
                         "estimated_usd": self.estimated_usd},
@@ -350,6 +358,16 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
                                                   timeout=self.timeout, endpoint_family=family,
                                                   **schedule)
         return self._complete(context, generation, family, submitted_at=submitted_at)
+
+    def _end_in_triggerer(self) -> dict[str, Any]:
+        """Trigger kwargs ending the task there on success (only when asked and nothing after
+        the wait needs a worker: ``download_to`` does). The prompt travels only then."""
+        if not self.end_from_trigger or self.download_to:
+            return {}
+        return {"end_from_trigger": True,
+                "result_fields": {"model": self.model, "prompt": self.prompt,
+                                  "generation_seconds": None,
+                                  "estimated_usd": self.estimated_usd}}
 
     def execute_complete(self, context: Context, event: Any = None,
                          endpoint_family: str | None = None, submitted_at: float | None = None,

@@ -45,6 +45,14 @@ class KlingGenerationSensor(BaseSensorOperator):
         generation id should finish, counted from the sensor's start) or ``fixed`` (every
         ``poke_interval``). Both the deferred and the ``poke``/``reschedule`` modes follow it.
     :param timeout: seconds before giving up (default 30 min).
+    :param end_from_trigger: when deferred, a success ends the task in the triggerer with the
+        same return value and ``video_url`` XCom (no worker start to resume it); failures still
+        resume on a worker (``soft_fail``, retries, the API's error message). Default false:
+        Airflow refuses to parse a DAG with such a task while any listener is registered
+        (plugins, the OpenLineage provider).
+    :param start_from_trigger: start in the triggerer instead of a worker (Airflow's
+        ``start_from_trigger``; ``generation_id`` is rendered there): with ``end_from_trigger``,
+        a generation that completes needs no worker at all. Default false; deferrable only.
     """
 
     template_fields: Sequence[str] = ("generation_id",)
@@ -55,6 +63,7 @@ class KlingGenerationSensor(BaseSensorOperator):
                  endpoint_family: str | None = None, deferrable: bool = True,
                  poke_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
                  timeout: float | timedelta = 1800.0, poll_schedule: PollScheduleKind = "adaptive",
+                 end_from_trigger: bool = False, start_from_trigger: bool = False,
                  **kwargs: Any) -> None:
         task_id = kwargs.get("task_id")  # checked here: Airflow's own check accepts inf and nan
         super().__init__(poke_interval=wait_seconds("poke_interval", poke_interval, task_id=task_id),
@@ -64,7 +73,32 @@ class KlingGenerationSensor(BaseSensorOperator):
         self.endpoint_family = endpoint_family
         self.deferrable = deferrable
         self.poll_schedule = check_poll_schedule(poll_schedule, task_id=task_id)
+        self.end_from_trigger = end_from_trigger
         self._expectation: Expectation | None = None
+        if start_from_trigger and deferrable:
+            self._start_in_triggerer()
+
+    def _start_in_triggerer(self) -> None:
+        """Airflow creates the trigger from these kwargs when the task is scheduled: no worker.
+
+        No absolute deadline can be computed at parse time, so the trigger counts ``timeout``
+        from its own start; Airflow's trigger timeout (set when the task is scheduled) still
+        bounds the whole wait.
+        """
+        from airflow.triggers.base import StartTriggerArgs
+
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls="kling_provider.triggers.kling.KlingGenerationTrigger",
+            next_method="execute_complete",
+            trigger_kwargs={"kling_conn_id": self.kling_conn_id,
+                            "generation_id": self.generation_id,  # rendered in the triggerer
+                            "poll_interval": self.poke_interval, "timeout": self.timeout,
+                            "endpoint_family": self.endpoint_family,
+                            "poll_schedule": self.poll_schedule,
+                            "end_from_trigger": self.end_from_trigger,
+                            "result_fields": self._result_fields()},
+            timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE)
 
     @property
     def hook(self) -> KlingHook:
@@ -98,10 +132,15 @@ class KlingGenerationSensor(BaseSensorOperator):
                 kling_conn_id=self.kling_conn_id, generation_id=generation_id,
                 poll_interval=self.poke_interval, deadline=hook.clock.now() + self.timeout,
                 endpoint_family=self.endpoint_family or hook.settings.endpoint_family,
-                poll_schedule=self.poll_schedule, submitted_at=hook.clock.now()),
+                poll_schedule=self.poll_schedule, submitted_at=hook.clock.now(),
+                end_from_trigger=self.end_from_trigger, result_fields=self._result_fields()),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
         )
+
+    def _result_fields(self) -> dict[str, Any]:
+        """What ``_complete`` puts in the return value besides the generation (end in triggerer)."""
+        return {"model": None, "endpoint_family": self.endpoint_family}
 
     def poke(self, context: Context) -> PokeReturnValue:
         generation = self.hook.get_generation(self._check_id(),

@@ -14,6 +14,7 @@ same step generator the worker path uses, on the hook's shared ``AsyncClient``: 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,17 +45,31 @@ class KlingGenerationTrigger(BaseTrigger):
     :param model: the model (``None``: the one the generation id names), which places the
         adaptive polls.
     :param duration: the requested video length, which places them too.
+    :param end_from_trigger: on success, end the task here (``TaskSuccessEvent`` carrying the
+        XComs the task would return) instead of resuming it on a worker; failures, timeouts and
+        errors still resume it, so retries, ``soft_fail`` and the error messages stay the task's.
+    :param result_fields: what the task's return value takes from outside the generation
+        (``model``, ``prompt``, ``estimated_usd``), for ``end_from_trigger``.
+    :param timeout: seconds from the trigger's start, when no absolute ``deadline`` could be
+        given (a sensor started in the triggerer has no worker to compute one).
     """
 
     def __init__(self, *, kling_conn_id: str, generation_id: str, poll_interval: float,
-                 deadline: float, endpoint_family: str | None = None,
+                 deadline: float | None = None, endpoint_family: str | None = None,
                  poll_schedule: str = "fixed", submitted_at: float | None = None,
-                 model: str | None = None, duration: int | None = None) -> None:
+                 model: str | None = None, duration: int | None = None,
+                 end_from_trigger: bool = False, result_fields: dict[str, Any] | None = None,
+                 timeout: float | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.kling_conn_id = kling_conn_id
         self.generation_id = generation_id
         self.poll_interval = float(poll_interval)
-        self.deadline = float(deadline)
+        if deadline is None and timeout is None:
+            raise KlingError("KlingGenerationTrigger needs a 'deadline' or a 'timeout'.")
+        self.timeout = timeout
+        self.deadline = float(deadline) if deadline is not None else time.time() + float(timeout or 0)
+        self.end_from_trigger = end_from_trigger
+        self.result_fields = result_fields
         self.endpoint_family = endpoint_family
         self.poll_schedule = poll_schedule
         self.submitted_at = None if submitted_at is None else float(submitted_at)
@@ -72,6 +87,8 @@ class KlingGenerationTrigger(BaseTrigger):
             "submitted_at": self.submitted_at,
             "model": self.model,
             "duration": self.duration,
+            "end_from_trigger": self.end_from_trigger,
+            "result_fields": self.result_fields,
         })
 
     def _hook(self) -> KlingHook:
@@ -97,9 +114,31 @@ class KlingGenerationTrigger(BaseTrigger):
             event = {**base, "status": "error", "message": str(exc),
                      "error_type": type(exc).__name__}
         else:
+            if self.end_from_trigger:
+                yield self._task_success(generation)
+                return
             event = {**base, "status": "success",
                      "generation": generation.to_dict(include_raw=False)}
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
+
+    def _task_success(self, generation: Generation) -> TriggerEvent:
+        """End the task here with the XComs its ``execute_complete`` would have pushed."""
+        from airflow.triggers.base import TaskSuccessEvent
+
+        from kling_provider.links.kling import VIDEO_URL_XCOM_KEY
+        from kling_provider.operators.kling import generation_result
+
+        fields = dict(self.result_fields or {})
+        result = generation_result(generation, model=fields.pop("model", None),
+                                   family=fields.pop("endpoint_family", self.endpoint_family),
+                                   prompt=fields.pop("prompt", None))
+        if "generation_seconds" in fields and self.submitted_at is not None:
+            fields["generation_seconds"] = max(0.0, time.time() - self.submitted_at)
+        result.update(fields)
+        self.log.info("Generation %s completed: %s (task ended in the triggerer)",
+                      generation.generation_id, (generation.video_url or "").split("?", 1)[0])
+        return TaskSuccessEvent(xcoms={"return_value": result,
+                                       VIDEO_URL_XCOM_KEY: generation.video_url})
 
     async def cleanup(self) -> None:
         """Nothing remote to undo: the generation is paid for and must keep running."""

@@ -1,0 +1,104 @@
+"""Fewer worker starts: a success ends the task in the triggerer with the XComs a worker would push.
+
+Opt-in (``end_from_trigger=True``): Airflow's DagBag refuses a DAG holding such a task while any
+listener is registered (``airflow/dag_processing/dagbag.py``, ``bag_dag``).
+
+Airflow's ``TaskSuccessEvent`` carries XComs; the triggerer marks the task successful and pushes
+them, so no worker starts to resume it. Failures, timeouts and errors still resume on a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
+
+from kling_provider.hooks.kling import aclose_shared_clients
+from kling_provider.operators.kling import KlingGenerateVideoOperator
+from kling_provider.sensors.kling import KlingGenerationSensor
+from kling_provider.testing.simulator import Faults, KlingSimulator
+from kling_provider.triggers.kling import KlingGenerationTrigger
+from tests.conftest import StateStoreStub, context_for
+from tests.test_airflow_layer import RACCOON, defer, submit
+
+pytestmark = pytest.mark.integration
+
+
+def events(trigger: KlingGenerationTrigger, **changes: Any) -> list[TriggerEvent]:
+    """Run a trigger as a triggerer would, after a JSON round trip of its kwargs."""
+    _, kwargs = trigger.serialize()
+    revived = KlingGenerationTrigger(**{**json.loads(json.dumps(kwargs)), **changes})
+
+    async def collect() -> list[TriggerEvent]:
+        try:
+            return [event async for event in revived.run()]
+        finally:
+            await aclose_shared_clients()
+
+    return asyncio.run(collect())
+
+
+def test_sensor_success_ends_in_the_triggerer_with_the_worker_result(
+        airflow_sim: KlingSimulator) -> None:
+    generation_id = submit(airflow_sim)
+    sensor = KlingGenerationSensor(task_id="wait", generation_id=generation_id,
+                                   end_from_trigger=True)
+    context = context_for(None)
+    trigger = defer(sensor, context).trigger
+    (ended,) = events(trigger)
+    assert isinstance(ended, TaskSuccessEvent)
+    (resumed,) = events(trigger, end_from_trigger=False)  # what a worker would have been given
+    worker_result = sensor.execute_complete(context, resumed.payload)
+    assert ended.xcoms == {"return_value": worker_result,
+                           "video_url": context["ti"].xcom["video_url"]}
+
+
+def test_failure_still_resumes_on_a_worker(airflow_sim: KlingSimulator) -> None:
+    generation_id = submit(airflow_sim)
+    airflow_sim.set_faults(generation_id, Faults(error={"name": "Moderation", "message": "no"}))
+    trigger = defer(KlingGenerationSensor(task_id="wait", generation_id=generation_id,
+                                          end_from_trigger=True), context_for(None)).trigger
+    (event,) = events(trigger)
+    assert not isinstance(event, TaskSuccessEvent)
+    assert event.payload["status"] == "failure"
+
+
+def test_generate_operator_ends_in_the_triggerer_only_when_asked_and_nothing_follows(
+        airflow_sim: KlingSimulator) -> None:
+    default = defer(KlingGenerateVideoOperator(task_id="g", **RACCOON),
+                    context_for(StateStoreStub())).trigger
+    assert not default.end_from_trigger and default.result_fields is None
+    with_download = defer(KlingGenerateVideoOperator(task_id="g", end_from_trigger=True,
+                                                     download_to="/tmp/kling/", **RACCOON),
+                          context_for(StateStoreStub())).trigger
+    assert not with_download.end_from_trigger  # the download needs a worker
+    asked = defer(KlingGenerateVideoOperator(task_id="g", end_from_trigger=True, **RACCOON),
+                  context_for(StateStoreStub())).trigger
+    (ended,) = events(asked)
+    assert isinstance(ended, TaskSuccessEvent) and ended.xcoms is not None
+    result: Any = ended.xcoms["return_value"]
+    assert result["generation_id"] == asked.generation_id
+    assert (result["model"], result["prompt"]) == (RACCOON["model"], RACCOON["prompt"])
+    assert result["video_url"] == ended.xcoms["video_url"]
+    assert result["generation_seconds"] is not None
+
+
+def test_sensor_can_start_in_the_triggerer() -> None:
+    sensor = KlingGenerationSensor(task_id="wait", start_from_trigger=True, end_from_trigger=True,
+                                   timeout=600,
+                                   generation_id="{{ ti.xcom_pull('submit')['generation_id'] }}")
+    args = sensor.start_trigger_args
+    assert sensor.start_from_trigger and args is not None
+    assert args.trigger_cls == "kling_provider.triggers.kling.KlingGenerationTrigger"
+    assert args.next_method == "execute_complete"
+    kwargs = json.loads(json.dumps(args.trigger_kwargs))  # what Airflow stores, as JSON
+    trigger = KlingGenerationTrigger(**kwargs)
+    assert trigger.generation_id.startswith("{{")  # rendered by the triggerer (templated field)
+    assert "generation_id" in sensor.template_fields
+    assert trigger.end_from_trigger
+    assert abs(trigger.deadline - (time.time() + 600)) < 5
+
