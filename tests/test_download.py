@@ -197,9 +197,9 @@ def test_generate_operator_download_to_shortcut(airflow_sim: KlingSimulator,
 RSS_SCRIPT = textwrap.dedent("""
     import json, os, resource, sys, tempfile
     from kling_provider.testing.simulator import KlingSimulator
-    with KlingSimulator(time_scale=1e9, api_keys={"k"}) as sim:
+    with KlingSimulator(time_scale=1e9, api_keys={"rss-key"}) as sim:
         os.environ["AIRFLOW_CONN_KLING_DEFAULT"] = sim.connection_uri().replace(
-            sim.api_key, "k")
+            sim.api_key, "rss-key")
         from kling_provider.hooks.kling import KlingHook
         hook = KlingHook()
         gid = hook.create_generation("klingai/v2.1-master-text-to-video", prompt="p",
@@ -315,3 +315,23 @@ def test_overwrite_relabels_before_replacing(sim_hook: KlingHook, simulator: Kli
     assert json.loads((tmp_path / "clip.mp4.kling.json").read_text())["generation_id"] == \
         new.generation_id
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "clip.mp4.kling.json"]
+
+
+def test_crash_while_replacing_never_leaves_a_wrong_label(sim_hook: KlingHook, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = ready(sim_hook), ready(sim_hook)
+    target = tmp_path / "clip.mp4"
+    sim_hook.download_video(old.video_url or "", target, generation_id=old.generation_id)
+    real_rename = Path.rename
+
+    def crash_on_video_rename(self: Path, destination: Any) -> Any:
+        if Path(destination) == target:
+            raise OSError("disk gone")
+        return real_rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", crash_on_video_rename)
+    with pytest.raises(OSError, match="disk gone"):
+        sim_hook.download_video(new.video_url or "", target, generation_id=new.generation_id,
+                                overwrite=True)
+    # The old label went first: nothing claims to be either generation, no temporary is left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
