@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
 from kling_provider import _pricing, metrics
 from kling_provider._lineage import dataset_id
@@ -32,6 +32,7 @@ from kling_provider.exceptions import (
     KlingCostLimitError,
     KlingInsufficientBalanceError,
     KlingNoCreditsError,
+    KlingTimeoutError,
     KlingValidationError,
 )
 from kling_provider.hooks.kling import KlingHook
@@ -183,6 +184,7 @@ def test_max_cost_fails_before_any_paid_request(airflow_sim: KlingSimulator,
     message = str(refused.value)
     assert "$2.80" in message and V2_MASTER in message and "10 s" in message
     assert "max_cost_usd=2" in message and "Nothing was sent" in message
+    assert isinstance(refused.value, AirflowFailException)  # Airflow does not retry it
     assert creates(airflow_sim) == 0  # no request reached the create endpoint
     assert airflow_sim.ledger.count(method="GET", path="/v1/models") == 1
     logged = capsys.readouterr().out  # Airflow's structlog
@@ -298,6 +300,12 @@ def test_simulator_model_list_shapes(simulator: KlingSimulator) -> None:
     assert one.json()["data"]["pricing"]["kind"] == "variants"
     assert httpx.get(f"{simulator.base_url}/model/nope").status_code == 404
     assert httpx.get(f"{simulator.base_url}/v2/billing").status_code == 401
+    balance = httpx.get(f"{simulator.base_url}/v2/billing",
+                        headers={"Authorization": f"Bearer {SECRET_KEY}"}).json()
+    assert balance == {"current_balance": 100.0, "currency": "USD"}
+    alias = httpx.get(f"{simulator.base_url}/models", params={"include": "pricing", "id": V2_MASTER})
+    assert [m["pricing"]["kind"] for m in alias.json()["data"]] == ["variants"]
+    assert "not quotes" in price_snapshot()["note"]  # the snapshot's prices are placeholders
 
 
 # -- deferral, metrics, labels, outlets ----------------------------------------------------------
@@ -344,6 +352,15 @@ def test_deferred_generation_carries_estimate_and_start_through_the_trigger(
         fresh.execute_complete(context, failed, **kwargs)
     assert stats.calls[-1] == ("incr", "kling.generation.failed", 1,
                                {"model": V2_MASTER, "reason": "failed"})
+
+
+def test_timeouts_count_as_failures_with_their_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    stats = RecordingStats()
+    monkeypatch.setattr(metrics, "_stats", lambda: stats)
+    with pytest.raises(KlingTimeoutError), metrics.counting_failures("m"):
+        raise KlingTimeoutError("late")
+    assert stats.calls == [("incr", "kling.generation.failed", 1,
+                            {"model": "m", "reason": "timeout"})]
 
 
 def test_metrics_never_fail_a_task(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -414,3 +431,20 @@ def test_openlineage_facets_when_the_provider_is_installed(airflow_sim: KlingSim
     assert [(d.namespace, d.name) for d in lineage.outputs] == [dataset_id(result["uri"])]
     assert lineage.outputs[0].namespace == "file"
     assert SECRET_KEY not in repr(lineage)
+
+
+def test_readme_spend_guard_snippet_builds_the_mapped_task() -> None:
+    from pathlib import Path
+
+    from airflow.sdk import DAG
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Spend: a guard before paying", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    with DAG("readme", schedule=None) as dag:
+        exec(code, {"KlingTextToVideoOperator": KlingTextToVideoOperator,
+                    "prompts": ["a raccoon", "a fox"]})
+    mapped: Any = dag.task_dict["generate"]
+    assert (mapped.partial_kwargs["max_cost_usd"], mapped.partial_kwargs["check_balance"]) == (
+        2.0, True)
+    assert mapped.map_index_template == PROMPT_LABEL_TEMPLATE
