@@ -346,6 +346,12 @@ def test_deferred_generation_carries_estimate_and_start_through_the_trigger(
         ("timing", "kling.generation.duration", result["generation_seconds"], tags),
         ("incr", "kling.credits_used", 2_800_000, tags),
         ("incr", "kling.usd_spent", 1.40, tags)]
+    # `airflow dags test` resumes with the event only: the state store has the rest.
+    bare = KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5)
+    again = bare.execute_complete(context, event)
+    assert (again["estimated_usd"], again["generation_seconds"]) == (
+        1.40, result["generation_seconds"])
+    stats.calls = stats.calls[:5]
     failed = {"status": "failure", "generation_id": result["generation_id"], "message": "boom",
               "error_name": "Moderation", "error_message": "blocked"}
     with pytest.raises(Exception, match="blocked|boom"):

@@ -92,6 +92,9 @@ def generation_result(generation: Generation, *, model: str | None, family: str 
 PROMPT_LABEL_TEMPLATE = ("{{ (task.prompt or task.image_url or '') | replace('\\n', ' ') "
                          "| truncate(60, true, '…', 0) }}")
 
+#: ``task_state_store`` key of the price estimated before this task's POST (USD).
+ESTIMATE_KEY = "kling_estimated_usd"
+
 #: The Asset event extra's keys, in the order the UI shows them.
 ASSET_EXTRA_FIELDS = ("generation_id", "model", "prompt", "uri", "size", "duration",
                       *SPEND_FIELDS)
@@ -306,6 +309,9 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
                                         allow_unknown_model=self.allow_unknown_model)
         self._prepared_body = prepared.body
         generation = self.submit_or_resume(context, hook, prepared.family)
+        state = context.get("task_state_store")
+        if state is not None and self.estimated_usd is not None:  # for ``execute_complete``
+            state.set(ESTIMATE_KEY, self.estimated_usd)
         return self.resume_generation(context, hook, generation, prepared.family)
 
     def _before_paying(self, hook: KlingHook, family: str) -> None:
@@ -379,6 +385,14 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
 
         with metrics.counting_failures(self.model):
             generation = generation_from_event(event, expected_generation_id=expected)
+        # ``airflow dags test`` resumes with the event only, dropping the deferral's kwargs: the
+        # state store (Airflow 3.3+) has them too.
+        submitted_at = submitted_at or (stored.submitted_at if stored else None)
+        if estimated_usd is None:
+            state = context.get("task_state_store")
+            stored_estimate = state.get(ESTIMATE_KEY) if state is not None else None
+            estimated_usd = float(stored_estimate) if isinstance(stored_estimate, (int, float)) \
+                else None
         self.estimated_usd = estimated_usd
         return self._complete(context, generation, endpoint_family, submitted_at=submitted_at)
 
