@@ -159,9 +159,15 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+#: Shorter "keys" are not scrubbed out of answers: real AI/ML API keys are far longer, and
+#: replacing a one-letter test key everywhere would corrupt generation ids and video URLs.
+MIN_SCRUBBED_SECRET = 8
+
+
 def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     """``value`` (parsed JSON) with every secret removed from every string in it."""
-    if not any(secrets):
+    secrets = tuple(s for s in secrets if len(s) >= MIN_SCRUBBED_SECRET)
+    if not secrets:
         return value
     if isinstance(value, str):
         return redact(value, secrets)

@@ -226,3 +226,13 @@ def test_download_from_the_api_origin_and_connection_test_never_carry_the_key(
     probe = key_hook(Script(echoing(401))).test_connection()
     assert probe[0] is False
     assert_no_key(caught.value, caplog.text, probe)
+
+
+def test_a_short_key_never_corrupts_answers(kling_env: Callable[..., None],
+                                            clock: FakeClock) -> None:
+    """Scrubbing is for real keys: a one-letter test key must not eat every 'k' of an id."""
+    kling_env("https://api.example.test", key="k")
+    transport = httpx.MockTransport(Script(ok({"id": GID, "status": "completed",
+                                                "video": {"url": "https://cdn.test/kling.mp4"}})))
+    generation = KlingHook(clock=clock, transport=transport).get_generation(GID)
+    assert (generation.generation_id, generation.video_url) == (GID, "https://cdn.test/kling.mp4")
