@@ -53,6 +53,8 @@ pipeline: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/polling.py
+	$(BIN)/python benchmarks/parse_cost.py
+	$(BIN)/python benchmarks/triggerer.py
 	$(BIN)/python benchmarks/async_clients.py
 	$(BIN)/python benchmarks/download.py
 

@@ -199,7 +199,7 @@ def start_simulator() -> tuple[subprocess.Popen[str], str]:
 
 def main() -> None:
     waits = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
     print(f"\n{waits} waits polling every {INTERVAL:.0f} s in one event loop "
           f"({waits / INTERVAL:.0f} polls/s asked), {seconds:.0f} s each, "
           "server in its own process; CPU, lag and RSS of the waiting process only")

@@ -12,11 +12,13 @@ estimates the price (:mod:`kling_provider._pricing`), then applies these rules:
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kling_provider import _protocol
 from kling_provider._pricing import PriceEstimate
 from kling_provider._spend import format_usd
+
+if TYPE_CHECKING:  # imported where used: the operators import this module when a DAG is parsed
+    from kling_provider import _protocol
 from kling_provider.exceptions import (
     KlingCostLimitError,
     KlingInsufficientBalanceError,
@@ -70,6 +72,8 @@ def check_balance(balance_usd: float, estimate: PriceEstimate, *, conn_id: str) 
 def balance_steps(policy: _protocol.RetryPolicy, *, conn_id: str,
                   secrets: tuple[str, ...] = ()) -> Generator[_protocol.Step, Any, float]:
     """``GET /v2/billing`` (retried like any GET); return ``current_balance`` in USD."""
+    from kling_provider import _protocol
+
     request = _protocol.ApiRequest("GET", BALANCE_PATH, "account", subject="the account balance")
     answer = yield from _protocol.exchange(request, policy, conn_id=conn_id, secrets=secrets)
     try:

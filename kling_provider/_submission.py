@@ -26,10 +26,12 @@ import threading
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from kling_provider._protocol import ApiRequest, RetryPolicy, Step, exchange
 from kling_provider.exceptions import KlingError, KlingValidationError
+
+if TYPE_CHECKING:  # imported where used: the operators import this module when a DAG is parsed
+    from kling_provider._protocol import ApiRequest, RetryPolicy, Step
 
 log = logging.getLogger("kling_provider")
 
@@ -233,6 +235,8 @@ def build_logs_request(*, model: str, since: float, now: float, offset: int = 0)
     start, end = logs_window(since, now)
     params = {"start": start, "end": end, "model": model, "limit": str(LOGS_PAGE_SIZE),
               "offset": str(offset)}
+    from kling_provider._protocol import ApiRequest
+
     return ApiRequest("GET", LOGS_PATH, "fetch", params=params,
                       subject=f"usage logs of {model}")
 
@@ -298,6 +302,8 @@ def lookup_steps(*, model: str, since: float, match: Match, now: Callable[[], fl
         if wait > 0:
             yield wait
         request = build_logs_request(model=model, since=since, now=now(), offset=offset)
+        from kling_provider._protocol import exchange
+
         body = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
         rows, has_more = parse_rows(body)
         for row in rows:

@@ -24,7 +24,6 @@ from kling_provider import DEFAULT_CONN_ID, metrics
 from kling_provider._checks import check_destination, check_max_bytes, wait_seconds
 from kling_provider._guard import validate_max_cost
 from kling_provider._lineage import operator_lineage
-from kling_provider._protocol import generation_failed
 from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
 from kling_provider._spend import SPEND_FIELDS, spend_summary
 from kling_provider._submission import STATE_KEY, check_on_uncertain_submission
@@ -338,6 +337,8 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
         if state is StatusClass.SUCCESS and generation.video_url:
             return self._complete(context, generation, family, submitted_at=submitted_at)
         if state is StatusClass.FAILURE:
+            from kling_provider._protocol import generation_failed
+
             raise generation_failed(generation)
         if not self.wait_for_completion:
             submitted = Generation(generation_id=generation_id, status=generation.status)
