@@ -86,18 +86,28 @@ def test_chaos_exactly_one_generation_per_task(tmp_path: Path) -> None:
 
         state = airflow.wait_for("the chaos run to finish", finished, timeout=420)
         wall = time.monotonic() - started
-        final = tis()
+        final = [t for t in tis() if t["task_id"] != "generate_timeout"]
         by_task = sim.generations_by_client_request_id()
         videos = sorted((tmp_path / "videos").rglob("*.mp4"))
         verified = [v for v in videos
                     if v.read_bytes() == sim.video_of(_generation_of(v.stem, by_task))]
-        diagnostics = airflow.diagnostics() if state != "success" else ""
+        diagnostics = airflow.diagnostics()
 
-    generations: dict[int, list[str]] = {}
-    for cri, ids in by_task.items():
-        found = re.search(r":generate:(\d+)[.-]", cri or "")
-        assert found, f"a generation without this run's client request id: {cri!r} {ids}"
-        generations.setdefault(int(found[1]), []).extend(ids)
+        # 3. Clearing, in real Airflow: generate_timeout failed (5 s timeout) while its paid
+        # generation ran on; generate[0] succeeded. Clearing both: the first continues its
+        # generation (no second payment), the second makes a new video.
+        timed_out = api.get(f"{run_url}/taskInstances/generate_timeout").json()["state"]
+        cleared = api.post("/api/v2/dags/kling_chaos/clearTaskInstances", json={
+            "dag_run_id": run.json()["dag_run_id"], "dry_run": False, "only_failed": False,
+            "task_ids": ["generate_timeout", ["generate", 0]]})
+        cleared.raise_for_status()
+        airflow.wait_for("the cleared tasks to run again",
+                         lambda: api.get(run_url).json()["state"] == "success"
+                         and api.get(f"{run_url}/taskInstances/generate/0").json()["state"]
+                         == "success", timeout=240)
+        after_clear = sim.generations_by_client_request_id()
+
+    generations = _per_index(by_task)
     human = sorted(f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in final
                    if t["state"] != "success")
     retried = sorted(f"{t['task_id']}[{t['map_index']}]x{t['try_number']}" for t in final
@@ -115,10 +125,27 @@ def test_chaos_exactly_one_generation_per_task(tmp_path: Path) -> None:
     print(f"chaos: tasks retried by Airflow: {len(retried)} {retried}")
     print(f"chaos: wall time: {wall:.0f} s for the run, "
           f"{time.monotonic() - started_up:.0f} s with cluster start and stop")
-    assert state == "success", f"{human}\n{diagnostics}"
+    assert human == [], diagnostics
     assert per_task == [1] * TASKS
     assert len(verified) == len(videos) == TASKS
-    assert human == []
+    assert timed_out == "failed" and state == "failed"  # only generate_timeout, on purpose
+    timeout_intents = [ids for cri, ids in after_clear.items() if ":generate_timeout:" in (cri or "")]
+    assert timeout_intents == [timeout_intents[0]] and len(timeout_intents[0]) == 1, after_clear
+    assert [len(ids) for ids in _per_index(after_clear).values()] == [2] + [1] * (TASKS - 1)
+    print("chaos: clearing: the failed generate_timeout continued its one generation; "
+          "the successful generate[0] made a new one")
+
+
+def _per_index(by_task: dict[str | None, list[str]]) -> dict[int, list[str]]:
+    """Generation ids per map index of ``generate`` (from their client request ids)."""
+    generations: dict[int, list[str]] = {}
+    for cri, ids in by_task.items():
+        if ":generate_timeout:" in (cri or ""):
+            continue
+        found = re.search(r":generate:(\d+)[.-]", cri or "")
+        assert found, f"a generation without this run's client request id: {cri!r} {ids}"
+        generations.setdefault(int(found[1]), []).extend(ids)
+    return dict(sorted(generations.items()))
 
 
 def _generation_of(stem: str, by_task: dict[str | None, list[str]]) -> str:

@@ -4,6 +4,8 @@
 Index ``i`` gets ``FAULTS[i % 6]``: the create answer lost after creating, a 502 after creating,
 two 429s before creating, a 5xx burst on its polls, nothing; index ``IN_FLIGHT_INDEX`` answers its
 create late, so the test can SIGKILL the Celery worker while that request is in flight.
+``generate_timeout`` fails on purpose (its 5 s timeout is shorter than the generation), so the
+test can clear a *failed* task whose generation still runs.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ with DAG(dag_id="kling_chaos", schedule=None, start_date=datetime(2026, 1, 1), c
     ).expand_kwargs([
         {"prompt": f"A raccoon, take {i}", "extra_params": {"simulator_faults": faults(i)}}
         for i in range(TASKS)])
+    KlingTextToVideoOperator(
+        task_id="generate_timeout", model="klingai/v2-master-text-to-video",
+        prompt="A raccoon, waited for too briefly", poll_interval=1, timeout=5, retries=0)
     KlingDownloadVideoOperator.partial(
         task_id="download",
         destination="{{ var.value.get('kling_output_dir', '/tmp/kling') }}/chaos/",
