@@ -291,6 +291,16 @@ def test_the_wait_trigger_still_follows_a_plain_submission(airflow_sim: KlingSim
     assert header.endswith(".t1")
 
 
+def test_killing_the_lookup_says_what_may_exist(caplog: pytest.LogCaptureFixture,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    trigger = KlingSubmissionRecoveryTrigger(
+        kling_conn_id="kling_default", client_request_id="kling:d:r:t:-1.t1", model=MODEL,
+        since=0.0, deadline=1.0, poll_interval=1.0)
+    asyncio.run(trigger.on_kill())
+    logged = " ".join(r.getMessage() for r in caplog.records) + capsys.readouterr().out
+    assert "'kling:d:r:t:-1.t1'" in logged and "usage logs" in logged and "billed" in logged
+
+
 # -- the same rows in real Airflow: `airflow dags test`, the real task_state_store, real retries ------
 
 @pytest.mark.integration
