@@ -52,7 +52,7 @@ def _run(argv: list[str], cwd: Path | None = None,
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+    out = tmp_path_factory.mktemp("checkout") / "dist"  # named as `make dist` names it
     _run([sys.executable, "-m", "build", "--installer", "uv", "--outdir", str(out), str(ROOT)])
     return out
 
@@ -88,7 +88,7 @@ def test_wheel_registers_in_a_clean_airflow_without_dev_dependencies(
           str(venv / "bin" / "python"), "--constraint", str(lock), airflow_pin])
     # The install commands the quick start shows, run as they are, in that venv.
     snippet = ROOT / "docs" / "snippets" / "install.sh"
-    shown = _run(["bash", "-e", str(snippet)], cwd=dist,
+    shown = _run(["bash", "-e", str(snippet)], cwd=dist.parent,
                  env={"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
                       "VIRTUAL_ENV": str(venv), "AIRFLOW_HOME": str(tmp_path / "home")}).stdout
     assert "airflow-provider-kling" in shown and kling_provider.__version__ in shown

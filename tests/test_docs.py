@@ -7,6 +7,7 @@ DAG, which the DAG tests run), and the pages that list data agree with the code.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -78,6 +79,26 @@ def test_returns_page_lists_exactly_what_the_operators_return(
 
 
 @pytest.mark.integration
+def test_hook_quickstart_snippet_runs_against_the_simulator_cli(tmp_path: Path) -> None:
+    code = (DOCS / "snippets" / "hook_quickstart.py").read_text()
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "kling_provider.testing.simulator", "--port", "0",
+         "--time-scale", "3000"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert simulator.stdout is not None
+        base_url = json.loads(simulator.stdout.readline())["base_url"]
+        code = code.replace("http://127.0.0.1:8765", base_url)  # any free port, same snippet
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "raccoon.mp4").read_bytes()[4:8] == b"ftyp"
+    assert "DownloadResult(uri='file://" in done.stdout
+
+
+@pytest.mark.integration
 def test_connection_env_snippet_configures_the_hook() -> None:
     probe = ("from kling_provider.hooks.kling import KlingHook; s = KlingHook().settings; "
              "print(s.endpoint_family, s.base_url, s.api_key)")
@@ -111,3 +132,28 @@ def test_docstrings_name_one_parameter_per_field() -> None:
               for number, line in enumerate(path.read_text().splitlines(), 1)
               if re.search(r":param \w+: /", line)]
     assert merged == []
+
+
+README = ROOT / "README.md"
+
+
+def test_readme_install_commands_are_the_tested_snippet() -> None:
+    block = re.search(r"## Install\n.*?```bash\n(.*?)```", README.read_text(), re.S)
+    assert block is not None
+    snippet = (DOCS / "snippets" / "install.sh").read_text().splitlines()
+    assert block.group(1).splitlines() == [line for line in snippet if not line.startswith("#")]
+
+
+def test_readme_model_counts_are_the_catalogues() -> None:
+    from kling_provider.catalogue import get_model, list_models
+
+    models = list_models()
+    pairs = sum(len(spec.families) for spec in map(get_model, models) if spec is not None)
+    assert f"{len(models)} Kling models, {pairs} model x endpoint combinations" in README.read_text()
+
+
+def test_readme_links_lead_somewhere() -> None:
+    links = re.findall(r"\]\(((?!https?://)[^)#]+)", README.read_text())
+    assert links
+    missing = [link for link in links if not (ROOT / link).exists()]
+    assert missing == []

@@ -1,3 +1,3 @@
 # Run by tests/test_distribution.py in a virtualenv holding only a released Airflow.
-pip install airflow_provider_kling-*-py3-none-any.whl
+pip install dist/airflow_provider_kling-*-py3-none-any.whl
 airflow providers get airflow-provider-kling
