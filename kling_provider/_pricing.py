@@ -8,19 +8,16 @@ always reads ``price`` together with ``per``. An unknown price is an estimate wi
 and a reason: callers warn and go on, never block on it.
 
 The live list is fetched by the hook (``GET /v1/models?include=pricing&id=<model>``) and kept per
-process with its ETag (:class:`PriceListCache`), so a second estimate costs one ``304``. The
-snapshot shipped in ``data/price_snapshot.json`` (same shape) is the fallback when the list
-cannot be read, and what the simulator serves.
+process with its ETag (:class:`PriceListCache`), so a second estimate costs one ``304``. No prices
+ship in the package (the API's reference publishes none for Kling): when the live list cannot be
+read, the price is unknown, and an unknown price warns but never blocks.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from kling_provider._spend import format_usd
@@ -32,7 +29,6 @@ __all__ = [
     "PriceListCache",
     "estimate_price",
     "find_pricing",
-    "price_snapshot",
     "request_as_sent",
 ]
 
@@ -56,7 +52,7 @@ class PriceEstimate:
     #: How the figure was reached (``$0.14 per 1 second x 5 s, generate_audio=true``) or, for an
     #: unknown price, why not.
     basis: str
-    #: Where the prices came from: ``live price list`` or the snapshot's description.
+    #: Where the prices came from (``live price list``), or why no list could be used.
     source: str
 
     def describe(self) -> str:
@@ -200,18 +196,6 @@ def _match_variant(variants: Sequence[Any], request: Mapping[str, Any]) -> Mappi
     if not matches:
         return None
     return max(matches, key=lambda v: (len(v.get("when") or {}), float(v.get("price") or 0)))
-
-
-@cache
-def price_snapshot() -> dict[str, Any]:
-    """The shipped model list with pricing (``data/price_snapshot.json``)."""
-    text = resources.files("kling_provider").joinpath("data/price_snapshot.json").read_text("utf-8")
-    data: dict[str, Any] = json.loads(text)
-    return data
-
-
-def snapshot_source() -> str:
-    return f"price list snapshot of {price_snapshot().get('snapshot_date', 'unknown date')}"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from kling_provider._pricing import (
     PRICE_LISTS,
     estimate_price,
     find_pricing,
-    price_snapshot,
     request_as_sent,
 )
 from kling_provider._spend import format_duration, format_usd, spend_summary, with_cost_headers
@@ -44,6 +43,7 @@ from kling_provider.operators.kling import (
     KlingTextToVideoOperator,
     asset_extra,
 )
+from kling_provider.testing._billing import simulator_price_list
 from kling_provider.testing.simulator import KlingSimulator
 from tests.conftest import SECRET_KEY, FakeClock, StateStoreStub, context_for
 
@@ -90,7 +90,7 @@ def test_variants_match_the_request_and_name_the_variant() -> None:
 
 
 def test_schema_defaults_decide_the_variant_when_the_task_leaves_fields_out() -> None:
-    pricing = find_pricing(price_snapshot(), V3_STANDARD)
+    pricing = find_pricing(simulator_price_list(), V3_STANDARD)
     assert pricing is not None and pricing["kind"] == "variants"
     # v3 schemas default generate_audio to true and duration to "5" (a string): audio price, 5 s.
     assert request_as_sent(V3_STANDARD, {"prompt": "p"})["generate_audio"] is True
@@ -123,11 +123,11 @@ def test_model_is_found_by_alias_too() -> None:
     assert find_pricing(listing, "other") is None
 
 
-def test_every_catalogue_model_has_a_snapshot_price_or_a_stated_reason() -> None:
+def test_every_catalogue_model_has_a_simulator_price_or_a_stated_reason() -> None:
     from kling_provider.catalogue import list_models
 
     for model in list_models():
-        found = estimate(model, find_pricing(price_snapshot(), model), prompt="p")
+        found = estimate(model, find_pricing(simulator_price_list(), model), prompt="p")
         assert found.usd is not None or "variable" in found.basis, (model, found)
 
 
@@ -209,15 +209,14 @@ def test_within_the_limit_submits_and_reports_spend(airflow_sim: KlingSimulator,
            "submitting: $1.40)." in capsys.readouterr().out
 
 
-def test_model_missing_from_the_live_list_is_priced_from_the_snapshot(
+def test_model_missing_from_the_live_list_warns_and_never_blocks(
         airflow_sim: KlingSimulator, capsys: pytest.CaptureFixture[str]) -> None:
     airflow_sim.price_list["data"] = []
     operator = KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p",
                                         max_cost_usd=0.01, wait_for_completion=False)
-    with pytest.raises(KlingCostLimitError, match=r"\$1.40 .*price list snapshot of"):
-        operator.execute(context_for(StateStoreStub()))
-    assert creates(airflow_sim) == 0
-    assert f"no price for {V2_MASTER} in it" in capsys.readouterr().out
+    operator.execute(context_for(StateStoreStub()))
+    assert creates(airflow_sim) == 1  # no guessed price: unknown warns, never blocks
+    assert f"Price of this {V2_MASTER} generation unknown" in capsys.readouterr().out
 
 
 def test_unknown_price_in_live_list_does_not_block(airflow_sim: KlingSimulator,
@@ -234,7 +233,7 @@ def test_unknown_price_in_live_list_does_not_block(airflow_sim: KlingSimulator,
            "price check." in capsys.readouterr().out
 
 
-def test_live_prices_win_over_the_snapshot_and_are_cached_with_their_etag(
+def test_live_prices_are_used_and_cached_with_their_etag(
         airflow_sim: KlingSimulator) -> None:
     for entry in airflow_sim.price_list["data"]:
         if entry["id"] == V2_MASTER:
@@ -250,17 +249,18 @@ def test_live_prices_win_over_the_snapshot_and_are_cached_with_their_etag(
     assert "authorization" not in gets[0].headers  # the model list needs no key
 
 
-def test_unreadable_price_list_falls_back_to_the_snapshot(
-        kling_env: Any, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_price_list_leaves_the_price_unknown(
+        kling_env: Any, clock: FakeClock) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
     kling_env("https://api.example.test")
     hook = KlingHook(clock=clock, transport=httpx.MockTransport(refuse))
     found = hook.estimate_price(V2_MASTER, {"duration": 10})
-    assert found.usd == 2.80
-    assert found.source.startswith("price list snapshot of ")
-    assert "(ConnectError); using the price list snapshot of" in capsys.readouterr().out
+    assert found.usd is None  # no price ships with the provider: nothing to guess from
+    assert found.source == ("the live price list of https://api.example.test could not be used: "
+                            "ConnectError")
+    assert found.describe().endswith("submitting without a price check.")
 
 
 def test_balance_check_fails_fast(airflow_sim: KlingSimulator) -> None:
@@ -305,7 +305,7 @@ def test_simulator_model_list_shapes(simulator: KlingSimulator) -> None:
     assert balance == {"current_balance": 100.0, "currency": "USD"}
     alias = httpx.get(f"{simulator.base_url}/models", params={"include": "pricing", "id": V2_MASTER})
     assert [m["pricing"]["kind"] for m in alias.json()["data"]] == ["variants"]
-    assert "not quotes" in price_snapshot()["note"]  # the snapshot's prices are placeholders
+    assert "not quotes" in simulator_price_list()["note"]  # the simulator's prices are placeholders
 
 
 # -- deferral, metrics, labels, outlets ----------------------------------------------------------

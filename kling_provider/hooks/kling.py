@@ -534,7 +534,11 @@ class KlingHook(BaseHook):
                                        _pricing.request_as_sent(model, body), source=source)
 
     def _price_list(self, model: str) -> tuple[Mapping[str, Any], str]:
-        """The live model list for ``model`` (ETag-cached per process), else the shipped snapshot."""
+        """The live model list for ``model`` (ETag-cached per process), else an empty list and why.
+
+        No prices ship with the provider: a guessed fallback could let a limit pass a costly
+        generation or block a cheap one. Without the live list the price is unknown, which warns
+        and never blocks."""
         base_url = self.settings.base_url
         cache = _pricing.PRICE_LISTS
         try:
@@ -553,10 +557,7 @@ class KlingHook(BaseHook):
                 return listing, "live price list"
             problem = (f"HTTP {response.status_code}" if listing is None
                        else f"no price for {model} in it")
-        source = _pricing.snapshot_source()
-        self.log.warning("Could not use the live price list of %s (%s); using the %s.",
-                         base_url, problem, source)
-        return _pricing.price_snapshot(), source
+        return {}, f"the live price list of {base_url} could not be used: {problem}"
 
     def get_balance(self) -> float:
         """The account's balance in USD (``GET /v2/billing``)."""

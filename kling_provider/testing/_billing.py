@@ -5,6 +5,8 @@
   ``?id=`` filters on ids and aliases. Answers carry an ``ETag``; ``If-None-Match`` with it gets
   ``304`` and no body. ``GET /model/{id}`` returns one model or 404.
 - ``GET /v2/billing`` (key required): ``{"current_balance": <USD>, "currency": "USD"}``.
+- Prices: ``price_list.json`` beside this module, placeholders in the published shape (the
+  reference publishes no Kling prices); tests edit ``sim.price_list`` to change them.
 - Cost: a generation is priced from the same list (:mod:`kling_provider._pricing`) when it is
   created and charged to the balance once it completes; the completed answer reports it in
   ``meta.usage`` and in ``x-aimlapi-credits-used`` / ``x-aimlapi-usd-spent`` (``0`` before).
@@ -17,6 +19,8 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
+from functools import cache
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,10 +28,19 @@ from kling_provider._pricing import estimate_price, find_pricing, request_as_sen
 from kling_provider._spend import CREDITS_HEADER, USD_HEADER
 
 __all__ = ["BILLING_PATH", "CREDITS_PER_USD", "MODEL_LIST_PATHS", "NO_CREDITS_MESSAGE",
-           "cost_headers", "is_account_path", "model_list_answer", "price_of"]
+           "cost_headers", "is_account_path", "model_list_answer", "price_of",
+           "simulator_price_list"]
 
 MODEL_LIST_PATHS = frozenset({"/v1/models", "/models", "/api/v1/models"})
 BILLING_PATH = "/v2/billing"
+
+
+@cache
+def simulator_price_list() -> dict[str, Any]:
+    """The model list with placeholder prices the simulator serves (``price_list.json``)."""
+    text = resources.files(__package__).joinpath("price_list.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
 #: As in the published examples: 120000 credits = $0.06, 2480 credits = $0.00124.
 CREDITS_PER_USD = 2_000_000
 #: What the simulator charges when the list cannot price a request (``variable`` models).

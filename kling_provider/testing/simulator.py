@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from kling_provider._pricing import price_snapshot
 from kling_provider._timings import generation_id_path
 from kling_provider.catalogue import endpoint_path, get_model, prepare_request
 from kling_provider.exceptions import KlingValidationError
+from kling_provider.testing import _billing
 from kling_provider.testing._billing import CREDITS_PER_USD
 from kling_provider.testing._http import FAULTS_FIELD, _handler, _Server
 from kling_provider.testing.records import Faults, Ledger, LedgerEntry
@@ -112,7 +112,7 @@ class KlingSimulator:
         self.ledger = Ledger()
         self.video = sample_video()
         #: The model list with pricing this simulator serves and charges by (tests may edit it).
-        self.price_list: dict[str, Any] = copy.deepcopy(price_snapshot())
+        self.price_list: dict[str, Any] = copy.deepcopy(_billing.simulator_price_list())
         #: ``GET /v2/billing``'s ``current_balance``; completed generations are charged to it.
         self.balance_usd = balance_usd
         self._generations: dict[str, _Generation] = {}
