@@ -25,7 +25,9 @@ Hierarchy::
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+# Through common.compat: Airflow 3.1's airflow.sdk.exceptions has no AirflowFailException (the
+# version matrix caught it); compat resolves the SDK class where it exists, else core's.
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class KlingError(AirflowException):

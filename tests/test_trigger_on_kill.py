@@ -76,8 +76,6 @@ def test_on_kill_logs_without_any_io(no_requests: list[httpx.Request], clock: Fa
     assert no_requests == []
 
 
-@pytest.mark.skipif(not AIRFLOW_CALLS_ON_KILL, reason=f"Airflow {airflow_version} does not call "
-                                                       "trigger on_kill (3.3+ does)")
 def test_recovery_trigger_on_kill_names_the_request_id(no_requests: list[httpx.Request],
                                                        clock: FakeClock,
                                                        caplog: pytest.LogCaptureFixture,
@@ -95,6 +93,8 @@ def test_recovery_trigger_on_kill_names_the_request_id(no_requests: list[httpx.R
     assert no_requests == []
 
 
+@pytest.mark.skipif(not AIRFLOW_CALLS_ON_KILL, reason=f"Airflow {airflow_version} does not call "
+                                                       "trigger on_kill (3.3+ does)")
 def test_user_kill_mid_wait_through_airflows_trigger_runner(
         kling_env: Callable[..., None], clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
