@@ -13,7 +13,8 @@ from airflow.sdk import DAG
 
 from kling_provider.operators.kling import KlingTextToVideoOperator
 
-# Real generations take 5-14 minutes: poll every 10 s. `make demo` shortens it for the simulator.
+# Real generations take 5-14 minutes. POLL_INTERVAL is the longest gap between two polls; the adaptive
+# schedule places polls around the model's expected finish. `make demo` shortens it for the simulator.
 POLL_INTERVAL = float(os.environ.get("KLING_POLL_INTERVAL", "10"))
 # Downloads go under the Airflow Variable `kling_output_dir`, one folder per run.
 OUTPUT_DIR = "{{ var.value.get('kling_output_dir', '/tmp/kling') }}"
