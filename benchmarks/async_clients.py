@@ -16,27 +16,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import httpx
 
 from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
+from kling_provider.testing.simulator import spawn
 
 KEY = "bench-key"
 POLLS = 300
 CALLERS = 1000
 SLOW_ANSWER = float(os.environ.get("BENCH_SLOW_ANSWER", "0.6"))  # seconds per answer, part 2
 
-
-def start_simulator() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kling_provider.testing.simulator", "--port", "0",
-         "--api-key", KEY, "--time-scale", "1"], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    return process, json.loads(process.stdout.readline())["base_url"]
 
 
 async def cpu_per_call(call: Callable[[], Awaitable[object]], count: int) -> tuple[float, float]:
@@ -59,7 +51,7 @@ async def concurrent(call: Callable[[], Awaitable[object]]) -> tuple[int, dict[s
 
 
 async def main() -> None:
-    process, base_url = start_simulator()
+    process, base_url = spawn(KEY)
     os.environ["AIRFLOW_CONN_KLING_BENCH"] = json.dumps(
         {"conn_type": "kling", "host": base_url, "password": KEY})
     path = "/v2/generate/video/kling/generation"

@@ -189,13 +189,6 @@ def rss_peak_mb() -> float:
     return 0.0
 
 
-def start_simulator() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kling_provider.testing.simulator", "--port", "0",
-         "--api-key", KEY, "--time-scale", "1"], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    return process, json.loads(process.stdout.readline())["base_url"]
-
 
 def main() -> None:
     waits = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
@@ -205,8 +198,10 @@ def main() -> None:
           "server in its own process; CPU, lag and RSS of the waiting process only")
     print(f"{'client':<34}{'waits':>6}{'CPU ms/poll':>12}{'max lag ms':>11}{'RSS +MB':>9}"
           f"{'polls/s':>9}{'asked':>7}{'late s':>8}{'errors':>8}")
+    from kling_provider.testing.simulator import spawn
+
     for label, variant, share in ROWS:
-        server, base_url = start_simulator()
+        server, base_url = spawn(KEY)
         try:
             import httpx
 

@@ -25,6 +25,8 @@ import hashlib
 import json
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -312,6 +314,19 @@ class KlingSimulator:
                 remaining -= len(block)
         elif padding > 0:
             yield bytes(padding)
+
+
+
+def spawn(api_key: str = DEFAULT_API_KEY, *, time_scale: float = 1.0) -> tuple[subprocess.Popen[str], str]:
+    """Start the simulator CLI in its own process; return it and its API base URL.
+
+    For benchmarks: a server in another process keeps its CPU out of the measured process.
+    """
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
+        [sys.executable, "-m", "kling_provider.testing.simulator", "--port", "0",
+         "--api-key", api_key, "--time-scale", str(time_scale)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    return process, str(json.loads(process.stdout.readline())["base_url"])
 
 
 def main(argv: list[str] | None = None) -> None:
