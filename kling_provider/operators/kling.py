@@ -10,6 +10,11 @@ through the usage logs instead of a blind resubmit) and the README's "Never payi
 
 ``KlingDownloadVideoOperator`` streams the MP4 to a path or any ``ObjectStoragePath`` URI and
 emits an Asset event so other DAGs can be scheduled on new videos.
+
+This module holds what parsing a DAG file needs: the classes, their arguments and the checks of
+literal values. What runs on a worker is in the mixins of :mod:`kling_provider.operators._flow`
+and :mod:`kling_provider.operators._submission`, which import the hook, the trigger and the rest
+only when they run (parse cost).
 """
 
 from __future__ import annotations
@@ -18,38 +23,47 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator, Context
+from airflow.sdk import Asset, BaseOperator
 
-from kling_provider import DEFAULT_CONN_ID, metrics
+from kling_provider import DEFAULT_CONN_ID
 from kling_provider._checks import check_destination, check_max_bytes, wait_seconds
 from kling_provider._guard import validate_max_cost
-from kling_provider._lineage import operator_lineage
 from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
-from kling_provider._spend import SPEND_FIELDS, spend_summary
 from kling_provider._submission import STATE_KEY, check_on_uncertain_submission
 from kling_provider._templates import require_run_independent
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
-from kling_provider.exceptions import KlingError, KlingValidationError
-from kling_provider.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
-from kling_provider.operators._submission import UNKNOWN_RESUBMIT_AFTER, DurableSubmission
-from kling_provider.types import Generation, StatusClass
+from kling_provider.exceptions import KlingValidationError
+from kling_provider.links.kling import KlingVideoLink
+from kling_provider.operators._flow import (
+    DEFERRAL_GRACE,
+    ESTIMATE_KEY,
+    DownloadFlow,
+    GenerationFlow,
+    asset_extra,
+    generation_result,
+)
+from kling_provider.operators._submission import UNKNOWN_RESUBMIT_AFTER
 
 if TYPE_CHECKING:  # imported where used: a DAG file that parses this module needs neither
-    from kling_provider.hooks.kling import KlingHook
+
+    pass
 
 __all__ = [
+    "DEFERRAL_GRACE",
+    "ESTIMATE_KEY",
     "KLING_VIDEOS_ASSET",
+    "PROMPT_LABEL_TEMPLATE",
     "STATE_KEY",
     "UNKNOWN_RESUBMIT_AFTER",
     "KlingDownloadVideoOperator",
     "KlingGenerateVideoOperator",
     "KlingImageToVideoOperator",
     "KlingTextToVideoOperator",
+    "asset_extra",
+    "generation_result",
+    "is_dynamic",
 ]
 
-#: The deferral outlives the trigger's own deadline by this much, so the trigger's clear timeout
-#: event (naming the generation id) wins over Airflow's generic deferral timeout.
-DEFERRAL_GRACE = timedelta(minutes=5)
 #: The default Asset the download operator updates: schedule DAGs on it to react to new videos.
 KLING_VIDEOS_ASSET = Asset(name="kling_videos", uri="kling://videos")
 
@@ -68,46 +82,12 @@ def is_dynamic(value: Any) -> bool:
     return value is not None and hasattr(value, "resolve")  # XComArg, MappedArgument
 
 
-def generation_result(generation: Generation, *, model: str | None, family: str | None,
-                      prompt: str | None = None) -> dict[str, Any]:
-    """The small JSON dict operators and the sensor return (XCom). Never video bytes."""
-    return {
-        "generation_id": generation.generation_id,
-        "model": model,
-        "status": generation.status,
-        "video_url": generation.video_url,
-        "file_name": generation.file_name,
-        "file_size": generation.file_size,
-        "content_type": generation.content_type,
-        "credits_used": generation.credits_used,
-        "usd_spent": generation.usd_spent,
-        "duration": generation.duration,
-        "endpoint_family": family,
-        "prompt": prompt,
-    }
-
-
 #: A mapped generate task's label in the UI: its prompt (else its image), cut at 60 characters.
 PROMPT_LABEL_TEMPLATE = ("{{ (task.prompt or task.image_url or '') | replace('\\n', ' ') "
                          "| truncate(60, true, '…', 0) }}")
 
-#: ``task_state_store`` key of the price estimated before this task's POST (USD).
-ESTIMATE_KEY = "kling_estimated_usd"
 
-#: The Asset event extra's keys, in the order the UI shows them.
-ASSET_EXTRA_FIELDS = ("generation_id", "model", "prompt", "uri", "size", "duration",
-                      *SPEND_FIELDS)
-
-
-def asset_extra(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The download's Asset event extra: what the video is, where it is, what it cost.
-
-    Unknown values are left out rather than shown as ``null`` so the extra reads well in the UI.
-    """
-    return {k: result[k] for k in ASSET_EXTRA_FIELDS if result.get(k) is not None}
-
-
-class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
+class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
     """Generate a video with any Kling model of the AI/ML API.
 
     :param model: model id, e.g. ``klingai/v2.1-master-text-to-video`` (templated). An id the
@@ -291,141 +271,8 @@ class KlingGenerateVideoOperator(DurableSubmission, BaseOperator):
                 problems.append(exc)
         raise KlingValidationError(f"Task {self.task_id!r}: {problems[0]}")
 
-    # -- execution -------------------------------------------------------------------------------
-
-    @property
-    def hook(self) -> KlingHook:
-        from kling_provider.hooks.kling import KlingHook
-
-        return KlingHook(kling_conn_id=self.kling_conn_id)
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        self._check_before_paying()
-        hook = self.hook
-        prepared = hook.prepare_request(self.model, self.request_params(),
-                                        extra_params=self.extra_params,
-                                        endpoint_family=self.endpoint_family,
-                                        allow_unknown_model=self.allow_unknown_model)
-        self._prepared_body = prepared.body
-        generation = self.submit_or_resume(context, hook, prepared.family)
-        state = context.get("task_state_store")
-        if state is not None and self.estimated_usd is not None:  # for ``execute_complete``
-            state.set(ESTIMATE_KEY, self.estimated_usd)
-        return self.resume_generation(context, hook, generation, prepared.family)
-
-    def _before_paying(self, hook: KlingHook, family: str) -> None:
-        """The spend guard, right before a POST (never before reattaching or recovering)."""
-        body = getattr(self, "_prepared_body", None)
-        if body is None:
-            body = hook.prepare_request(self.model, self.request_params(),
-                                        extra_params=self.extra_params, endpoint_family=family,
-                                        allow_unknown_model=self.allow_unknown_model).body
-        self.estimated_usd = hook.guard_spend(self.model, body, max_cost_usd=self.max_cost_usd,
-                                              check_balance=self.check_balance).usd
-
-    def _after_paying(self) -> None:
-        metrics.generation_submitted(self.model)
-
-    def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
-                          family: str | None) -> dict[str, Any]:
-        """Go on from a generation this task paid for: return it, wait for it, or fail with it."""
-        generation_id = generation.generation_id
-        record = self._record(context)
-        submitted_at = (record.submitted_at if record and record.generation_id == generation_id
-                        else None) or hook.clock.now()
-        state = generation.status_class
-        if state is StatusClass.SUCCESS and generation.video_url:
-            return self._complete(context, generation, family, submitted_at=submitted_at)
-        if state is StatusClass.FAILURE:
-            from kling_provider._protocol import generation_failed
-
-            raise generation_failed(generation)
-        if not self.wait_for_completion:
-            submitted = Generation(generation_id=generation_id, status=generation.status)
-            self._mark_delivered(context, generation_id)
-            return generation_result(submitted, model=self.model, family=family,
-                                     prompt=self.prompt)
-        schedule: dict[str, Any] = {"poll_schedule": self.poll_schedule, "submitted_at": submitted_at,
-                    "model": self.model, "duration": self.request_params().get("duration")}
-        if self.deferrable:
-            from kling_provider.triggers.kling import KlingGenerationTrigger
-
-            self.defer(
-                trigger=KlingGenerationTrigger(
-                    kling_conn_id=self.kling_conn_id, generation_id=generation_id,
-                    poll_interval=self.poll_interval, deadline=hook.clock.now() + self.timeout,
-                    endpoint_family=family, **schedule, **self._end_in_triggerer()),
-                method_name="execute_complete",
-                kwargs={"endpoint_family": family, "submitted_at": submitted_at,
-                        "estimated_usd": self.estimated_usd},
-                timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
-            )
-        with metrics.counting_failures(self.model):
-            generation = hook.wait_for_generation(generation_id, poll_interval=self.poll_interval,
-                                                  timeout=self.timeout, endpoint_family=family,
-                                                  **schedule)
-        return self._complete(context, generation, family, submitted_at=submitted_at)
-
-    def _end_in_triggerer(self) -> dict[str, Any]:
-        """Trigger kwargs ending the task there on success (only when asked and nothing after
-        the wait needs a worker: ``download_to`` does). The prompt travels only then."""
-        if not self.end_from_trigger or self.download_to:
-            return {}
-        return {"end_from_trigger": True,
-                "result_fields": {"model": self.model, "prompt": self.prompt,
-                                  "generation_seconds": None,
-                                  "estimated_usd": self.estimated_usd}}
-
-    def execute_complete(self, context: Context, event: Any = None,
-                         endpoint_family: str | None = None, submitted_at: float | None = None,
-                         estimated_usd: float | None = None) -> dict[str, Any]:
-        """Resume after the trigger: validate its event, then finish like the worker path."""
-        stored = self._record(context)
-        expected = stored.generation_id if stored else None
-        from kling_provider.triggers.kling import generation_from_event
-
-        with metrics.counting_failures(self.model):
-            generation = generation_from_event(event, expected_generation_id=expected)
-        # ``airflow dags test`` resumes with the event only, dropping the deferral's kwargs: the
-        # state store (Airflow 3.3+) has them too.
-        submitted_at = submitted_at or (stored.submitted_at if stored else None)
-        if estimated_usd is None:
-            state = context.get("task_state_store")
-            stored_estimate = state.get(ESTIMATE_KEY) if state is not None else None
-            estimated_usd = float(stored_estimate) if isinstance(stored_estimate, (int, float)) \
-                else None
-        self.estimated_usd = estimated_usd
-        return self._complete(context, generation, endpoint_family, submitted_at=submitted_at)
-
-    def _complete(self, context: Context, generation: Generation, family: str | None, *,
-                  submitted_at: float | None = None) -> dict[str, Any]:
-        result = generation_result(generation, model=self.model, family=family,
-                                   prompt=self.prompt)
-        seconds = None if submitted_at is None else max(0.0, self.hook.clock.now() - submitted_at)
-        result.update(generation_seconds=seconds, estimated_usd=self.estimated_usd)
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
-        self.log.info("Generation %s completed: %s", generation.generation_id,
-                      (generation.video_url or "").split("?", 1)[0])
-        self.log.info(spend_summary(generation.generation_id, credits_used=generation.credits_used,
-                                    usd_spent=generation.usd_spent, generation_seconds=seconds,
-                                    estimated_usd=self.estimated_usd))
-        metrics.generation_completed(self.model, seconds=seconds,
-                                     credits_used=generation.credits_used,
-                                     usd_spent=generation.usd_spent)
-        self._lineage_outputs = [generation.video_url]
-        if self.download_to:
-            stored = self.hook.download_video(
-                generation.video_url or "", self.download_to, expected_size=generation.file_size,
-                file_name=generation.file_name, generation_id=generation.generation_id)
-            result.update(uri=stored.uri, size=stored.size)
-            self._lineage_outputs = [stored.uri]
-        self._mark_delivered(context, generation.generation_id)
-        return result
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage (when its provider is installed): image URLs in, the video out."""
-        images = [self.image_url, self.tail_image_url, *(self.image_list or [])]
-        return operator_lineage(images, getattr(self, "_lineage_outputs", []))
+    # Execution (``execute``, ``execute_complete``, ``execute_recovered``) is in the mixins:
+    # kling_provider.operators._flow and kling_provider.operators._submission.
 
 
 class KlingTextToVideoOperator(KlingGenerateVideoOperator):
@@ -443,7 +290,7 @@ class KlingImageToVideoOperator(KlingGenerateVideoOperator):
         super().__init__(model=model, **kwargs)
 
 
-class KlingDownloadVideoOperator(BaseOperator):
+class KlingDownloadVideoOperator(DownloadFlow, BaseOperator):
     """Download a generated video to a path or any ``ObjectStoragePath`` URI.
 
     Give one of ``generation`` (the dict a generate operator or the sensor returned, usually an
@@ -510,48 +357,3 @@ class KlingDownloadVideoOperator(BaseOperator):
         if asset is not None and asset not in outlets:
             kwargs["outlets"] = [*outlets, asset]
         return super().partial(**kwargs)
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        check_max_bytes(self.max_bytes, task_id=self.task_id)
-        check_destination("destination", self.destination, task_id=self.task_id)
-        from kling_provider.hooks.kling import KlingHook
-
-        hook = KlingHook(kling_conn_id=self.kling_conn_id)
-        info = self._source(hook)
-        if not info.get("video_url"):
-            raise KlingError(f"Task {self.task_id!r}: no video URL to download in {info!r}.")
-        stored = hook.download_video(str(info["video_url"]), self.destination,
-                                     expected_size=info.get("file_size"),
-                                     file_name=info.get("file_name"),
-                                     generation_id=info.get("generation_id"),
-                                     overwrite=self.overwrite, max_bytes=self.max_bytes)
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=info["video_url"])
-        result = {"uri": stored.uri, "size": stored.size, "downloaded": stored.downloaded,
-                  "generation_id": info.get("generation_id"), "model": info.get("model"),
-                  "prompt": info.get("prompt"), "duration": info.get("duration"),
-                  **{k: info.get(k) for k in SPEND_FIELDS}}
-        if self.asset is not None:
-            context["outlet_events"][self.asset].extra = asset_extra(result)
-        self._lineage = ([str(info["video_url"])], [stored.uri])
-        return result
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage (when its provider is installed): the video URL in, the stored copy out."""
-        inputs, outputs = getattr(self, "_lineage", ([], []))
-        return operator_lineage(inputs, outputs)
-
-    def _source(self, hook: KlingHook) -> dict[str, Any]:
-        if self.generation is not None:
-            if not isinstance(self.generation, Mapping):
-                raise KlingValidationError(
-                    f"Invalid parameter 'generation'={self.generation!r}: expected the dict a "
-                    "Kling generate operator or sensor returns.")
-            return dict(self.generation)
-        if self.generation_id is not None:
-            generation = hook.get_generation(self.generation_id,
-                                             endpoint_family=self.endpoint_family)
-            if generation.status_class is not StatusClass.SUCCESS:
-                raise KlingError(f"Generation {self.generation_id!r} is {generation.status!r}, "
-                                 "not completed: nothing to download yet.")
-            return generation_result(generation, model=None, family=self.endpoint_family)
-        return {"video_url": self.video_url}

@@ -1,0 +1,301 @@
+"""What the operators do on a worker: submit (once), wait or defer, finish, download, report.
+
+Two mixins: :class:`GenerationFlow` of
+:class:`~kling_provider.operators.kling.KlingGenerateVideoOperator` (``execute`` and its
+continuation after the deferral) and :class:`DownloadFlow` of
+:class:`~kling_provider.operators.kling.KlingDownloadVideoOperator`. The operator module keeps
+what parsing a DAG file needs (arguments, literal checks). The operator classes inherit from these
+mixins, so parsing imports this module too: the hook, the trigger, metrics, spend, pricing and
+lineage are imported in the methods that use them (parse cost), never at the top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from kling_provider.exceptions import KlingError, KlingValidationError
+from kling_provider.links.kling import VIDEO_URL_XCOM_KEY
+from kling_provider.operators._submission import DurableSubmission
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset, BaseOperator, Context
+
+    from kling_provider._schedule import PollScheduleKind
+    from kling_provider.hooks.kling import KlingHook
+    from kling_provider.types import Generation
+
+    _Operator = BaseOperator
+else:
+    _Operator = object
+
+__all__ = ["DEFERRAL_GRACE", "ESTIMATE_KEY", "DownloadFlow", "GenerationFlow", "asset_extra",
+           "generation_result"]
+
+#: The deferral outlives the trigger's own deadline by this much, so the trigger's clear timeout
+#: event (naming the generation id) wins over Airflow's generic deferral timeout.
+DEFERRAL_GRACE = timedelta(minutes=5)
+#: ``task_state_store`` key of the price estimated before this task's POST (USD).
+ESTIMATE_KEY = "kling_estimated_usd"
+
+
+def generation_result(generation: Generation, *, model: str | None, family: str | None,
+                      prompt: str | None = None) -> dict[str, Any]:
+    """The small JSON dict operators and the sensor return (XCom). Never video bytes."""
+    return {
+        "generation_id": generation.generation_id,
+        "model": model,
+        "status": generation.status,
+        "video_url": generation.video_url,
+        "file_name": generation.file_name,
+        "file_size": generation.file_size,
+        "content_type": generation.content_type,
+        "credits_used": generation.credits_used,
+        "usd_spent": generation.usd_spent,
+        "duration": generation.duration,
+        "endpoint_family": family,
+        "prompt": prompt,
+    }
+
+
+def asset_extra(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The download's Asset event extra: what the video is, where it is, what it cost.
+
+    Unknown values are left out rather than shown as ``null`` so the extra reads well in the UI.
+    """
+    from kling_provider._spend import SPEND_FIELDS  # execute time only (parse cost)
+
+    fields = ("generation_id", "model", "prompt", "uri", "size", "duration", *SPEND_FIELDS)
+    return {k: result[k] for k in fields if result.get(k) is not None}
+
+
+class GenerationFlow(DurableSubmission):
+    """``execute`` and its continuations for the generate operators (a mixin, see above)."""
+
+    if TYPE_CHECKING:
+        prompt: str | None
+        image_url: str | None
+        tail_image_url: str | None
+        image_list: list[str] | None
+        endpoint_family: str | None
+        wait_for_completion: bool
+        poll_schedule: PollScheduleKind
+        end_from_trigger: bool
+        download_to: str | None
+        max_cost_usd: float | None
+        check_balance: bool
+        estimated_usd: float | None
+
+        def _check_before_paying(self) -> None: ...
+
+    @property
+    def hook(self) -> KlingHook:
+        from kling_provider.hooks.kling import KlingHook
+
+        return KlingHook(kling_conn_id=self.kling_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        self._check_before_paying()
+        hook = self.hook
+        prepared = hook.prepare_request(self.model, self.request_params(),
+                                        extra_params=self.extra_params,
+                                        endpoint_family=self.endpoint_family,
+                                        allow_unknown_model=self.allow_unknown_model)
+        self._prepared_body = prepared.body
+        generation = self.submit_or_resume(context, hook, prepared.family)
+        state = context.get("task_state_store")
+        if state is not None and self.estimated_usd is not None:  # for ``execute_complete``
+            state.set(ESTIMATE_KEY, self.estimated_usd)
+        return self.resume_generation(context, hook, generation, prepared.family)
+
+    def _before_paying(self, hook: KlingHook, family: str) -> None:
+        """The spend guard, right before a POST (never before reattaching or recovering)."""
+        body = getattr(self, "_prepared_body", None)
+        if body is None:
+            body = hook.prepare_request(self.model, self.request_params(),
+                                        extra_params=self.extra_params, endpoint_family=family,
+                                        allow_unknown_model=self.allow_unknown_model).body
+        self.estimated_usd = hook.guard_spend(self.model, body, max_cost_usd=self.max_cost_usd,
+                                              check_balance=self.check_balance).usd
+
+    def _after_paying(self) -> None:
+        from kling_provider import metrics  # execute time only, like every import below
+
+        metrics.generation_submitted(self.model)
+
+    def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
+                          family: str | None) -> dict[str, Any]:
+        """Go on from a generation this task paid for: return it, wait for it, or fail with it."""
+        from kling_provider import metrics
+        from kling_provider.types import Generation, StatusClass
+
+        generation_id = generation.generation_id
+        record = self._record(context)
+        submitted_at = (record.submitted_at if record and record.generation_id == generation_id
+                        else None) or hook.clock.now()
+        state = generation.status_class
+        if state is StatusClass.SUCCESS and generation.video_url:
+            return self._complete(context, generation, family, submitted_at=submitted_at)
+        if state is StatusClass.FAILURE:
+            from kling_provider._protocol import generation_failed
+
+            raise generation_failed(generation)
+        if not self.wait_for_completion:
+            submitted = Generation(generation_id=generation_id, status=generation.status)
+            self._mark_delivered(context, generation_id)
+            return generation_result(submitted, model=self.model, family=family,
+                                     prompt=self.prompt)
+        schedule: dict[str, Any] = {"poll_schedule": self.poll_schedule, "submitted_at": submitted_at,
+                    "model": self.model, "duration": self.request_params().get("duration")}
+        if self.deferrable:
+            from kling_provider.triggers.kling import KlingGenerationTrigger
+
+            self.defer(
+                trigger=KlingGenerationTrigger(
+                    kling_conn_id=self.kling_conn_id, generation_id=generation_id,
+                    poll_interval=self.poll_interval, deadline=hook.clock.now() + self.timeout,
+                    endpoint_family=family, **schedule, **self._end_in_triggerer()),
+                method_name="execute_complete",
+                kwargs={"endpoint_family": family, "submitted_at": submitted_at,
+                        "estimated_usd": self.estimated_usd},
+                timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
+            )
+        with metrics.counting_failures(self.model):
+            generation = hook.wait_for_generation(generation_id, poll_interval=self.poll_interval,
+                                                  timeout=self.timeout, endpoint_family=family,
+                                                  **schedule)
+        return self._complete(context, generation, family, submitted_at=submitted_at)
+
+    def _end_in_triggerer(self) -> dict[str, Any]:
+        """Trigger kwargs ending the task there on success (only when asked and nothing after
+        the wait needs a worker: ``download_to`` does). The prompt travels only then."""
+        if not self.end_from_trigger or self.download_to:
+            return {}
+        return {"end_from_trigger": True,
+                "result_fields": {"model": self.model, "prompt": self.prompt,
+                                  "generation_seconds": None,
+                                  "estimated_usd": self.estimated_usd}}
+
+    def execute_complete(self, context: Context, event: Any = None,
+                         endpoint_family: str | None = None, submitted_at: float | None = None,
+                         estimated_usd: float | None = None) -> dict[str, Any]:
+        """Resume after the trigger: validate its event, then finish like the worker path."""
+        stored = self._record(context)
+        expected = stored.generation_id if stored else None
+        from kling_provider import metrics
+        from kling_provider.triggers.kling import generation_from_event
+
+        with metrics.counting_failures(self.model):
+            generation = generation_from_event(event, expected_generation_id=expected)
+        # ``airflow dags test`` resumes with the event only, dropping the deferral's kwargs: the
+        # state store (Airflow 3.3+) has them too.
+        submitted_at = submitted_at or (stored.submitted_at if stored else None)
+        if estimated_usd is None:
+            state = context.get("task_state_store")
+            stored_estimate = state.get(ESTIMATE_KEY) if state is not None else None
+            estimated_usd = float(stored_estimate) if isinstance(stored_estimate, (int, float)) \
+                else None
+        self.estimated_usd = estimated_usd
+        return self._complete(context, generation, endpoint_family, submitted_at=submitted_at)
+
+    def _complete(self, context: Context, generation: Generation, family: str | None, *,
+                  submitted_at: float | None = None) -> dict[str, Any]:
+        from kling_provider import metrics
+        from kling_provider._spend import spend_summary
+
+        result = generation_result(generation, model=self.model, family=family,
+                                   prompt=self.prompt)
+        seconds = None if submitted_at is None else max(0.0, self.hook.clock.now() - submitted_at)
+        result.update(generation_seconds=seconds, estimated_usd=self.estimated_usd)
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
+        self.log.info("Generation %s completed: %s", generation.generation_id,
+                      (generation.video_url or "").split("?", 1)[0])
+        self.log.info(spend_summary(generation.generation_id, credits_used=generation.credits_used,
+                                    usd_spent=generation.usd_spent, generation_seconds=seconds,
+                                    estimated_usd=self.estimated_usd))
+        metrics.generation_completed(self.model, seconds=seconds,
+                                     credits_used=generation.credits_used,
+                                     usd_spent=generation.usd_spent)
+        self._lineage_outputs = [generation.video_url]
+        if self.download_to:
+            stored = self.hook.download_video(
+                generation.video_url or "", self.download_to, expected_size=generation.file_size,
+                file_name=generation.file_name, generation_id=generation.generation_id)
+            result.update(uri=stored.uri, size=stored.size)
+            self._lineage_outputs = [stored.uri]
+        self._mark_delivered(context, generation.generation_id)
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): image URLs in, the video out."""
+        from kling_provider._lineage import operator_lineage
+
+        images = [self.image_url, self.tail_image_url, *(self.image_list or [])]
+        return operator_lineage(images, getattr(self, "_lineage_outputs", []))
+
+
+class DownloadFlow(_Operator):
+    """``execute`` of :class:`~kling_provider.operators.kling.KlingDownloadVideoOperator`."""
+
+    if TYPE_CHECKING:
+        destination: Any
+        generation: Any
+        generation_id: str | None
+        video_url: str | None
+        kling_conn_id: str
+        endpoint_family: str | None
+        overwrite: bool
+        max_bytes: int | None
+        asset: Asset | None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from kling_provider._checks import check_destination, check_max_bytes
+        from kling_provider._spend import SPEND_FIELDS
+        from kling_provider.hooks.kling import KlingHook
+
+        check_max_bytes(self.max_bytes, task_id=self.task_id)
+        check_destination("destination", self.destination, task_id=self.task_id)
+        hook = KlingHook(kling_conn_id=self.kling_conn_id)
+        info = self._source(hook)
+        if not info.get("video_url"):
+            raise KlingError(f"Task {self.task_id!r}: no video URL to download in {info!r}.")
+        stored = hook.download_video(str(info["video_url"]), self.destination,
+                                     expected_size=info.get("file_size"),
+                                     file_name=info.get("file_name"),
+                                     generation_id=info.get("generation_id"),
+                                     overwrite=self.overwrite, max_bytes=self.max_bytes)
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=info["video_url"])
+        result = {"uri": stored.uri, "size": stored.size, "downloaded": stored.downloaded,
+                  "generation_id": info.get("generation_id"), "model": info.get("model"),
+                  "prompt": info.get("prompt"), "duration": info.get("duration"),
+                  **{k: info.get(k) for k in SPEND_FIELDS}}
+        if self.asset is not None:
+            context["outlet_events"][self.asset].extra = asset_extra(result)
+        self._lineage = ([str(info["video_url"])], [stored.uri])
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): the video URL in, the stored copy out."""
+        from kling_provider._lineage import operator_lineage  # execute time only (parse cost)
+
+        inputs, outputs = getattr(self, "_lineage", ([], []))
+        return operator_lineage(inputs, outputs)
+
+    def _source(self, hook: KlingHook) -> dict[str, Any]:
+        if self.generation is not None:
+            if not isinstance(self.generation, Mapping):
+                raise KlingValidationError(
+                    f"Invalid parameter 'generation'={self.generation!r}: expected the dict a "
+                    "Kling generate operator or sensor returns.")
+            return dict(self.generation)
+        if self.generation_id is not None:
+            from kling_provider.types import StatusClass
+
+            generation = hook.get_generation(self.generation_id,
+                                             endpoint_family=self.endpoint_family)
+            if generation.status_class is not StatusClass.SUCCESS:
+                raise KlingError(f"Generation {self.generation_id!r} is {generation.status!r}, "
+                                 "not completed: nothing to download yet.")
+            return generation_result(generation, model=None, family=self.endpoint_family)
+        return {"video_url": self.video_url}
