@@ -10,6 +10,7 @@ was made. Every process started is stopped (process groups) at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -74,6 +75,15 @@ class AirflowCluster:
     def log_tail(self, name: str, size: int = 3000) -> str:
         return (self.home / f"{name}.log").read_text(errors="replace")[-size:]
 
+    def worker_starts(self, ti_id: str) -> int:
+        """How many times a worker started this task instance: each start (first run, or resume
+        after a deferral) is one ``PATCH /execution/task-instances/<id>/run`` that the API server
+        answered 200 (a client retry answered 4xx is not a start). Read off the API server's
+        access log (Airflow 3.3's ``http.access`` lines)."""
+        path = f"path=/execution/task-instances/{ti_id}/run "
+        return sum(1 for line in self.log_tail("api-server", size=50_000_000).splitlines()
+                   if "method=PATCH" in line and path in line and "status_code=200" in line)
+
     def diagnostics(self) -> str:
         return "\n".join(f"--- {n} ---\n{self.log_tail(n)}" for n in self.processes)
 
@@ -130,9 +140,10 @@ def cluster_env(home: Path, port: int, sim: KlingSimulator, videos: Path,
     }
 
 
-@pytest.fixture
-def cluster(tmp_path: Path,
-            airflow_db_template: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
+@contextlib.contextmanager
+def local_cluster(tmp_path: Path, airflow_db_template: Path, dags_folder: Path = ROOT / "dags",
+                  ) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
+    """SQLite + LocalExecutor cluster with a triggerer, against a simulator; all stopped after."""
     # A real clock here: real processes poll. 320 simulated seconds take 20 s. Not less: a trigger
     # firing seconds after the deferral races the scheduler's handling of the deferring try's
     # executor event, and Airflow 3.3.2 then fails the task (apache/airflow#67287, #72716).
@@ -143,6 +154,7 @@ def cluster(tmp_path: Path,
         env = cluster_env(home, port, sim, tmp_path / "videos", {
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         })
         shutil.copy(airflow_db_template, home / "airflow.db")
@@ -154,6 +166,13 @@ def cluster(tmp_path: Path,
             airflow.stop()
     leftovers = [n for n, p in airflow.processes.items() if p.poll() is None]
     assert leftovers == []
+
+
+@pytest.fixture
+def cluster(tmp_path: Path,
+            airflow_db_template: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
+    with local_cluster(tmp_path, airflow_db_template) as running:
+        yield running
 
 
 def test_raccoon_dag_in_real_airflow(cluster: tuple[AirflowCluster, KlingSimulator],

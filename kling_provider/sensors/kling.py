@@ -50,9 +50,11 @@ class KlingGenerationSensor(BaseSensorOperator):
         resume on a worker (``soft_fail``, retries, the API's error message). Default false:
         Airflow refuses to parse a DAG with such a task while any listener is registered
         (plugins, the OpenLineage provider).
-    :param start_from_trigger: start in the triggerer instead of a worker (Airflow's
-        ``start_from_trigger``; ``generation_id`` is rendered there): with ``end_from_trigger``,
-        a generation that completes needs no worker at all. Default false; deferrable only.
+    :param start_from_trigger: start in the triggerer instead of a worker (Airflow 3.3+'s
+        ``start_from_trigger``; 3.1 and 3.2 ignore it and start a worker): with
+        ``end_from_trigger``, a generation that completes needs no worker at all. Default false;
+        deferrable only. ``generation_id`` is rendered in the triggerer, which on 3.3.2 refuses
+        a bare ``xcom_pull(task_ids=...)``: add ``map_indexes=-1``.
     """
 
     template_fields: Sequence[str] = ("generation_id",)
