@@ -76,13 +76,20 @@ class AirflowCluster:
         return (self.home / f"{name}.log").read_text(errors="replace")[-size:]
 
     def worker_starts(self, ti_id: str) -> int:
-        """How many times a worker started this task instance: each start (first run, or resume
-        after a deferral) is one ``PATCH /execution/task-instances/<id>/run`` that the API server
-        answered 200 (a client retry answered 4xx is not a start). Read off the API server's
-        access log (Airflow 3.3's ``http.access`` lines)."""
-        path = f"path=/execution/task-instances/{ti_id}/run "
-        return sum(1 for line in self.log_tail("api-server", size=50_000_000).splitlines()
-                   if "method=PATCH" in line and path in line and "status_code=200" in line)
+        """How many times a worker started this task instance, read off the API server's access
+        log (Airflow 3.3's ``http.access`` lines). Each start (a first run, or a resume after a
+        deferral) begins with ``PATCH /execution/task-instances/<id>/run``; a worker whose call
+        timed out sends it again, so consecutive ``run`` calls with no other request of that task
+        instance between them are one start."""
+        prefix = f"path=/execution/task-instances/{ti_id}/"
+        starts, previous_was_run = 0, False
+        for line in self.log_tail("api-server", size=50_000_000).splitlines():
+            if prefix not in line:
+                continue
+            is_run = "method=PATCH" in line and f"{prefix}run " in line
+            starts += is_run and not previous_was_run
+            previous_was_run = is_run
+        return starts
 
     def diagnostics(self) -> str:
         return "\n".join(f"--- {n} ---\n{self.log_tail(n)}" for n in self.processes)
