@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
+from kling_provider import metrics
 from kling_provider.hooks.kling import aclose_shared_clients
 from kling_provider.operators.kling import KlingGenerateVideoOperator
 from kling_provider.sensors.kling import KlingGenerationSensor
@@ -24,6 +25,7 @@ from kling_provider.testing.simulator import Faults, KlingSimulator
 from kling_provider.triggers.kling import KlingGenerationTrigger
 from tests.conftest import StateStoreStub, context_for
 from tests.test_airflow_layer import RACCOON, defer, submit
+from tests.test_spend import RecordingStats
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +87,32 @@ def test_generate_operator_ends_in_the_triggerer_only_when_asked_and_nothing_fol
     assert (result["model"], result["prompt"]) == (RACCOON["model"], RACCOON["prompt"])
     assert result["video_url"] == ended.xcoms["video_url"]
     assert result["generation_seconds"] is not None
+
+
+def test_ending_in_the_triggerer_counts_the_completion_and_spend(
+        airflow_sim: KlingSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's completion metrics are sent by the triggerer instead, for the paying task
+    only: a sensor waiting on someone else's generation counts nothing."""
+    stats = RecordingStats()
+    monkeypatch.setattr(metrics, "_stats", lambda: stats)
+    asked = defer(KlingGenerateVideoOperator(task_id="g", end_from_trigger=True, **RACCOON),
+                  context_for(StateStoreStub())).trigger
+    stats.calls.clear()  # the submission's own count
+    (ended,) = events(asked)
+    assert isinstance(ended, TaskSuccessEvent) and ended.xcoms is not None
+    result: Any = ended.xcoms["return_value"]
+    sent = {stat: (value, tags) for _, stat, value, tags in stats.calls}
+    tags = {"model": RACCOON["model"]}
+    assert sent[metrics.GENERATION_COMPLETED] == (1, tags)
+    assert sent[metrics.DURATION] == (pytest.approx(result["generation_seconds"]), tags)
+    assert sent[metrics.CREDITS_USED] == (round(result["credits_used"]), tags)
+    assert sent[metrics.USD_SPENT] == (result["usd_spent"], tags)
+
+    sensor = KlingGenerationSensor(task_id="wait", generation_id=submit(airflow_sim),
+                                   end_from_trigger=True)
+    stats.calls.clear()
+    (sensed,) = events(defer(sensor, context_for(None)).trigger)
+    assert isinstance(sensed, TaskSuccessEvent) and stats.calls == []
 
 
 def test_sensor_can_start_in_the_triggerer() -> None:

@@ -112,10 +112,11 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
     :param poll_interval: the longest gap between two status polls, in seconds (default 60).
     :param end_from_trigger: (deferrable, no ``download_to``) a success ends the task in the
         triggerer with the same return value and ``video_url`` XCom: one worker start per
-        generation instead of two. Off by default because what ``execute_complete`` does on the
-        worker then does not run (the StatsD completion metrics, OpenLineage facets, the
-        "delivered" mark of durable submission), and Airflow refuses to parse a DAG with such a
-        task while any listener is registered. Failures still resume on a worker.
+        generation instead of two (the triggerer sends the completion metrics). Off by default
+        because Airflow refuses to parse a DAG with such a task while any listener is registered,
+        and what only a worker can do is skipped: OpenLineage facets and the "delivered" mark of
+        durable submission (so clearing the task returns the same video). Failures still resume
+        on a worker.
     :param poll_schedule: ``adaptive`` (default): poll early once, then around when this model
         should finish (live ``/models/metrics`` or the documented times, scaled by ``duration``),
         backing off past it; ``fixed``: every ``poll_interval`` seconds, like the API docs' loop.

@@ -132,11 +132,24 @@ class KlingGenerationTrigger(BaseTrigger):
         result = generation_result(generation, model=fields.pop("model", None),
                                    family=fields.pop("endpoint_family", self.endpoint_family),
                                    prompt=fields.pop("prompt", None))
-        if "generation_seconds" in fields and self.submitted_at is not None:
+        paying_task = "generation_seconds" in fields  # the generate operator, not a sensor
+        if paying_task and self.submitted_at is not None:
             fields["generation_seconds"] = max(0.0, time.time() - self.submitted_at)
         result.update(fields)
         self.log.info("Generation %s completed: %s (task ended in the triggerer)",
                       generation.generation_id, (generation.video_url or "").split("?", 1)[0])
+        if paying_task:  # what the worker's completion would have reported and counted
+            from kling_provider import metrics
+            from kling_provider._spend import spend_summary
+
+            self.log.info(spend_summary(
+                generation.generation_id, credits_used=generation.credits_used,
+                usd_spent=generation.usd_spent, generation_seconds=result["generation_seconds"],
+                estimated_usd=result.get("estimated_usd")))
+            metrics.generation_completed(result.get("model"),
+                                         seconds=result["generation_seconds"],
+                                         credits_used=generation.credits_used,
+                                         usd_spent=generation.usd_spent)
         return TaskSuccessEvent(xcoms={"return_value": result,
                                        VIDEO_URL_XCOM_KEY: generation.video_url})
 
