@@ -15,7 +15,7 @@ from kling_provider.operators.kling import KlingTextToVideoOperator
 
 # Real generations take 5-14 minutes. POLL_INTERVAL is the longest gap between two polls; the adaptive
 # schedule places polls around the model's expected finish. `make demo` shortens it for the simulator.
-POLL_INTERVAL = float(os.environ.get("KLING_POLL_INTERVAL", "10"))
+POLL_INTERVAL = float(os.environ.get("KLING_POLL_INTERVAL", "60"))
 # Downloads go under the Airflow Variable `kling_output_dir`, one folder per run.
 OUTPUT_DIR = "{{ var.value.get('kling_output_dir', '/tmp/kling') }}"
 RUN_FOLDER = "{{ run_id | replace(':', '_') | replace('+', '_') }}"

@@ -101,7 +101,7 @@ def main() -> None:
         print("demo: AIMLAPI_KEY is set: using the real AI/ML API (this costs credits).")
         connection = json.dumps({"conn_type": "kling", "host": "https://api.aimlapi.com",
                                  "password": key})
-        poll = "10"
+        poll = "60"  # the provider default: the adaptive schedule places the polls
     else:
         sys.path.insert(0, str(ROOT))
         from kling_provider.testing.simulator import KlingSimulator
