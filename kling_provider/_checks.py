@@ -3,18 +3,31 @@
 Pure (no Airflow, no HTTP): the operators and the sensor call them at parse time and again at the
 top of ``execute``, so a value changed after construction (mapped tasks, a mutated operator) is
 still caught before paying. Each error names the parameter, the value and what is allowed.
+
+Every check a DAG file parse runs is here rather than beside the rules it guards (the poll
+schedule, the spend guard, durable submission): those modules are only needed once a task runs,
+and importing them costs every parse (they re-export what they used to define).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from kling_provider.exceptions import KlingValidationError
 
 #: Longest wait accepted. A Kling generation takes minutes; a week leaves room for queues while
 #: keeping ``now + timeout`` representable as the deferral's and the trigger's deadline.
 MAX_WAIT_SECONDS = 7 * 24 * 3600.0
+
+PollScheduleKind = Literal["adaptive", "fixed"]
+POLL_SCHEDULES: tuple[PollScheduleKind, ...] = ("adaptive", "fixed")
+#: The longest gap between two polls unless the user sets ``poll_interval``: the adaptive schedule
+#: uses it only before and well after the expected finish, so it costs little detection lag.
+DEFAULT_POLL_INTERVAL = 60.0
+
+OnUncertainSubmission = Literal["fail", "resubmit"]
+ON_UNCERTAIN_SUBMISSION = ("fail", "resubmit")
 
 
 def wait_seconds(name: str, value: Any, *, task_id: str | None = None) -> float:
@@ -75,3 +88,34 @@ def check_max_bytes(value: Any, *, task_id: str | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _invalid(task_id, "max_bytes", value,
                        "must be a whole number of bytes above 0, or None for no limit.")
+
+
+def check_poll_schedule(value: object, *, task_id: str | None = None) -> PollScheduleKind:
+    """``value`` as a schedule kind (:mod:`kling_provider._schedule`), or the error naming what
+    is allowed."""
+    if value not in POLL_SCHEDULES:
+        raise _invalid(task_id, "poll_schedule", value,
+                       f"allowed values are {', '.join(map(repr, POLL_SCHEDULES))}.")
+    return value
+
+
+def check_on_uncertain_submission(value: Any) -> OnUncertainSubmission:
+    """Validate the ``on_uncertain_submission`` parameter (before any request)."""
+    if value not in ON_UNCERTAIN_SUBMISSION:
+        raise KlingValidationError(
+            f"Invalid parameter 'on_uncertain_submission'={value!r}: allowed values are 'fail' "
+            "(default: never risk a second payment) and 'resubmit' (submit a new generation when "
+            "an earlier one cannot be found in the usage logs).")
+    return value  # type: ignore[no-any-return]
+
+
+def validate_max_cost(max_cost_usd: Any) -> float | None:
+    """``max_cost_usd`` as a float; a clear error for anything but a positive number or ``None``."""
+    if max_cost_usd is None:
+        return None
+    if isinstance(max_cost_usd, bool) or not isinstance(max_cost_usd, (int, float)) \
+            or not max_cost_usd > 0:
+        raise KlingValidationError(
+            f"Invalid parameter 'max_cost_usd'={max_cost_usd!r}: must be a number of US dollars "
+            "above 0, or None for no limit.")
+    return float(max_cost_usd)

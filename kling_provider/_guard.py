@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+# Defined with the parse-time checks (a DAG file parse needs it, not this module).
+from kling_provider._checks import validate_max_cost
 from kling_provider._pricing import PriceEstimate
 from kling_provider._spend import format_usd
 
@@ -23,25 +25,12 @@ from kling_provider.exceptions import (
     KlingCostLimitError,
     KlingInsufficientBalanceError,
     KlingServerError,
-    KlingValidationError,
 )
 
 __all__ = ["BALANCE_PATH", "balance_steps", "check_balance", "check_max_cost",
            "validate_max_cost"]
 
 BALANCE_PATH = "/v2/billing"
-
-
-def validate_max_cost(max_cost_usd: Any) -> float | None:
-    """``max_cost_usd`` as a float; a clear error for anything but a positive number or ``None``."""
-    if max_cost_usd is None:
-        return None
-    if isinstance(max_cost_usd, bool) or not isinstance(max_cost_usd, (int, float)) \
-            or not max_cost_usd > 0:
-        raise KlingValidationError(
-            f"Invalid parameter 'max_cost_usd'={max_cost_usd!r}: must be a number of US dollars "
-            "above 0, or None for no limit.")
-    return float(max_cost_usd)
 
 
 def check_max_cost(estimate: PriceEstimate, max_cost_usd: float | None) -> None:

@@ -22,16 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
-from kling_provider._checks import _invalid
+# Defined with the parse-time checks (a DAG file parse needs them, not this module).
+from kling_provider._checks import DEFAULT_POLL_INTERVAL as DEFAULT_POLL_INTERVAL
+from kling_provider._checks import POLL_SCHEDULES as POLL_SCHEDULES
+from kling_provider._checks import PollScheduleKind as PollScheduleKind
+from kling_provider._checks import check_poll_schedule as check_poll_schedule
 from kling_provider._timings import Expectation
 
-PollScheduleKind = Literal["adaptive", "fixed"]
-POLL_SCHEDULES: tuple[PollScheduleKind, ...] = ("adaptive", "fixed")
-#: The longest gap between two polls unless the user sets ``poll_interval``: the adaptive schedule
-#: uses it only before and well after the expected finish, so it costs little detection lag.
-DEFAULT_POLL_INTERVAL = 60.0
 #: Seconds after submission of the first adaptive poll (immediate failures).
 EARLY_POLL = 10.0
 #: Polls spread across the expected finish window.
@@ -42,14 +40,6 @@ WINDOW_GAP_MIN, WINDOW_GAP_MAX = 3.0, 9.0
 BACKOFF = 1.3
 #: Never poll twice within this many seconds (a poll delayed by retries may overrun the plan).
 MIN_GAP = 1.0
-
-
-def check_poll_schedule(value: object, *, task_id: str | None = None) -> PollScheduleKind:
-    """``value`` as a schedule kind, or the error naming what is allowed."""
-    if value not in POLL_SCHEDULES:
-        raise _invalid(task_id, "poll_schedule", value,
-                       f"allowed values are {', '.join(map(repr, POLL_SCHEDULES))}.")
-    return value
 
 
 @dataclass(frozen=True)

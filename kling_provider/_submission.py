@@ -26,18 +26,20 @@ import threading
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+# Defined where a DAG file parse finds them without loading these rules (parse cost).
+from kling_provider import STATE_KEY as STATE_KEY
+from kling_provider._checks import ON_UNCERTAIN_SUBMISSION as ON_UNCERTAIN_SUBMISSION
+from kling_provider._checks import OnUncertainSubmission as OnUncertainSubmission
+from kling_provider._checks import check_on_uncertain_submission as check_on_uncertain_submission
 from kling_provider.exceptions import KlingError, KlingValidationError
 
-if TYPE_CHECKING:  # imported where used: the operators import this module when a DAG is parsed
+if TYPE_CHECKING:  # imported where used: the record and decision rules need no HTTP stack
     from kling_provider._protocol import ApiRequest, RetryPolicy, Step
 
 log = logging.getLogger("kling_provider")
 
-#: ``task_state_store`` key of the submission record. Renaming it would orphan the generations of
-#: tasks being retried during an upgrade.
-STATE_KEY = "kling_generation"
 #: The request header the API stores and reports back as ``client_request_id``.
 CLIENT_REQUEST_ID_HEADER = "X-Client-Request-Id"
 LOGS_PATH = "/v2/logs"
@@ -54,19 +56,6 @@ LOGS_PAGE_SIZE = 100
 CLOCK_SKEW = timedelta(minutes=5)
 #: The logs come from an analytics pipeline: a finished video's row may lag its completion.
 LOGS_LAG = timedelta(minutes=5)
-
-OnUncertainSubmission = Literal["fail", "resubmit"]
-ON_UNCERTAIN_SUBMISSION = ("fail", "resubmit")
-
-
-def check_on_uncertain_submission(value: Any) -> OnUncertainSubmission:
-    """Validate the ``on_uncertain_submission`` parameter (before any request)."""
-    if value not in ON_UNCERTAIN_SUBMISSION:
-        raise KlingValidationError(
-            f"Invalid parameter 'on_uncertain_submission'={value!r}: allowed values are 'fail' "
-            "(default: never risk a second payment) and 'resubmit' (submit a new generation when "
-            "an earlier one cannot be found in the usage logs).")
-    return value  # type: ignore[no-any-return]
 
 
 # -- client request ids -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ date just as well: ``{{ dag_run.run_after | ds }}``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 import jinja2
@@ -33,7 +34,6 @@ RUNS_WITHOUT_LOGICAL_DATE = (
     "runs without a logical date: triggered through the REST API or `airflow dags trigger` "
     "without one, and every Asset-triggered run"
 )
-_ENV = jinja2.Environment(autoescape=True)  # only parses, never renders
 
 
 def logical_date_keys(value: Any) -> list[str]:
@@ -43,7 +43,7 @@ def logical_date_keys(value: Any) -> list[str]:
         if "{{" not in text and "{%" not in text:
             continue
         try:
-            tree = _ENV.parse(text)
+            tree = _environment().parse(text)
         except jinja2.TemplateSyntaxError:
             continue  # Airflow reports the syntax error itself, with its own context
         # Walk the syntax tree rather than compile it: compiling needs every filter defined,
@@ -66,6 +66,12 @@ def require_run_independent(parameter: str, value: Any, task_id: str) -> None:
             "store it. Use values every run has: {{ dag_run.run_after | ds }} for the date, "
             "{{ run_id }} for one folder per run."
         )
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    """Only parses, never renders; built on the first template seen, not on every DAG parse."""
+    return jinja2.Environment(autoescape=True)
 
 
 def _strings(value: Any) -> list[str]:

@@ -8,6 +8,9 @@ task: ``task_state_store``, XCom, the hook and deferral. Order of writes is the 
 * an uncertain create answer does not fail the task: it defers to
   :class:`~kling_provider.triggers.kling.KlingSubmissionRecoveryTrigger`, which finds the
   generation in the usage logs.
+
+The operator classes inherit this mixin, so parsing a DAG file imports this module: its methods
+import the rules, types, hook and triggers themselves, when a task runs (parse cost).
 """
 
 from __future__ import annotations
@@ -15,20 +18,22 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from kling_provider import _submission
-from kling_provider._submission import Action, SubmissionRecord
 from kling_provider.exceptions import (
     KlingError,
     KlingGenerationNotFoundError,
     KlingSubmissionUncertainError,
 )
 from kling_provider.links.kling import VIDEO_URL_XCOM_KEY
-from kling_provider.types import Generation, StatusClass
 
-if TYPE_CHECKING:  # the hook and triggers are imported where used: DAG parsing needs neither
+if TYPE_CHECKING:
+    # Imported where used (the hook, the triggers, the pure rules, the types): parsing a DAG file
+    # imports this mixin with the operator class and needs none of them (parse cost).
     from airflow.sdk import BaseOperator, Context
 
+    from kling_provider import _submission
+    from kling_provider._submission import SubmissionRecord
     from kling_provider.hooks.kling import KlingHook
+    from kling_provider.types import Generation
 
     _Operator = BaseOperator
 else:
@@ -76,10 +81,14 @@ class DurableSubmission(_Operator):
         return context.get("task_state_store")
 
     def _record(self, context: Context) -> SubmissionRecord | None:
+        from kling_provider import _submission
+
         store = self._store(context)
-        return SubmissionRecord.from_json(store.get(_submission.STATE_KEY)) if store else None
+        return _submission.SubmissionRecord.from_json(store.get(_submission.STATE_KEY)) if store else None
 
     def _write(self, context: Context, record: SubmissionRecord) -> None:
+        from kling_provider import _submission
+
         store = self._store(context)
         if store is not None:
             store.set(_submission.STATE_KEY, record.to_json())
@@ -89,6 +98,8 @@ class DurableSubmission(_Operator):
         return int(getattr(context.get("dag_run"), "clear_number", 0) or 0)
 
     def _prefix(self, context: Context) -> str:
+        from kling_provider import _submission
+
         return _submission.task_prefix(
             str(_ti_value(context, "dag_id", "dag")), str(_ti_value(context, "run_id", "run")),
             str(_ti_value(context, "task_id", self.task_id)),
@@ -107,9 +118,11 @@ class DurableSubmission(_Operator):
 
     def _mark_delivered(self, context: Context, generation_id: str) -> None:
         """Note that the task succeeded with this generation: a later try is then a clear."""
+        from kling_provider import _submission
+
         record = self._record(context)
         if record is not None and record.generation_id == generation_id:
-            self._write(context, SubmissionRecord(**{**record.__dict__, "delivered": True}))
+            self._write(context, _submission.SubmissionRecord(**{**record.__dict__, "delivered": True}))
 
     # -- one try ---------------------------------------------------------------------------
 
@@ -118,15 +131,17 @@ class DurableSubmission(_Operator):
 
         May defer (recovery in the triggerer); the caller continues with the result.
         """
+        from kling_provider import _submission
+
         record = self._record(context)
         action = _submission.decide(record, clear_number=self._clear_number(context),
                                     now=hook.clock.now(), wait_seconds=self.timeout)
         if record is not None:
             self.log.info("Stored submission %s, generation %s: %s.", record.client_request_id,
                           record.generation_id, action.value)
-        if action is Action.RECOVER and record is not None:
+        if action is _submission.Action.RECOVER and record is not None:
             return self._recover(context, hook, record)
-        if action is Action.REATTACH and record is not None:
+        if action is _submission.Action.REATTACH and record is not None:
             attached = self._reattach(context, hook, record)
             if attached is not None:
                 return attached
@@ -138,9 +153,12 @@ class DurableSubmission(_Operator):
 
     def _submit(self, context: Context, hook: KlingHook, family: str,
                 previous: SubmissionRecord | None) -> Generation:
+        from kling_provider import _submission
+        from kling_provider.types import Generation
+
         self._before_paying(hook, family)
         now = hook.clock.now()
-        intent = SubmissionRecord(
+        intent = _submission.SubmissionRecord(
             client_request_id=_submission.next_client_request_id(
                 self._prefix(context), int(_ti_value(context, "try_number", 1)), previous),
             model=self.model, endpoint_family=family, intent_at=now,
@@ -167,6 +185,8 @@ class DurableSubmission(_Operator):
     # -- recovery --------------------------------------------------------------------------
 
     def _recover(self, context: Context, hook: KlingHook, record: SubmissionRecord) -> Generation:
+        from kling_provider import _submission
+
         cri = str(record.client_request_id)
         deadline = _submission.lookup_deadline(record.intent_at, self.timeout)
         self.log.info("Looking up the generation of client request id %s (model %s) in the usage "
@@ -212,10 +232,12 @@ class DurableSubmission(_Operator):
     def execute_recovered(self, context: Context, event: Any = None,
                           endpoint_family: str | None = None) -> dict[str, Any]:
         """Resume after the recovery trigger: record what it found, then go on as usual."""
+        from kling_provider import _submission
+
         if not isinstance(event, dict) or event.get("status") not in ("found", "not_found"):
             raise KlingError(f"Task {self.task_id!r}: the usage-logs lookup failed: "
                              f"{(event or {}).get('message') if isinstance(event, dict) else event}")
-        record = self._record(context) or SubmissionRecord(
+        record = self._record(context) or _submission.SubmissionRecord(
             client_request_id=str(event.get("client_request_id")), model=self.model,
             endpoint_family=endpoint_family, intent_at=0.0,
             clear_number=self._clear_number(context))
@@ -227,6 +249,8 @@ class DurableSubmission(_Operator):
 
     def _earlier_try(self, context: Context, hook: KlingHook, family: str) -> Generation | None:
         """Airflow < 3.3: find a generation an earlier try of this task paid for, if finished."""
+        from kling_provider import _submission
+
         prefix = self._prefix(context)
         try_number = int(_ti_value(context, "try_number", 1))
         started = getattr(context.get("dag_run"), "start_date", None)
@@ -249,6 +273,8 @@ class DurableSubmission(_Operator):
     def _reattach(self, context: Context, hook: KlingHook,
                   record: SubmissionRecord) -> Generation | None:
         """The generation an earlier try submitted, if it can still be used."""
+        from kling_provider.types import StatusClass
+
         generation_id = str(record.generation_id)
         try:
             generation = hook.get_generation(generation_id,

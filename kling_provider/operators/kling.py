@@ -25,11 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from kling_provider import DEFAULT_CONN_ID
-from kling_provider._checks import check_destination, check_max_bytes, wait_seconds
-from kling_provider._guard import validate_max_cost
-from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
-from kling_provider._submission import STATE_KEY, check_on_uncertain_submission
+from kling_provider import DEFAULT_CONN_ID, STATE_KEY
+from kling_provider._checks import (
+    DEFAULT_POLL_INTERVAL,
+    PollScheduleKind,
+    check_destination,
+    check_max_bytes,
+    check_on_uncertain_submission,
+    check_poll_schedule,
+    validate_max_cost,
+    wait_seconds,
+)
 from kling_provider._templates import require_run_independent
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
 from kling_provider.exceptions import KlingValidationError

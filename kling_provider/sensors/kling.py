@@ -11,25 +11,27 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowSkipException
-from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from kling_provider import DEFAULT_CONN_ID
-from kling_provider._checks import wait_seconds
-from kling_provider._schedule import (
+from kling_provider._checks import (
     DEFAULT_POLL_INTERVAL,
-    PollSchedule,
     PollScheduleKind,
     check_poll_schedule,
+    wait_seconds,
 )
-from kling_provider._timings import Expectation, model_from_generation_id
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
-from kling_provider.operators.kling import DEFERRAL_GRACE, generation_result
-from kling_provider.types import Generation, StatusClass
+from kling_provider.operators._flow import DEFERRAL_GRACE, generation_result
 
-if TYPE_CHECKING:  # imported where used: a DAG file that parses this module needs neither
+if TYPE_CHECKING:
+    # Imported where used (the hook, the trigger, the schedule, the types): parsing a DAG file
+    # that uses the sensor needs none of them (parse cost).
+    from airflow.sdk import Context
+
+    from kling_provider._timings import Expectation
     from kling_provider.hooks.kling import KlingHook
+    from kling_provider.types import Generation
 
 
 class KlingGenerationSensor(BaseSensorOperator):
@@ -147,8 +149,12 @@ class KlingGenerationSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         generation = self.hook.get_generation(self._check_id(),
                                               endpoint_family=self.endpoint_family)
+        from kling_provider.types import StatusClass
+
         state = generation.status_class
         if state is StatusClass.FAILURE:
+            from airflow.providers.common.compat.sdk import AirflowSkipException
+
             from kling_provider._protocol import generation_failed
 
             error = generation_failed(generation)
@@ -169,6 +175,9 @@ class KlingGenerationSensor(BaseSensorOperator):
         """
         if self.poll_schedule == "fixed" or self.exponential_backoff:
             return float(super()._get_next_poke_interval(started_at, run_duration, poke_count))
+        from kling_provider._schedule import PollSchedule
+        from kling_provider._timings import model_from_generation_id
+
         hook = self.hook
         if self._expectation is None:
             self._expectation = hook.expected_duration(model_from_generation_id(self._check_id()))
