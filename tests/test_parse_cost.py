@@ -1,0 +1,84 @@
+"""What parsing a DAG file that uses this provider loads: only the classes and the literal checks.
+
+Every DAG file parse pays for every module its imports load (``benchmarks/parse_cost.py`` prints
+the milliseconds). The execute-time modules (hook, HTTP clients, triggers, submission rules,
+pricing, metrics...) must stay out of a parse, while literal values are still checked there. A
+fresh interpreter imports the operators and the sensor the way a DAG file does, builds one task
+of each kind with literal values, and reports which of those modules got loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+#: Modules only a running task needs. Loading one of them when a DAG file is parsed is a
+#: regression of the parse cost (each is named so the failure says which import came back).
+EXECUTE_TIME_MODULES = (
+    "kling_provider.hooks.kling",
+    "kling_provider.triggers.kling",
+    "kling_provider._aiohttp",
+    "kling_provider._protocol",
+    "kling_provider._network",
+    "kling_provider._waiting",
+    "kling_provider._download",
+    "kling_provider._submission",
+    "kling_provider._pricing",
+    "kling_provider._guard",
+    "kling_provider._spend",
+    "kling_provider._schedule",
+    "kling_provider._timings",
+    "kling_provider._lineage",
+    "kling_provider.metrics",
+    "kling_provider.types",
+    "httpx",
+    "aiohttp",
+    "airflow.triggers.base",
+    "airflow.providers.common.compat.sdk",
+    "difflib",
+)
+
+PARSE = """
+import json, sys
+import airflow.sdk
+from airflow.sdk import DAG, Asset, BaseOperator, BaseSensorOperator, BaseOperatorLink
+before = set(sys.modules)
+from kling_provider.exceptions import KlingValidationError
+from kling_provider.operators.kling import (
+    KlingDownloadVideoOperator, KlingImageToVideoOperator, KlingTextToVideoOperator)
+from kling_provider.sensors.kling import KlingGenerationSensor
+with DAG("parse_cost", schedule=None):
+    KlingTextToVideoOperator(task_id="t", prompt="a raccoon", duration=5, aspect_ratio="16:9",
+                             max_cost_usd=2, poll_interval=30, download_to="/tmp/videos/")
+    KlingImageToVideoOperator(task_id="i", image_url="https://example.com/a.png",
+                              prompt="{{ params.prompt }}")
+    KlingDownloadVideoOperator(task_id="d", generation_id="{{ ti.xcom_pull('t') }}",
+                               destination="/tmp/videos/{{ run_id }}/")
+    KlingGenerationSensor(task_id="s", generation_id="abc", poll_schedule="fixed")
+loaded = sorted(set(sys.modules) - before)
+# The checks still run in this same parse: a bad literal fails at construction.
+try:
+    KlingTextToVideoOperator(task_id="bad", prompt="a raccoon", duration=7)
+    refused = None
+except KlingValidationError as exc:
+    refused = str(exc)
+print(json.dumps({"loaded": loaded, "refused": refused}))
+"""
+
+
+def parse_in_fresh_interpreter() -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-c", PARSE], capture_output=True, text=True,
+                          check=True, timeout=300)
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_parsing_loads_no_execute_time_module_and_still_checks_literals() -> None:
+    result = parse_in_fresh_interpreter()
+    loaded = result["loaded"]
+    assert isinstance(loaded, list)
+    assert "kling_provider.operators.kling" in loaded  # the subject was really imported here
+    assert [m for m in EXECUTE_TIME_MODULES if m in loaded] == []
+    refused = str(result["refused"])
+    assert "'duration'=7" in refused and "must be one of" in refused
