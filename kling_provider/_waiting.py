@@ -116,6 +116,9 @@ def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadlin
             elif generation.status != last_status:  # once per status, not per poll
                 log.info("Generation %s is %s (poll %d)", generation_id, generation.status, polls)
             last_status = generation.status
+            # Not kept across the sleep: a triggerer holds thousands of waits, and every object
+            # they keep (the answer's whole body here) lengthens each full garbage collection.
+            del generation
         remaining = deadline - now()
         if remaining <= 0:
             raise KlingTimeoutError(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +27,7 @@ from kling_provider.hooks.kling import KlingHook
 from kling_provider.sensors.kling import KlingGenerationSensor
 from kling_provider.testing.simulator import KlingSimulator
 from kling_provider.triggers.kling import KlingGenerationTrigger
+from kling_provider.types import Generation
 from tests.conftest import FakeClock, Script, ok, run_async
 
 MASTER = "klingai/v2-master-text-to-video"
@@ -158,6 +161,48 @@ def test_live_timings_can_be_switched_off(mock_hook: Callable[..., KlingHook]) -
     script = Script()
     assert mock_hook(script, live_timings="false").expected_duration(MASTER).source == "documented"
     assert script.requests == []
+
+
+def test_a_waiting_trigger_keeps_nothing_of_the_last_answer_while_it_sleeps(
+        mock_hook: Callable[..., KlingHook], clock: FakeClock) -> None:
+    """A triggerer holds thousands of waits, and every full garbage collection walks what each
+    keeps between polls: the last answer (response, body, parsed generation) must be gone."""
+    gid = f"kept-between-polls:{generation_id_path(MASTER)}"
+    refs: list[weakref.ref[httpx.Response]] = []
+
+    def answer(status: str) -> Callable[[httpx.Request], httpx.Response]:
+        def respond(request: httpx.Request) -> httpx.Response:
+            response = ok({"id": gid, "status": status, "meta": {"usage": {"credits_used": 1}},
+                           "video": {"url": "https://cdn.test/v.mp4"} if status == "completed"
+                           else None})
+            refs.append(weakref.ref(response))
+            return response
+        return respond
+
+    hook = mock_hook(Script(answer("queued"), answer("generating"), answer("completed")))
+    kept: list[list[str]] = []
+    tick = clock.asleep
+
+    async def asleep(seconds: float) -> None:
+        gc.collect()
+        kept.append([type(o).__name__ for o in gc.get_objects()
+                     if isinstance(o, Generation) and o.generation_id == gid]
+                    + ["Response" for ref in refs if ref() is not None])
+        await tick(seconds)
+
+    clock.asleep = asleep  # type: ignore[method-assign]
+    trigger = KlingGenerationTrigger(kling_conn_id="kling_default", generation_id=gid,
+                                     poll_interval=10, deadline=clock.t + 600,
+                                     poll_schedule="fixed")
+    trigger._hook = lambda: hook  # type: ignore[method-assign]
+
+    async def events() -> list[Any]:
+        return [event async for event in trigger.run()]
+
+    (event,) = run_async(events)
+    assert event.payload["status"] == "success"
+    assert len(refs) == 3
+    assert kept == [[], []]  # one sleep after each of the two unfinished answers
 
 
 # -- the simulator serves /models/metrics as published -------------------------------------------

@@ -14,6 +14,7 @@ Connection (``conn_type="kling"``): password = API key; host = API base URL (def
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import Mapping
@@ -191,6 +192,12 @@ async def _amask(secret: str) -> None:
     await amask_secret(secret)
 
 
+@functools.lru_cache(maxsize=16)
+def _default_policy(max_attempts: int) -> _protocol.RetryPolicy:
+    """One frozen policy per retry count, shared by every wait instead of one per wait."""
+    return _protocol.RetryPolicy(max_attempts=max_attempts)
+
+
 def _exact(client_request_id: str | None) -> _submission.Match:
     if not client_request_id:
         raise KlingValidationError(
@@ -276,7 +283,7 @@ class KlingHook(BaseHook):
         return self._settings
 
     def _policy(self, settings: KlingConnectionSettings) -> _protocol.RetryPolicy:
-        return self._retry_policy or _protocol.RetryPolicy(max_attempts=settings.max_retries)
+        return self._retry_policy or _default_policy(settings.max_retries)
 
     def get_conn(self) -> httpx.Client:
         """The hook's sync client (one per hook, keep-alive across polls)."""
@@ -324,14 +331,23 @@ class KlingHook(BaseHook):
                 reply = None
 
     async def _arun(self, steps: _protocol.Steps) -> Any:
+        """Drive ``steps`` on the loop's shared client.
+
+        A triggerer holds thousands of these between polls, and CPython's full garbage
+        collection walks every object they hold: so nothing of the last answer is kept across a
+        sleep, and the real clock sleeps without a coroutine of its own
+        (``benchmarks/triggerer.py`` measures the pause).
+        """
         settings = await self.asettings()
         shared = self._async_client(settings)
+        sleep = asyncio.sleep if type(self.clock) is SystemClock else self.clock.asleep
         reply: Any = None
         while True:
             try:
                 step = steps.send(reply)
             except StopIteration as done:
                 return done.value
+            reply = None
             if isinstance(step, _protocol.ApiRequest):
                 try:
                     async with shared.slots:
@@ -341,8 +357,7 @@ class KlingHook(BaseHook):
                 except httpx.RequestError as exc:  # incl. undecodable answers
                     reply = exc
             else:
-                await self.clock.asleep(step)
-                reply = None
+                await sleep(step)
 
     # -- API ---------------------------------------------------------------------------------
 
