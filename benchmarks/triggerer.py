@@ -2,22 +2,41 @@
 
     flock /tmp/kling-heavy.lock .venv/bin/python benchmarks/triggerer.py [waits] [seconds]
 
+    flock /tmp/kling-heavy.lock .venv/bin/python benchmarks/triggerer.py 5000 30 trigger-aiohttp,...
+
 Each row is a fresh child process running ``waits`` (default 5,000) concurrent waits that poll
-every 10 s, starts staggered so the load is even (500 polls/s asked at 5,000 waits), against the
-simulator in its own process. Measured over the steady part of the run (after one interval of
-warm-up), in the child only: CPU per poll (``getrusage``, user + system), the largest event-loop
-lag (a 50 ms ticker), RSS growth (peak over the start of the child), and polls/s reached.
+every 10 s, starts staggered over the first interval so the load is even (500 polls/s asked at
+5,000 waits), against the simulator in its own process. A third argument picks rows by variant.
+
+What is counted, in the child only, over the steady part of the run: from one interval after the
+first start (every wait has started and polled once; the start-up burst, when the heap grows by
+all the waits' objects, is warm-up and not counted) to the end:
+
+- CPU per poll (``getrusage``, user + system);
+- max lag: the longest an event-loop callback was late (a 50 ms ticker);
+- full GC: the longest full (generation 2) garbage collection (``gc.callbacks``). CPython runs
+  one when enough objects have survived younger collections, and it walks every tracked object
+  of the process, so its pause grows with what each wait keeps between polls. A short window may
+  see none: then one is forced and timed at the window's end, marked ``*``, so the column always
+  shows what the next automatic one costs. The lag the loop suffers is the larger of the two.
+- RSS growth (peak over the start of the child), and polls/s reached.
+
+The trigger rows import Airflow first, as a running triggerer has (about 150,000 of the
+process's tracked objects before any wait, which every full collection walks too).
 
 Rows: a new ``httpx.AsyncClient`` per poll (the common habit; run at 1/50 of the waits, it cannot
 keep up with more), a plain shared ``httpx.AsyncClient``, a shared aiohttp session (the floor
 Python reaches), and the provider's own ``KlingGenerationTrigger.run()`` (fixed 10 s schedule, so
-every row asks for the same polls) on each transport the hook can use. Numbers are printed, not
-asserted: compare rows of one run (the machine is shared), not runs.
+every row asks for the same polls) on each transport the hook can use; the last row is the
+provider again in a process that called ``gc.freeze()`` after its imports, the triggerer sizing
+advice of ``docs/waiting.rst`` (the provider never changes the triggerer's GC itself). Numbers
+are printed, not asserted: compare rows of one run (the machine is shared), not runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -41,6 +60,7 @@ ROWS: list[tuple[str, str, float]] = [
     ("trigger, httpx 8 connections", "trigger-httpx-8", 1.0),
     ("trigger, httpx + httpx-aiohttp", "trigger-httpx-aiohttp", 1.0),
     ("trigger, aiohttp (the provider)", "trigger-aiohttp", 1.0),
+    ("provider + gc.freeze() at start", "trigger-aiohttp-frozen", 1.0),
 ]
 
 
@@ -111,6 +131,9 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
             return counted(family, gid)
 
         _protocol.build_fetch_request = counting  # type: ignore[assignment]
+        if variant.endswith("-frozen"):  # the sizing advice: after the imports, before any wait
+            gc.collect()
+            gc.freeze()
         transport: httpx.AsyncBaseTransport | None = None  # None: the provider's own choice
         if variant == "trigger-httpx-aiohttp":
             from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found,unused-ignore]  # measured if installed
@@ -150,6 +173,16 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
     end = start + seconds
     lag = [0.0]
     window: dict[str, float] = {}
+    full_gc = {"ms": 0.0, "forced": 0.0}
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif info["generation"] == 2 and window:
+            full_gc["ms"] = max(full_gc["ms"], (time.perf_counter() - gc_started[0]) * 1000)
+
+    gc.callbacks.append(on_gc)
 
     async def ticker() -> None:
         while time.time() < end:
@@ -162,12 +195,17 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
                 lag[0] = max(lag[0], late)
 
     def report() -> dict[str, Any]:
+        if not full_gc["ms"]:  # none fell in the window: time the one that is coming
+            before = time.perf_counter()
+            gc.collect()
+            full_gc["ms"] = full_gc["forced"] = (time.perf_counter() - before) * 1000
         measured = {"cpu": cpu() - window.get("cpu", 0.0), "polls": polls[0] - window.get("polls", 0),
                     "wall": time.perf_counter() - window.get("wall", time.perf_counter() - 1)}
         failed = sum(t.done() and not t.cancelled() and t.exception() is not None for t in tasks)
         return {"errors": errors[0] + failed,
                 "cpu_ms_per_poll": measured["cpu"] / max(1, measured["polls"]) * 1000,
-                "max_lag_ms": lag[0] * 1000, "rss_growth_mb": rss_peak_mb() - rss_start,
+                "max_lag_ms": lag[0] * 1000, "full_gc_ms": full_gc["ms"],
+                "full_gc_forced": bool(full_gc["forced"]), "rss_growth_mb": rss_peak_mb() - rss_start,
                 "polls_per_s": measured["polls"] / measured["wall"], "asked": waits / INTERVAL,
                 "overrun_s": time.time() - end}  # > 0: the loop could not keep up
 
@@ -196,11 +234,15 @@ def main() -> None:
     print(f"\n{waits} waits polling every {INTERVAL:.0f} s in one event loop "
           f"({waits / INTERVAL:.0f} polls/s asked), {seconds:.0f} s each, "
           "server in its own process; CPU, lag and RSS of the waiting process only")
-    print(f"{'client':<34}{'waits':>6}{'CPU ms/poll':>12}{'max lag ms':>11}{'RSS +MB':>9}"
+    only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
+    print(f"{'client':<34}{'waits':>6}{'CPU ms/poll':>12}{'max lag ms':>11}{'full GC ms':>11}"
+          f"{'RSS +MB':>9}"
           f"{'polls/s':>9}{'asked':>7}{'late s':>8}{'errors':>8}")
     from kling_provider.testing.simulator import spawn
 
     for label, variant, share in ROWS:
+        if only is not None and variant not in only:
+            continue
         server, base_url = spawn(KEY)
         try:
             import httpx
@@ -218,8 +260,9 @@ def main() -> None:
                 print(f"{label:<34} not run: {done.stderr.strip().splitlines()[-1:]}")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
+            forced = "*" if r["full_gc_forced"] else " "
             print(f"{label:<34}{n:>6}{r['cpu_ms_per_poll']:>12.2f}{r['max_lag_ms']:>11.0f}"
-                  f"{r['rss_growth_mb']:>9.0f}{r['polls_per_s']:>9.0f}{r['asked']:>7.0f}"
+                  f"{r['full_gc_ms']:>10.0f}{forced}{r['rss_growth_mb']:>9.0f}{r['polls_per_s']:>9.0f}{r['asked']:>7.0f}"
                   f"{r['overrun_s']:>8.1f}{r['errors']:>8}{'  stalled' if r.get('stalled') else ''}")
         finally:
             server.terminate()
