@@ -42,5 +42,5 @@ def test_the_hook_is_imported_in_a_worker_thread_once(tmp_path: Path,
 
     first, second = asyncio.run(twice())
     assert first is second
-    assert first.THREADS != [threading.current_thread().name]  # type: ignore[attr-defined]
-    assert len(first.THREADS) == 1  # type: ignore[attr-defined]
+    (imported_in,) = getattr(first, "THREADS")  # noqa: B009 - a module written by this test
+    assert imported_in != threading.current_thread().name
