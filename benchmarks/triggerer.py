@@ -204,7 +204,7 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
         failed = sum(t.done() and not t.cancelled() and t.exception() is not None for t in tasks)
         return {"errors": errors[0] + failed,
                 "cpu_ms_per_poll": measured["cpu"] / max(1, measured["polls"]) * 1000,
-                "max_lag_ms": lag[0] * 1000, "full_gc_ms": full_gc["ms"],
+                "max_lag_ms": lag[0] * 1000 if window else None, "full_gc_ms": full_gc["ms"],
                 "full_gc_forced": bool(full_gc["forced"]), "rss_growth_mb": rss_peak_mb() - rss_start,
                 "polls_per_s": measured["polls"] / measured["wall"], "asked": waits / INTERVAL,
                 "overrun_s": time.time() - end}  # > 0: the loop could not keep up
@@ -261,7 +261,9 @@ def main() -> None:
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             forced = "*" if r["full_gc_forced"] else " "
-            print(f"{label:<34}{n:>6}{r['cpu_ms_per_poll']:>12.2f}{r['max_lag_ms']:>11.0f}"
+            # None: the loop never got to the steady window (stalled), so no lag was measured
+            lag = "-" if r["max_lag_ms"] is None else f"{r['max_lag_ms']:.0f}"
+            print(f"{label:<34}{n:>6}{r['cpu_ms_per_poll']:>12.2f}{lag:>11}"
                   f"{r['full_gc_ms']:>10.0f}{forced}{r['rss_growth_mb']:>9.0f}{r['polls_per_s']:>9.0f}{r['asked']:>7.0f}"
                   f"{r['overrun_s']:>8.1f}{r['errors']:>8}{'  stalled' if r.get('stalled') else ''}")
         finally:
