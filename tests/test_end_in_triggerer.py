@@ -115,6 +115,27 @@ def test_ending_in_the_triggerer_counts_the_completion_and_spend(
     assert isinstance(sensed, TaskSuccessEvent) and stats.calls == []
 
 
+def test_ending_in_the_triggerer_imports_the_result_builder_off_the_loop(
+        airflow_sim: KlingSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operators' flow module (what builds the worker's result) is not a trigger's import:
+    loading it inside the triggerer's loop would stall every trigger of the deployment."""
+    from kling_provider.triggers import kling as trigger_module
+
+    imported: list[str] = []
+    real = trigger_module.import_off_loop
+
+    async def recording(name: str) -> Any:
+        imported.append(name)
+        return await real(name)
+
+    monkeypatch.setattr(trigger_module, "import_off_loop", recording)
+    asked = defer(KlingGenerateVideoOperator(task_id="g", end_from_trigger=True, **RACCOON),
+                  context_for(StateStoreStub())).trigger
+    (ended,) = events(asked)
+    assert isinstance(ended, TaskSuccessEvent)
+    assert imported == [trigger_module.HOOK_MODULE, trigger_module.RESULT_MODULE]
+
+
 def test_sensor_can_start_in_the_triggerer() -> None:
     sensor = KlingGenerationSensor(task_id="wait", start_from_trigger=True, end_from_trigger=True,
                                    timeout=600,
