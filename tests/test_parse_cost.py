@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.metadata import version
+
+AIRFLOW_3_1 = version("apache-airflow").startswith("3.1.")
 
 #: Modules only a running task needs. Loading one of them when a DAG file is parsed is a
 #: regression of the parse cost (each is named so the failure says which import came back).
@@ -79,6 +82,9 @@ def test_parsing_loads_no_execute_time_module_and_still_checks_literals() -> Non
     loaded = result["loaded"]
     assert isinstance(loaded, list)
     assert "kling_provider.operators.kling" in loaded  # the subject was really imported here
-    assert [m for m in EXECUTE_TIME_MODULES if m in loaded] == []
+    # Airflow 3.1's own parse loads common.compat.sdk (its standard provider's python operator
+    # imports it while the DAG is built), so there it says nothing about this provider.
+    airflow_loads = {"airflow.providers.common.compat.sdk"} if AIRFLOW_3_1 else set()
+    assert [m for m in EXECUTE_TIME_MODULES if m in loaded and m not in airflow_loads] == []
     refused = str(result["refused"])
     assert "'duration'=7" in refused and "must be one of" in refused

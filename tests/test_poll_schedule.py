@@ -186,7 +186,7 @@ def test_a_waiting_trigger_keeps_nothing_of_the_last_answer_while_it_sleeps(
     async def asleep(seconds: float) -> None:
         gc.collect()
         kept.append([type(o).__name__ for o in gc.get_objects()
-                     if isinstance(o, Generation) and o.generation_id == gid]
+                     if type(o) is Generation and o.generation_id == gid]
                     + ["Response" for ref in refs if ref() is not None])
         await tick(seconds)
 
