@@ -10,6 +10,7 @@ was made. Every process started is stopped (process groups) at the end.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -136,6 +137,10 @@ def cluster_env(home: Path, port: int, sim: KlingSimulator, videos: Path,
         "AIRFLOW__API__HOST": "127.0.0.1",
         # Every process must sign and check the same task tokens.
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        # ... and encrypt trigger kwargs with the same key. Without one, each process that finds
+        # no airflow.cfg generates its own while they start together; the triggerer then fails
+        # to decrypt a trigger the scheduler wrote (start_from_trigger) and exits.
+        "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
