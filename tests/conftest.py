@@ -182,11 +182,24 @@ def mock_hook(kling_env: Callable[..., None], clock: FakeClock) -> Callable[...,
     return make
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "simulator(**knobs): build the test's simulator with these KlingSimulator "
+                   "arguments, e.g. simulator(**HOSTILE) or simulator(neighbours=3, logs_lag=60)")
+
+
 @pytest.fixture
-def simulator(clock: FakeClock) -> Iterator[KlingSimulator]:
-    """A simulator on loopback sharing the fake clock: polls advance its generations."""
-    with KlingSimulator(clock=clock.monotonic, wall_clock=clock.now,
-                        api_keys={SECRET_KEY}) as sim:
+def simulator(clock: FakeClock, request: pytest.FixtureRequest) -> Iterator[KlingSimulator]:
+    """A simulator on loopback sharing the fake clock: polls advance its generations.
+
+    ``@pytest.mark.simulator(**knobs)`` on a test (or module) passes its world knobs
+    (``neighbours``, ``logs_lag``, ``mixed_logs``, ``skew``, ...) to every fixture built on this
+    one: ``sim_hook`` and ``airflow_sim`` included.
+    """
+    marker = request.node.get_closest_marker("simulator")
+    knobs: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    with KlingSimulator(clock=clock.monotonic, wall_clock=clock.now, api_keys={SECRET_KEY},
+                        **knobs) as sim:
         yield sim
 
 

@@ -15,7 +15,6 @@ import sys
 import time
 import uuid
 from dataclasses import asdict
-from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from kling_provider.catalogue import ENDPOINT_FAMILIES, endpoint_path
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.testing import _billing, logs
+from kling_provider.testing._world import log_time
 from kling_provider.testing.records import Faults, LedgerEntry
 
 if TYPE_CHECKING:
@@ -38,9 +38,19 @@ _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _GENERATION_ID = re.compile(r"[0-9a-f-]{36}:[\w./-]+")
 
 
-def _error_body(status: int, message: str, path: str) -> dict[str, Any]:
+#: The messages of the definite refusals ``Faults.refusals`` scripts (the API's own words).
+REFUSALS = {
+    400: "Body validation error\nRequired: 'prompt'",
+    401: "This request requires a valid API key. You can create a new API key on the Billing "
+         "page: https://aimlapi.com/app/keys",
+    403: _billing.NO_CREDITS_MESSAGE,
+    404: "Not Found",
+}
+
+
+def _error_body(status: int, message: str, path: str, now: float) -> dict[str, Any]:
     return {"message": message, "path": path, "requestId": str(uuid.uuid4()),
-            "statusCode": status, "timestamp": datetime.now(timezone.utc).isoformat()}
+            "statusCode": status, "timestamp": log_time(now)}
 
 
 class _Server(ThreadingHTTPServer):
@@ -139,8 +149,9 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, message: str, generation_id: str | None = None,
                headers: dict[str, str] | None = None) -> None:
-        self._send_json(status, _error_body(status, message, urlsplit(self.path).path), headers,
-                        generation_id)
+        self._send_json(status, _error_body(status, message, urlsplit(self.path).path,
+                                            self.simulator.service_time()),
+                        headers, generation_id)
 
     def _injected(self, faults: Faults, generation_id: str | None) -> bool:
         """Apply request-level faults; True when an answer was already sent (or dropped)."""
@@ -282,7 +293,13 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             model, duration = sim._validate(family, body)
         except (KlingValidationError, ValueError) as exc:
             return self._error(400, str(exc))
+        with sim._lock:
+            refusal = sim.faults.refusals.pop(0) if sim.faults.refusals else None
+        if refusal is not None:  # a definite refusal: nothing is created
+            sim._refuse(self.client_request_id(), body.get("model"))
+            return self._error(refusal, REFUSALS.get(refusal, HTTPStatus(refusal).phrase))
         if sim.balance_usd <= 0:
+            sim._refuse(self.client_request_id(), body.get("model"))
             return self._error(403, _billing.NO_CREDITS_MESSAGE)
         client_id = self.client_request_id()
         if faults.refuse_before_create:
@@ -293,6 +310,7 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
                 return self._error(429, "Too Many Requests", headers={"Retry-After": "1"})
         generation = sim._create(model, family, duration, faults, client_id)
         generation.usd = _billing.price_of(sim.price_list, model, body)
+        sim._surround(generation)
         if faults.create_delay:
             time.sleep(faults.create_delay)
         if faults.create_drop or self._take_drop(sim.faults):

@@ -1,10 +1,13 @@
 """The simulator's ``GET /v2/logs`` (usage logs), as the AI/ML API publishes it.
 
 One row per create request, written once its video has *finished* (an async video is recorded
-then, not when submitted); failed generations are listed with a zero cost. Query rules as
-documented: ``period`` or ``start`` + ``end`` (never both, window at most 92 days), repeated
-``model`` / ``status`` parameters (a comma is part of a name), ``limit`` 1-100, ``offset``,
-newest first, 200 requests per 60 s per key.
+then, not when submitted) and ``logs_lag`` more simulated seconds have passed (the analytics
+pipeline's delay); failed generations are listed with a zero cost. Rows of no generation here
+(``KlingSimulator.add_log_rows``: other callers, rows without ``inference_id``) are listed among
+them, filtered by the same rules. Query rules as documented: ``period`` or ``start`` + ``end``
+(never both, window at most 92 days), repeated ``model`` / ``status`` parameters (a comma is part
+of a name), ``limit`` 1-100, ``offset`` (rows skipped, whatever they hold), newest first, 200
+requests per 60 s per key; ``has_more`` is true while rows follow the page.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from kling_provider.testing._billing import CREDITS_PER_USD
+from kling_provider.testing._world import log_time
+
 if TYPE_CHECKING:
     from kling_provider.testing.simulator import KlingSimulator, _Generation
 
 RATE_LIMIT = 200
 RATE_PERIOD = 60.0
 MAX_WINDOW = timedelta(days=92)
-#: What the service charges per credit in the simulator's world (usd = credits * this).
-USD_PER_CREDIT = 0.0000021
 
 
 class LogsQueryError(ValueError):
@@ -71,16 +75,23 @@ def _int(query: dict[str, list[str]], name: str, default: int, low: int, high: i
     return value
 
 
+def parse_created(value: str) -> float:
+    """A row's ``created`` as epoch seconds (0 when unreadable: such a row is never listed)."""
+    try:
+        return _parse_time(value, "created").timestamp()
+    except LogsQueryError:
+        return 0.0
+
+
 def row(sim: KlingSimulator, generation: _Generation) -> dict[str, Any]:
     failed = generation.faults.error is not None
-    credits = 0 if failed else (120000 if generation.duration >= 10 else 60000)
-    created = datetime.fromtimestamp(generation.created_at, timezone.utc)
+    usd = 0.0 if failed else generation.usd
     return {
-        "created": created.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "created": log_time(generation.created_at),
         "status": "failed" if failed else "succeeded",
         "origin": "api",
         "model": generation.model,
-        "cost": {"usd": round(credits * USD_PER_CREDIT, 9), "credits": credits},
+        "cost": {"usd": round(usd, 9), "credits": round(usd * CREDITS_PER_USD)},
         "tokens": {"input": 0, "output": 0, "total": 0},
         "request_id": f"req-{generation.token[:12]}",
         "inference_id": generation.generation_id,
@@ -91,7 +102,7 @@ def row(sim: KlingSimulator, generation: _Generation) -> dict[str, Any]:
 def page(sim: KlingSimulator, generations: Iterable[_Generation],
          query: dict[str, list[str]]) -> dict[str, Any]:
     """The answer to one query (raises :class:`LogsQueryError` for a 400)."""
-    begin, end = window(query, sim.wall_clock())
+    begin, end = window(query, sim.service_time())
     statuses = query.get("status", [])
     if any(s not in ("succeeded", "failed") for s in statuses):
         raise LogsQueryError(f"Invalid 'status': {statuses!r}")
@@ -100,11 +111,11 @@ def page(sim: KlingSimulator, generations: Iterable[_Generation],
         raise LogsQueryError("At most 50 'model' values")
     limit = _int(query, "limit", 50, 1, 100)
     offset = _int(query, "offset", 0, 0, None)
-    rows = [row(sim, g) for g in generations
-            if sim._finished(g) and begin <= g.created_at <= end
-            and (not models or g.model in models)]
-    rows = [r for r in rows if not statuses or r["status"] in statuses]
-    rows.sort(key=lambda r: str(r["created"]), reverse=True)
+    listed = [(g.created_at, row(sim, g)) for g in generations if sim.logged(g)]
+    listed += sim.extra_log_rows
+    rows = [r for at, r in sorted(listed, key=lambda item: item[0], reverse=True)
+            if begin <= at <= end and (not models or r.get("model") in models)
+            and (not statuses or r.get("status") in statuses)]
     chunk = rows[offset:offset + limit]
     return {"data": chunk, "pagination": {"limit": limit, "offset": offset, "total": len(rows),
                                           "has_more": offset + len(chunk) < len(rows)}}

@@ -57,6 +57,10 @@ class Faults:
     create_status: int | None = None
     #: ... or answer 200 with an HTML page instead of the id ("created, then unreadable").
     create_garbled: bool = False
+    #: Global only: answer the next create POSTs with these definite refusals, in order, creating
+    #: nothing: 400 (body validation), 401 (bad key), 403 (out of credits), 404, each in the
+    #: API's error body with its documented message.
+    refusals: list[int] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faults:

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -32,31 +30,27 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from kling_provider._timings import generation_id_path
 from kling_provider.catalogue import endpoint_path, get_model, prepare_request
 from kling_provider.exceptions import KlingValidationError
-from kling_provider.testing import _billing
+from kling_provider.testing import _billing, _media, _world, logs
 from kling_provider.testing._billing import CREDITS_PER_USD
 from kling_provider.testing._http import FAULTS_FIELD, _handler, _Server
+from kling_provider.testing._media import IDENTITY_BOX_SIZE, sample_video
 from kling_provider.testing.records import Faults, Ledger, LedgerEntry
 
-__all__ = ["DEFAULT_API_KEY", "FAULTS_FIELD", "Faults", "KlingSimulator", "Ledger",
-           "LedgerEntry", "main"]
+__all__ = ["DEFAULT_API_KEY", "FAULTS_FIELD", "HOSTILE", "IDENTITY_BOX_SIZE", "Faults",
+           "KlingSimulator", "Ledger", "LedgerEntry", "main", "sample_video"]
 
 DEFAULT_API_KEY = "kling-simulator-key"
-#: Every served video ends with a ``free`` box of this size naming its generation: same size for
-#: all generations, different bytes, so tests can tell whose video a file holds.
-IDENTITY_BOX_SIZE = 48
+#: Every world knob turned up at once (``KlingSimulator(**HOSTILE)``): six neighbours per create,
+#: logs rows 4 simulated minutes late, 120 unusable rows per create (the first logs page holds
+#: none of the task's), the service's clock 4 minutes ahead.
+HOSTILE: dict[str, Any] = {"neighbours": 6, "logs_lag": 240.0, "mixed_logs": 120, "skew": 240.0}
 #: The sliding window of ``/models/metrics``, in seconds (the published example's).
 METRICS_WINDOW = 300
-
-
-def sample_video() -> bytes:
-    """The small playable MP4 (H.264, 160x90, 1 s) shipped with the package."""
-    return resources.files("kling_provider.testing").joinpath("sample.mp4").read_bytes()
 
 
 @dataclass
@@ -75,6 +69,8 @@ class _Generation:
     created_at: float = 0.0
     #: The ``X-Client-Request-Id`` the POST carried, when valid (the API drops invalid ones).
     client_request_id: str | None = None
+    #: Started by another caller of the account (``neighbours``), not through this server.
+    neighbour: bool = False
 
 
 class KlingSimulator:
@@ -89,6 +85,14 @@ class KlingSimulator:
     :param clock: monotonic seconds; tests pass a fake clock to move generations deterministically.
     :param balance_usd: the account balance; creates are refused (403) once it is at or below 0.
     :param wall_clock: epoch seconds for the usage logs' timestamps (tests pass the fake clock).
+    :param neighbours: with each create, start this many generations of the same model for other
+        callers of the account (other DAGs, callers sending no client request id, sibling map
+        indexes) within the same minute; most are listed before the task's own logs row.
+    :param logs_lag: simulated seconds between a generation finishing and its usage-logs row.
+    :param mixed_logs: with each create, this many logs rows a recovery cannot use (no or empty
+        ``inference_id``, other models, failed requests), listed before the task's own row.
+    :param skew: seconds the service's clock runs ahead of the worker's (negative: behind); its
+        logs timestamps, windows and error bodies are shifted by it.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, cdn_port: int = 0,
@@ -98,7 +102,8 @@ class KlingSimulator:
                  accept_unknown_models: bool = False,
                  clock: Callable[[], float] = time.monotonic,
                  balance_usd: float = 100.0,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, neighbours: int = 0,
+                 logs_lag: float = 0.0, mixed_logs: int = 0, skew: float = 0.0) -> None:
         self.time_scale = time_scale
         self.queued_seconds = queued_seconds
         self.generating_seconds = generating_seconds
@@ -106,6 +111,12 @@ class KlingSimulator:
         self.accept_unknown_models = accept_unknown_models
         self.clock = clock
         self.wall_clock = wall_clock
+        self.neighbours = neighbours
+        self.logs_lag = logs_lag
+        self.mixed_logs = mixed_logs
+        self.skew = skew
+        #: Usage-log rows of no generation here (``mixed_logs``): (epoch created, row).
+        self.extra_log_rows: list[tuple[float, dict[str, Any]]] = []
         self.faults = Faults()
         #: Times of ``GET /v2/logs`` requests per key, for its 200 requests / 60 s limit.
         self._logs_calls: dict[str, list[float]] = {}
@@ -168,37 +179,88 @@ class KlingSimulator:
         with self._lock:
             self._generations[generation_id].faults = faults
 
-    def generation_ids(self) -> list[str]:
+    def generation_ids(self, *, include_neighbours: bool = False) -> list[str]:
+        """Ids of the generations created through this server (and neighbours' when asked)."""
         with self._lock:
-            return list(self._generations)
+            return [g.generation_id for g in self._generations.values()
+                    if include_neighbours or not g.neighbour]
+
+    def service_time(self) -> float:
+        """The service's epoch clock: the wall clock shifted by ``skew``."""
+        return self.wall_clock() + self.skew
 
     def _create(self, model: str, family: str, duration: int, faults: Faults,
                 client_request_id: str | None = None) -> _Generation:
         generation = _Generation(
             generation_id=f"{uuid.uuid4()}:{generation_id_path(model)}", model=model,
             family=family, created=self.clock(), duration=duration, faults=faults,
-            token=uuid.uuid4().hex, created_at=self.wall_clock(),
+            token=uuid.uuid4().hex, created_at=self.service_time(),
             client_request_id=client_request_id)
         with self._lock:
             self._generations[generation.generation_id] = generation
         return generation
 
+    def add_neighbour(self, model: str, *, client_request_id: str | None, offset: float = 0.0,
+                      failed: bool = False, duration: int = 5) -> str:
+        """Start a generation of ``model`` for another caller of the account; return its id.
+
+        It starts ``offset`` seconds after now on the service's clock (its logs ``created``),
+        finishes as a generation started now would, and is never polled (so never charged).
+        """
+        error = {"name": "NeighbourFailed", "message": "a neighbour's generation failed"}
+        generation = self._create(model, self._family_of(model), duration,
+                                  Faults(error=error if failed else None), client_request_id)
+        generation.neighbour = True
+        generation.created_at += offset
+        return generation.generation_id
+
+    def _surround(self, generation: _Generation) -> None:
+        """The rest of the world around a create: ``neighbours`` and ``mixed_logs`` rows."""
+        seed = generation.generation_id
+        ids = _world.neighbour_ids(generation.client_request_id, self.neighbours, seed)
+        offsets = _world.neighbour_offsets(len(ids))
+        for i, (cri, offset) in enumerate(zip(ids, offsets, strict=True)):
+            self.add_neighbour(generation.model, client_request_id=cri, offset=offset,
+                               failed=i % 5 == 4, duration=generation.duration)
+        rows = _world.unusable_rows(generation.model, generation.client_request_id,
+                                    generation.created_at, self.mixed_logs, seed)
+        self.add_log_rows(rows)
+
+    def _refuse(self, client_request_id: str | None, model: Any) -> None:
+        """A refused create: with ``mixed_logs``, its failed row (no ``inference_id``) is logged."""
+        if self.mixed_logs and isinstance(model, str):
+            self.add_log_rows([_world.refused_row(model, client_request_id, self.service_time())])
+
+    def add_log_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Add usage-log rows of no generation here; each shows from now on, filtered by its
+        ``created``, ``model`` and ``status`` like any row."""
+        with self._lock:
+            self.extra_log_rows.extend(
+                (logs.parse_created(str(row.get("created") or "")), row) for row in rows)
+
     def _video_size(self, generation: _Generation) -> int:
         return max(generation.faults.video_size or 0, len(self.video) + IDENTITY_BOX_SIZE)
 
-    def _finished(self, generation: _Generation) -> bool:
-        """Whether the generation has reached its terminal status (its logs row then exists)."""
+    def _finished(self, generation: _Generation, lag: float = 0.0) -> bool:
+        """Whether the generation has reached its terminal status ``lag`` simulated seconds ago."""
         elapsed = (self.clock() - generation.created) * self.time_scale
-        return elapsed >= self.queued_seconds + self._generating(generation)
+        return elapsed >= self.queued_seconds + self._generating(generation) + lag
+
+    def logged(self, generation: _Generation) -> bool:
+        """Whether the generation's usage-logs row exists: finished, ``logs_lag`` ago."""
+        return self._finished(generation, self.logs_lag)
 
     def _generating(self, generation: _Generation) -> float:
         return self.generating_seconds * (2 if generation.duration >= 10 else 1)
 
-    def generations_by_client_request_id(self) -> dict[str | None, list[str]]:
+    def generations_by_client_request_id(self, *, include_neighbours: bool = False
+                                         ) -> dict[str | None, list[str]]:
         """Generation ids per client request id: what a test counts to prove one payment."""
         found: dict[str | None, list[str]] = {}
         with self._lock:
             for generation in self._generations.values():
+                if generation.neighbour and not include_neighbours:
+                    continue
                 found.setdefault(generation.client_request_id, []).append(
                     generation.generation_id)
         return found
@@ -258,7 +320,8 @@ class KlingSimulator:
             models.append({"alias": model, "endpoint": endpoint_path(self._family_of(model)),
                            "metrics": {"duration_ms": percentiles}})
         return {"window_seconds": METRICS_WINDOW,
-                "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                                              time.gmtime(self.service_time())),
                 "models": models}
 
     def _family_of(self, model: str) -> str:
@@ -295,26 +358,9 @@ class KlingSimulator:
         return b"".join(self.video_bytes(generation))
 
     def video_bytes(self, generation: _Generation) -> Iterator[bytes]:
-        """The sample MP4, a ``free`` box naming the generation, then padding to its video size.
-
-        Top-level ``free`` boxes are skipped by every MP4 reader, so each video stays playable
-        while no two generations serve the same bytes (the real API's videos differ too).
-        """
-        yield self.video
-        digest = hashlib.sha256(generation.generation_id.encode()).hexdigest()
-        payload = f"kling-simulator {digest}".encode()[: IDENTITY_BOX_SIZE - 8]
-        yield struct.pack(">I4s", IDENTITY_BOX_SIZE, b"free") + payload
-        padding = self._video_size(generation) - len(self.video) - IDENTITY_BOX_SIZE
-        if padding >= 8:
-            yield struct.pack(">I4s", padding, b"free")
-            remaining = padding - 8
-            block = bytes(1024 * 1024)
-            while remaining > 0:
-                yield block[: min(remaining, len(block))]
-                remaining -= len(block)
-        elif padding > 0:
-            yield bytes(padding)
-
+        """What the CDN serves for ``generation``, in chunks (see :func:`_media.video_bytes`)."""
+        return _media.video_bytes(self.video, generation.generation_id,
+                                  self._video_size(generation))
 
 
 def spawn(api_key: str = DEFAULT_API_KEY, *, time_scale: float = 1.0) -> tuple[subprocess.Popen[str], str]:
