@@ -217,13 +217,17 @@ def test_skew_shifts_the_services_timestamps(simulator: KlingSimulator, sim_hook
 @hostile
 def test_hostile_marker_reaches_the_fixtures(simulator: KlingSimulator,
                                              airflow_sim: KlingSimulator,
-                                             sim_hook: KlingHook) -> None:
+                                             sim_hook: KlingHook, clock: FakeClock) -> None:
     assert airflow_sim is simulator
     assert (simulator.neighbours, simulator.logs_lag, simulator.mixed_logs, simulator.skew) == (
-        6, 240.0, 120, 240.0)
-    create(sim_hook)
+        6, 240.0, 140, 240.0)
+    own = create(sim_hook)
     assert len(simulator.generation_ids(include_neighbours=True)) == 7
-    assert len(simulator.extra_log_rows) == 120
+    assert len(simulator.extra_log_rows) == 140
+    clock.sleep(FINISHED + 240)
+    first = logs(simulator, clock, limit=100)
+    assert first["pagination"]["has_more"]
+    assert own not in {r.get("inference_id") for r in first["data"]}  # the task's row: page 2
 
 
 def test_knobs_are_off_by_default(simulator: KlingSimulator, sim_hook: KlingHook,

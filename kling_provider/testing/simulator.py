@@ -46,9 +46,9 @@ __all__ = ["DEFAULT_API_KEY", "FAULTS_FIELD", "HOSTILE", "IDENTITY_BOX_SIZE", "F
 
 DEFAULT_API_KEY = "kling-simulator-key"
 #: Every world knob turned up at once (``KlingSimulator(**HOSTILE)``): six neighbours per create,
-#: logs rows 4 simulated minutes late, 120 unusable rows per create (the first logs page holds
+#: logs rows 4 simulated minutes late, 140 unusable rows per create (the first logs page holds
 #: none of the task's), the service's clock 4 minutes ahead.
-HOSTILE: dict[str, Any] = {"neighbours": 6, "logs_lag": 240.0, "mixed_logs": 120, "skew": 240.0}
+HOSTILE: dict[str, Any] = {"neighbours": 6, "logs_lag": 240.0, "mixed_logs": 140, "skew": 240.0}
 #: The sliding window of ``/models/metrics``, in seconds (the published example's).
 METRICS_WINDOW = 300
 
