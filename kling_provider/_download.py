@@ -10,7 +10,9 @@ Every stored video carries its identity (:mod:`kling_provider._identity`): folde
 name it after its generation, and a ``<file>.kling.json`` sidecar records whose bytes it holds. An
 existing file is kept only when it provably holds *this* video; a file holding anything else is
 never reported as the new video: the new one is stored beside it (or replaces it with
-``overwrite=True``).
+``overwrite=True``). That decision is made again, under a claim on the name (:mod:`._lock`),
+right before the finished file is renamed into place, so runs storing different generations
+under one name at the same moment each end with their own video.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from kling_provider._identity import (
     read_sidecar,
     write_sidecar,
 )
+from kling_provider._lock import claim
 from kling_provider._network import transport_cause
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 
@@ -163,19 +166,19 @@ def download(
     check_video_url(url)
     identity = VideoIdentity.of(generation_id, url)
     target = resolve_destination(destination, default_file_name(identity, file_name))
-    target, kept = choose_target(target, identity, expected_size, overwrite)
+    chosen, kept = choose_target(target, identity, expected_size, overwrite)
     if kept:  # verified before any request: a re-run does not download again
-        record = read_sidecar(target) or {}
-        log.info("Keeping %s: it already holds %s (%s bytes, SHA-256 verified)", target,
+        record = read_sidecar(chosen) or {}
+        log.info("Keeping %s: it already holds %s (%s bytes, SHA-256 verified)", chosen,
                  identity.describe(), record.get("size"))
-        return DownloadResult(uri=_uri(target), size=int(record.get("size") or 0),
+        return DownloadResult(uri=_uri(chosen), size=int(record.get("size") or 0),
                               downloaded=False, sha256=str(record.get("sha256") or ""))
     last: BaseException | None = None
     for attempt in range(1, attempts + 1):
         try:
             return _attempt(client, url, target, identity, auth_headers=auth_headers,
                             api_url=api_url, expected_size=expected_size,
-                            max_bytes=max_bytes, verify_mp4=verify_mp4)
+                            max_bytes=max_bytes, verify_mp4=verify_mp4, overwrite=overwrite)
         except _RetryableError as exc:
             last = exc  # its message already names the cause (refused, DNS, TLS, ...)
             if attempt < attempts:
@@ -205,7 +208,7 @@ def _uri(path: Any) -> str:
 
 def _attempt(client: httpx.Client, url: str, target: WritablePath, identity: VideoIdentity, *,
              auth_headers: Mapping[str, str], api_url: str, expected_size: int | None,
-             max_bytes: int | None, verify_mp4: bool) -> DownloadResult:
+             max_bytes: int | None, verify_mp4: bool, overwrite: bool) -> DownloadResult:
     api_origin = origin(api_url)
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
@@ -225,7 +228,7 @@ def _attempt(client: httpx.Client, url: str, target: WritablePath, identity: Vid
                         f"{response.status_code}; nothing was written to {target}."
                     )
                 return _store(response, target, identity, expected_size=expected_size,
-                              max_bytes=max_bytes, verify_mp4=verify_mp4)
+                              max_bytes=max_bytes, verify_mp4=verify_mp4, overwrite=overwrite)
         except httpx.TransportError as exc:
             raise _RetryableError(f"{type(exc).__name__}: {transport_cause(exc)}") from exc
     raise KlingDownloadError(
@@ -233,9 +236,28 @@ def _attempt(client: httpx.Client, url: str, target: WritablePath, identity: Vid
     )
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """A complete, checked download in its temporary file, not yet at its destination."""
+
+    temporary: Any
+    size: int
+    sha256: str
+
+
 def _store(response: httpx.Response, target: WritablePath, identity: VideoIdentity, *,
-           expected_size: int | None, max_bytes: int | None,
-           verify_mp4: bool) -> DownloadResult:
+           expected_size: int | None, max_bytes: int | None, verify_mp4: bool,
+           overwrite: bool) -> DownloadResult:
+    staged = _stage(response, target, expected_size=expected_size, max_bytes=max_bytes,
+                    verify_mp4=verify_mp4)
+    try:
+        return _place(staged, target, identity, overwrite=overwrite)
+    finally:
+        _discard(staged.temporary)
+
+
+def _stage(response: httpx.Response, target: WritablePath, *, expected_size: int | None,
+           max_bytes: int | None, verify_mp4: bool) -> _Staged:
     length_header = response.headers.get("content-length")
     announced = int(length_header) if length_header and length_header.isdigit() else None
     if "content-encoding" in response.headers:
@@ -274,17 +296,31 @@ def _store(response: httpx.Response, target: WritablePath, identity: VideoIdenti
                 f"The downloaded file does not start like an MP4 (no 'ftyp' box; first bytes "
                 f"{head[:12]!r}); not stored at {target}."
             )
-        forget(target)  # first: a crash from here on leaves a video of unknown origin, never a lie
-        if target.exists():
-            target.unlink()
-        temporary.rename(target)
     except BaseException:
         _discard(temporary)
         raise
-    sha256 = digest.hexdigest()
-    write_sidecar(target, identity, size=written, sha256=sha256)
-    log.info("Stored %s: %d bytes at %s", identity.describe(), written, target)
-    return DownloadResult(uri=_uri(target), size=written, downloaded=True, sha256=sha256)
+    return _Staged(temporary, written, digest.hexdigest())
+
+
+def _place(staged: _Staged, target: WritablePath, identity: VideoIdentity, *,
+           overwrite: bool) -> DownloadResult:
+    """Move a finished download into place, deciding again under the name's claim: another run
+    may have stored a video there since this one looked (then this one goes beside it)."""
+    with claim(target):
+        chosen, kept = choose_target(target, identity, staged.size, overwrite)
+        if kept:
+            log.info("Keeping %s: another run stored %s there meanwhile", chosen,
+                     identity.describe())
+            return DownloadResult(uri=_uri(chosen), size=staged.size, downloaded=False,
+                                  sha256=staged.sha256)
+        forget(chosen)  # first: a crash from here on leaves a video of unknown origin, never a lie
+        if chosen.exists():
+            chosen.unlink()
+        staged.temporary.rename(chosen)
+        write_sidecar(chosen, identity, size=staged.size, sha256=staged.sha256)
+    log.info("Stored %s: %d bytes at %s", identity.describe(), staged.size, chosen)
+    return DownloadResult(uri=_uri(chosen), size=staged.size, downloaded=True,
+                          sha256=staged.sha256)
 
 
 def _discard(path: WritablePath) -> None:

@@ -256,3 +256,18 @@ def run_async(coro_factory: Callable[[], Any]) -> Any:
             await aclose_shared_clients()
 
     return asyncio.run(main())
+
+
+@pytest.fixture
+def memory_folder() -> Iterator[Any]:
+    """A folder on fsspec's in-memory filesystem, attached the way a provider attaches s3."""
+    import fsspec
+    from airflow.sdk import ObjectStoragePath
+    from airflow.sdk.io import attach
+
+    attach(protocol="memory", fs=fsspec.filesystem("memory"))
+    folder = ObjectStoragePath("memory://kling-tests/videos/")
+    yield folder
+    if folder.exists():
+        for item in folder.iterdir():
+            item.unlink()

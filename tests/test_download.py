@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from airflow.sdk import ObjectStoragePath
 
 from kling_provider import _identity
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
@@ -34,20 +33,6 @@ def ready(hook: KlingHook, faults: dict[str, Any] | None = None) -> Generation:
         "klingai/v2.1-master-text-to-video", prompt="p",
         extra_params={"simulator_faults": faults} if faults else None)
     return hook.wait_for_generation(generation_id, poll_interval=60)
-
-
-@pytest.fixture
-def memory_folder() -> Any:
-    """A folder on fsspec's in-memory filesystem, attached the way a provider attaches s3."""
-    import fsspec
-    from airflow.sdk.io import attach
-
-    attach(protocol="memory", fs=fsspec.filesystem("memory"))
-    folder = ObjectStoragePath("memory://kling-tests/videos/")
-    yield folder
-    if folder.exists():
-        for item in folder.iterdir():
-            item.unlink()
 
 
 def test_download_into_memory_object_storage(sim_hook: KlingHook, simulator: KlingSimulator,
