@@ -11,6 +11,9 @@ and importing them costs every parse (they re-export what they used to define).
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -113,9 +116,58 @@ def validate_max_cost(max_cost_usd: Any) -> float | None:
     """``max_cost_usd`` as a float; a clear error for anything but a positive number or ``None``."""
     if max_cost_usd is None:
         return None
-    if isinstance(max_cost_usd, bool) or not isinstance(max_cost_usd, (int, float)) \
-            or not max_cost_usd > 0:
+    usd = float("nan")
+    if isinstance(max_cost_usd, (int, float)) and not isinstance(max_cost_usd, bool):
+        with contextlib.suppress(OverflowError):  # an int beyond any float stays NaN: refused
+            usd = float(max_cost_usd)
+    if not 0 < usd < float("inf"):  # NaN fails both comparisons
         raise KlingValidationError(
-            f"Invalid parameter 'max_cost_usd'={max_cost_usd!r}: must be a number of US dollars "
-            "above 0, or None for no limit.")
-    return float(max_cost_usd)
+            f"Invalid parameter 'max_cost_usd'={max_cost_usd!r}: must be a finite number of US "
+            "dollars above 0, or None for no limit.")
+    return usd
+
+
+def require_json(body: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """Refuse a body the create request could not carry, before any intent is written.
+
+    JSON has no NaN or infinity (the HTTP client refuses to encode them), no dates or sets, and
+    a lone surrogate cannot be sent as UTF-8. Found here, such a value is a clear error; found
+    by the client, it would fail the task after its submission intent was written.
+    """
+    for name, value in body.items():
+        found = _unsendable(value, name)
+        if found is not None:
+            path, bad, why = found
+            source = "" if name in given or name == "model" else "extra_params."
+            raise KlingValidationError(
+                f"Invalid parameter {source + path!r}={bad!r}: {why}; the request body must be "
+                "JSON (finite numbers, strings, booleans, lists and objects).")
+
+
+def _unsendable(value: Any, path: str) -> tuple[str, Any, str] | None:
+    """``(path, value, why)`` of the first part of ``value`` JSON cannot carry, else ``None``."""
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value, "not a finite number")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path, value, "not valid UTF-8 text"
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _unsendable(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path}.{key!r}", key, "not a text key"
+            found = _unsendable(item, f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    return path, value, f"a {type(value).__name__}, which JSON cannot carry"

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Collection, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
+from kling_provider._checks import require_json
 from kling_provider.exceptions import KlingValidationError
 
 __all__ = [
@@ -127,7 +129,9 @@ def prepare_request(
             "it unvalidated to the %s endpoint (endpoint_family=... picks the other one).",
             model, len(list_models()), chosen,
         )
+        _check_prompt(given, f"model {model!r}")
         passthrough = {"model": model, **given, **dict(extra_params or {})}
+        require_json(passthrough, given)
         return PreparedRequest(family=chosen, body=passthrough, known_model=False)
     if chosen not in spec.schemas:
         (chosen,) = (f for f in ENDPOINT_FAMILIES if f in spec.schemas)
@@ -141,7 +145,7 @@ def prepare_request(
             f"of this model. Allowed: {', '.join(allowed)}. Pass fields the catalogue does not "
             "know through extra_params."
         )
-    # A blank prompt is no prompt: the API would bill a video of nothing.
+    _check_prompt(given, where)
     present = ({k for k, v in given.items() if not _blank(v)} | set(pending)
                | set(extra_params or {}))
     missing = [r for r in spec.required(chosen) if r not in present]
@@ -155,7 +159,18 @@ def prepare_request(
     for name, value in given.items():
         body[name] = _check(value, schema["properties"][name], name, where)
     body.update(extra_params or {})
+    require_json(body, given)
     return PreparedRequest(family=chosen, body=body, known_model=True)
+
+
+def _check_prompt(given: Mapping[str, Any], where: str) -> None:
+    """An empty prompt is refused: the API's own rule, though its published schema allows one."""
+    prompt = given.get("prompt")
+    if isinstance(prompt, str) and not prompt.strip():
+        raise KlingValidationError(
+            f"Invalid parameter 'prompt'={prompt!r} for {where}: empty; the API refuses an empty "
+            "prompt. Give the text to generate from, or leave prompt out (None) where the model "
+            "does not need one.")
 
 
 def _blank(value: Any) -> bool:
@@ -239,22 +254,27 @@ def _check(value: Any, schema: Mapping[str, Any], name: str, where: str) -> Any:
                                    f"Invalid parameter {name!r}={value!r} for {where}: matches no "
                                    f"allowed form ({'; '.join(problems)}).")
     kind = schema.get("type")
+    given = value
     value = _coerce(value, kind)
+    allowed = _allowed(schema)
     if kind in _JSON_TYPES and (
         not isinstance(value, _JSON_TYPES[kind]) or (kind != "boolean" and isinstance(value, bool))
     ):
         raise KlingValidationError(
-            f"Invalid parameter {name!r}={value!r} for {where}: must be of type {kind}."
+            f"Invalid parameter {name!r}={given!r} for {where}: must be {allowed}."
+        )
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range test
+        raise KlingValidationError(
+            f"Invalid parameter {name!r}={given!r} for {where}: must be {allowed}."
         )
     if "enum" in schema and value not in schema["enum"]:
         raise KlingValidationError(
-            f"Invalid parameter {name!r}={value!r} for {where}: must be one of "
-            f"{', '.join(map(repr, schema['enum']))}."
+            f"Invalid parameter {name!r}={given!r} for {where}: must be {allowed}."
         )
     low, high = schema.get("minimum"), schema.get("maximum")
     if (low is not None and value < low) or (high is not None and value > high):
         raise KlingValidationError(
-            f"Invalid parameter {name!r}={value!r} for {where}: must be between {low} and {high}."
+            f"Invalid parameter {name!r}={given!r} for {where}: must be {allowed}."
         )
     if kind == "string":
         if "maxLength" in schema and len(value) > schema["maxLength"]:
@@ -291,15 +311,40 @@ def _check(value: Any, schema: Mapping[str, Any], name: str, where: str) -> Any:
     return value
 
 
+def _allowed(schema: Mapping[str, Any]) -> str:
+    """What a field accepts, in words: ``one of 5, 10``, ``a finite number between 0 and 1``."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return f"one of {', '.join(map(repr, schema['enum']))}"
+    what = {"integer": "a whole number", "number": "a finite number"}.get(str(kind),
+                                                                         f"of type {kind}")
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is not None and high is not None:
+        return f"{what} between {low} and {high}"
+    if low is not None or high is not None:
+        return f"{what} {'at least ' + str(low) if low is not None else 'at most ' + str(high)}"
+    return what
+
+
 def _coerce(value: Any, kind: Any) -> Any:
-    """Accept numeric strings for numeric fields: templates render ``{{ params.duration }}`` as text."""
-    if isinstance(value, str) and kind in ("integer", "number"):
-        text = value.strip()
+    """Numbers as the schema types them: templates render ``{{ params.duration }}`` as text.
+
+    ``"5"``, ``"5.0"`` and ``5.0`` are the integer 5; ``"5.5"``, ``"nan"`` or ``"1e400"`` stay
+    what they are for an integer field, and are refused as not whole. A number field reads any
+    numeric text; what is not finite is refused by the caller.
+    """
+    if kind not in ("integer", "number") or isinstance(value, bool):
+        return value
+    number = value
+    if isinstance(value, str):
         try:
-            number = float(text)
+            number = float(value.strip())
         except ValueError:
             return value
-        if kind == "integer":
-            return int(number) if number.is_integer() else value
-        return int(number) if number.is_integer() and "." not in text else number
-    return value
+    if not isinstance(number, float):
+        return value
+    if kind == "integer":
+        return int(number) if number.is_integer() else value
+    if isinstance(value, str) and number.is_integer() and "." not in value:
+        return int(number)
+    return number

@@ -80,7 +80,7 @@ def test_templated_values_wait_for_execute(airflow_sim: KlingSimulator) -> None:
                                          extra_params={"seed": "{{ params.seed }}"})
     operator.image_url = "not-checked-as-url-but-required"
     operator.duration = "7"  # as if a template rendered it
-    with pytest.raises(KlingValidationError, match="'duration'=7"):
+    with pytest.raises(KlingValidationError, match="'duration'='7'"):
         operator.execute(context_for(StateStoreStub()))
     assert airflow_sim.ledger.count(method="POST") == 0
 

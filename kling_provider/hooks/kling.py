@@ -377,6 +377,11 @@ class KlingHook(BaseHook):
         prepared = prepare_request(model, params, family=family or settings.endpoint_family,
                                    extra_params=extra_params,
                                    allow_unknown_model=allow_unknown_model)
+        return self._create_prepared(settings, prepared, client_request_id)
+
+    def _create_prepared(self, settings: KlingConnectionSettings, prepared: PreparedRequest,
+                         client_request_id: str | None) -> _protocol.Steps:
+        model = prepared.body.get("model")
         self.log.info("Creating a %s generation on the %s endpoint (client request id %s)",
                       model, prepared.family, client_request_id)
         return _protocol.create_steps(prepared.family, prepared.body, self._policy(settings),
@@ -396,6 +401,14 @@ class KlingHook(BaseHook):
         settings = self.settings
         return str(self._run(self._create(settings, model, params, extra_params, endpoint_family,
                                           allow_unknown_model, client_request_id)))
+
+    def create_prepared(self, prepared: PreparedRequest, *,
+                        client_request_id: str | None = None) -> str:
+        """POST a request :meth:`prepare_request` validated, as it is; return the generation id.
+
+        For callers that validated before paying and must send exactly what they checked.
+        """
+        return str(self._run(self._create_prepared(self.settings, prepared, client_request_id)))
 
     async def acreate_generation(self, model: str, *,
                                  extra_params: Mapping[str, Any] | None = None,

@@ -11,6 +11,7 @@ lineage are imported in the methods that use them (parse cost), never at the top
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,22 @@ def asset_extra(result: Mapping[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in fields if result.get(k) is not None}
 
 
+def video_seconds(duration: Any) -> int | None:
+    """The length a prepared request asks for, as the poll schedule reads it; ``None`` for none.
+
+    A catalogue model's duration is already the schema's integer; a model the catalogue lacks
+    is sent as given, so anything but a finite positive number is no length here (the schedule
+    then uses the documented default), never an error after paying.
+    """
+    if isinstance(duration, bool):
+        return None
+    try:
+        seconds = float(duration)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return round(seconds) if math.isfinite(seconds) and 0 < seconds < 3600 else None
+
+
 class GenerationFlow(DurableSubmission):
     """``execute`` and its continuations for the generate operators (a mixin, see above)."""
 
@@ -98,11 +115,8 @@ class GenerationFlow(DurableSubmission):
     def execute(self, context: Context) -> dict[str, Any]:
         self._check_before_paying()
         hook = self.hook
-        prepared = hook.prepare_request(self.model, self.request_params(),
-                                        extra_params=self.extra_params,
-                                        endpoint_family=self.endpoint_family,
-                                        allow_unknown_model=self.allow_unknown_model)
-        self._prepared_body = prepared.body
+        self._prepared = None  # validated anew from this try's rendered fields
+        prepared = self.prepared_request(hook, self.endpoint_family)
         generation = self.submit_or_resume(context, hook, prepared.family)
         state = context.get("task_state_store")
         if state is not None and self.estimated_usd is not None:  # for ``execute_complete``
@@ -111,11 +125,7 @@ class GenerationFlow(DurableSubmission):
 
     def _before_paying(self, hook: KlingHook, family: str) -> None:
         """The spend guard, right before a POST (never before reattaching or recovering)."""
-        body = getattr(self, "_prepared_body", None)
-        if body is None:
-            body = hook.prepare_request(self.model, self.request_params(),
-                                        extra_params=self.extra_params, endpoint_family=family,
-                                        allow_unknown_model=self.allow_unknown_model).body
+        body = self.prepared_request(hook, family).body
         self.estimated_usd = hook.guard_spend(self.model, body, max_cost_usd=self.max_cost_usd,
                                               check_balance=self.check_balance).usd
 
@@ -145,9 +155,11 @@ class GenerationFlow(DurableSubmission):
             submitted = Generation(generation_id=generation_id, status=generation.status)
             self._mark_delivered(context, generation_id)
             return generation_result(submitted, model=self.model, family=family,
-                                     prompt=self.prompt)
-        schedule: dict[str, Any] = {"poll_schedule": self.poll_schedule, "submitted_at": submitted_at,
-                    "model": self.model, "duration": self.request_params().get("duration")}
+                                     prompt=self.sent(hook, family, "prompt"))
+        schedule: dict[str, Any] = {
+            "poll_schedule": self.poll_schedule, "submitted_at": submitted_at,
+            "model": self.model,
+            "duration": video_seconds(self.sent(hook, family, "duration"))}
         if self.deferrable:
             from kling_provider.triggers.kling import KlingGenerationTrigger
 
@@ -155,7 +167,8 @@ class GenerationFlow(DurableSubmission):
                 trigger=KlingGenerationTrigger(
                     kling_conn_id=self.kling_conn_id, generation_id=generation_id,
                     poll_interval=self.poll_interval, deadline=hook.clock.now() + self.timeout,
-                    endpoint_family=family, **schedule, **self._end_in_triggerer()),
+                    endpoint_family=family, **schedule,
+                    **self._end_in_triggerer(self.sent(hook, family, "prompt"))),
                 method_name="execute_complete",
                 kwargs={"endpoint_family": family, "submitted_at": submitted_at,
                         "estimated_usd": self.estimated_usd},
@@ -167,13 +180,13 @@ class GenerationFlow(DurableSubmission):
                                                   **schedule)
         return self._complete(context, generation, family, submitted_at=submitted_at)
 
-    def _end_in_triggerer(self) -> dict[str, Any]:
+    def _end_in_triggerer(self, prompt: Any) -> dict[str, Any]:
         """Trigger kwargs ending the task there on success (only when asked and nothing after
         the wait needs a worker: ``download_to`` does). The prompt travels only then."""
         if not self.end_from_trigger or self.download_to:
             return {}
         return {"end_from_trigger": True,
-                "result_fields": {"model": self.model, "prompt": self.prompt,
+                "result_fields": {"model": self.model, "prompt": prompt,
                                   "generation_seconds": None,
                                   "estimated_usd": self.estimated_usd}}
 
@@ -204,9 +217,10 @@ class GenerationFlow(DurableSubmission):
         from kling_provider import metrics
         from kling_provider._spend import spend_summary
 
+        hook = self.hook
         result = generation_result(generation, model=self.model, family=family,
-                                   prompt=self.prompt)
-        seconds = None if submitted_at is None else max(0.0, self.hook.clock.now() - submitted_at)
+                                   prompt=self.sent(hook, family, "prompt"))
+        seconds = None if submitted_at is None else max(0.0, hook.clock.now() - submitted_at)
         result.update(generation_seconds=seconds, estimated_usd=self.estimated_usd)
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
         self.log.info("Generation %s completed: %s", generation.generation_id,
@@ -219,7 +233,7 @@ class GenerationFlow(DurableSubmission):
                                      usd_spent=generation.usd_spent)
         self._lineage_outputs = [generation.video_url]
         if self.download_to:
-            stored = self.hook.download_video(
+            stored = hook.download_video(
                 generation.video_url or "", self.download_to, expected_size=generation.file_size,
                 file_name=generation.file_name, generation_id=generation.generation_id)
             result.update(uri=stored.uri, size=stored.size)
@@ -231,8 +245,12 @@ class GenerationFlow(DurableSubmission):
         """OpenLineage (when its provider is installed): image URLs in, the video out."""
         from kling_provider._lineage import operator_lineage
 
-        images = [self.image_url, self.tail_image_url, *(self.image_list or [])]
-        return operator_lineage(images, getattr(self, "_lineage_outputs", []))
+        prepared = getattr(self, "_prepared", None)
+        sent = prepared.body if prepared is not None else {}
+        images = [sent.get("image_url"), sent.get("tail_image_url"),
+                  *(sent.get("image_list") or [])]
+        return operator_lineage([i for i in images if isinstance(i, str)],
+                                getattr(self, "_lineage_outputs", []))
 
 
 class DownloadFlow(_Operator):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from kling_provider import _submission
     from kling_provider._submission import SubmissionRecord
+    from kling_provider.catalogue import PreparedRequest
     from kling_provider.hooks.kling import KlingHook
     from kling_provider.types import Generation
 
@@ -63,10 +64,42 @@ class DurableSubmission(_Operator):
         extra_params: dict[str, Any] | None
         on_uncertain_submission: _submission.OnUncertainSubmission
         allow_unknown_model: bool
+        _prepared: PreparedRequest | None
 
         def request_params(self) -> dict[str, Any]: ...
         def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
                               family: str | None) -> dict[str, Any]: ...
+
+    def prepared_request(self, hook: KlingHook, family: str | None) -> PreparedRequest:
+        """The create request as validated from this task's rendered fields, once per try.
+
+        The only form of the request that travels on: the POST sends it, and the price
+        estimate, the wait (``duration``), the trigger and the result read their values from it,
+        never the raw arguments (``duration="5.0"`` is sent as 5 and waited on as 5).
+        """
+        prepared: PreparedRequest | None = getattr(self, "_prepared", None)
+        if prepared is None:
+            prepared = hook.prepare_request(self.model, self.request_params(),
+                                            extra_params=self.extra_params,
+                                            endpoint_family=family,
+                                            allow_unknown_model=self.allow_unknown_model)
+            self._prepared = prepared
+        return prepared
+
+    def sent(self, hook: KlingHook, family: str | None, name: str) -> Any:
+        """A field of the request this task sent, after paying: ``None`` rather than an error.
+
+        A try resumed after a deferral validates its rendered fields again; they passed before
+        the POST, so a failure here is unexpected, and it must not fail a paid generation.
+        """
+        from kling_provider.exceptions import KlingValidationError
+
+        try:
+            return self.prepared_request(hook, family).body.get(name)
+        except KlingValidationError as exc:
+            self.log.warning("The request's %r is unknown here (%s); going on without it.",
+                             name, exc)
+            return None
 
     def _before_paying(self, hook: KlingHook, family: str) -> None:
         """Runs right before a POST (and only then): the operator's spend guard."""
@@ -170,10 +203,8 @@ class DurableSubmission(_Operator):
                 "%s).", intent.client_request_id)
         self._write(context, intent)  # before paying
         try:
-            generation_id = hook.create_generation(
-                self.model, extra_params=self.extra_params, endpoint_family=family,
-                allow_unknown_model=self.allow_unknown_model,
-                client_request_id=intent.client_request_id, **self.request_params())
+            generation_id = hook.create_prepared(self.prepared_request(hook, family),
+                                                 client_request_id=intent.client_request_id)
         except KlingSubmissionUncertainError as exc:
             self.log.warning("%s Looking the generation up by its client request id %s instead.",
                              exc, intent.client_request_id)

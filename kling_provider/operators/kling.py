@@ -77,6 +77,27 @@ _PARAMETERS = ("prompt", "negative_prompt", "aspect_ratio", "duration", "cfg_sca
                "camera_control", "image_url", "tail_image_url", "image_list")
 
 
+#: The generate operators' arguments Airflow never renders (they shape the task, not the request).
+_NOT_RENDERED = ("kling_conn_id", "endpoint_family", "wait_for_completion", "deferrable",
+                 "poll_interval", "timeout", "allow_unknown_model", "poll_schedule",
+                 "end_from_trigger", "max_cost_usd", "check_balance", "on_uncertain_submission")
+
+
+def require_rendered(task_id: str, **arguments: Any) -> None:
+    """Refuse a template (or XComArg) given to an argument that is not a templated field.
+
+    Airflow would pass its text on as it is, and the task would fail at run time on
+    ``'{{ params.x }}'`` with no hint that it was never rendered.
+    """
+    for name, value in arguments.items():
+        if is_dynamic(value):
+            raise KlingValidationError(
+                f"Task {task_id!r}: invalid parameter {name!r}={value!r}: {name!r} is not a "
+                "templated field, so Airflow would pass this on unrendered. Give a literal "
+                "value (read a DAG param in the DAG file, or choose between tasks), or put "
+                "request fields in the templated ones: prompt, duration, ..., parameters.")
+
+
 def is_dynamic(value: Any) -> bool:
     """True for values only known at run time: Jinja templates, XComArgs, nested either way."""
     if isinstance(value, str):
@@ -144,10 +165,13 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
     prompt in the UI (``map_index_template``; pass your own to change it).
     """
 
-    template_fields: Sequence[str] = ("model", "prompt", "negative_prompt", "image_url",
+    #: Every request argument: a rendered string is coerced by the model's schema ("5" -> 5).
+    template_fields: Sequence[str] = ("model", "prompt", "negative_prompt", "aspect_ratio",
+                                      "duration", "cfg_scale", "camera_control", "image_url",
                                       "tail_image_url", "image_list", "extra_params",
                                       "parameters", "download_to")
-    template_fields_renderers = {"extra_params": "json", "parameters": "json"}
+    template_fields_renderers = {"extra_params": "json", "parameters": "json",
+                                 "camera_control": "json"}
     operator_extra_links = (KlingVideoLink(),)
     ui_color = "#e8dcff"
 
@@ -182,6 +206,13 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        require_rendered(self.task_id, kling_conn_id=kling_conn_id,
+                         endpoint_family=endpoint_family, wait_for_completion=wait_for_completion,
+                         deferrable=deferrable, poll_interval=poll_interval, timeout=timeout,
+                         allow_unknown_model=allow_unknown_model, poll_schedule=poll_schedule,
+                         end_from_trigger=end_from_trigger, max_cost_usd=max_cost_usd,
+                         check_balance=check_balance,
+                         on_uncertain_submission=on_uncertain_submission)
         self.model = model
         self.allow_unknown_model = allow_unknown_model
         self.prompt = prompt
@@ -223,6 +254,8 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
                 f"Task {kwargs.get('task_id')!r}: {unknown_model_message(model, 'legacy')}")
         require_run_independent("download_to", kwargs.get("download_to"),
                                 str(kwargs.get("task_id")))
+        require_rendered(str(kwargs.get("task_id")),
+                         **{k: v for k, v in kwargs.items() if k in _NOT_RENDERED})
         for name in ("poll_interval", "timeout"):
             if name in kwargs:
                 wait_seconds(name, kwargs[name], task_id=str(kwargs.get("task_id")))
