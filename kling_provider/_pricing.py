@@ -22,6 +22,7 @@ from typing import Any
 
 from kling_provider._spend import format_usd
 from kling_provider.catalogue import get_model
+from kling_provider.types import finite_number
 
 __all__ = [
     "ASSUMED_DURATION",
@@ -112,23 +113,14 @@ def _norm(value: Any) -> str:
     """Compare request values and ``when`` values loosely: ``5 == "5" == 5.0``, ``True == "true"``."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return f"{float(value):g}"
-    text = str(value).strip().lower()
-    try:
-        return f"{float(text):g}"
-    except ValueError:
-        return text
+    number = finite_number(value.strip() if isinstance(value, str) else value)
+    return f"{number:g}" if number is not None else str(value).strip().lower()
 
 
 def _rate(rate: Mapping[str, Any], duration: float) -> tuple[float, str] | None:
     """(USD, text) for one rate: ``price`` per ``per`` units; ``None`` for a unit we cannot count."""
-    try:
-        price = float(rate["price"])
-        per = float(rate.get("per") or 1)
-    except (KeyError, TypeError, ValueError):
-        return None
-    if per <= 0:
+    price, per = finite_number(rate.get("price")), finite_number(rate.get("per") or 1)
+    if price is None or per is None or per <= 0:
         return None
     unit = str(rate.get("unit") or rate.get("name") or "").strip().lower()
     if unit in _PER_SECOND:
@@ -146,10 +138,8 @@ def estimate_price(model: str, pricing: Mapping[str, Any] | None, request: Mappi
                    *, source: str) -> PriceEstimate:
     """Estimate one generation of ``model`` for ``request`` (already :func:`request_as_sent`)."""
     raw_duration = request.get("duration")
-    try:
-        duration = float(raw_duration) if raw_duration is not None else float(ASSUMED_DURATION)
-    except (TypeError, ValueError):
-        duration = float(ASSUMED_DURATION)
+    duration = finite_number(raw_duration) if raw_duration is not None else None
+    duration = float(ASSUMED_DURATION) if duration is None else duration
     assumed = "" if raw_duration is not None else f", duration {ASSUMED_DURATION} s assumed"
     request = {**request, "duration": duration}  # variants may be priced by duration
 
@@ -179,7 +169,9 @@ def estimate_price(model: str, pricing: Mapping[str, Any] | None, request: Mappi
     parts = [_rate(r, duration) if isinstance(r, Mapping) else None for r in rates]
     if not parts or any(p is None for p in parts):
         return unknown(f"a rate's unit is not per second or per video ({list(rates)!r})")
-    usd = sum(p[0] for p in parts if p is not None)
+    usd = finite_number(sum(p[0] for p in parts if p is not None))
+    if usd is None:  # 1e308 per 1e-308 second: no price anyone can pay
+        return unknown(f"the price list's rates do not add up to a finite price ({list(rates)!r})")
     basis = " + ".join(p[1] for p in parts if p is not None) + qualifier + assumed
     return PriceEstimate(model, round(usd, 6), duration, basis, source)
 
@@ -195,7 +187,8 @@ def _match_variant(variants: Sequence[Any], request: Mapping[str, Any]) -> Mappi
             matches.append(variant)
     if not matches:
         return None
-    return max(matches, key=lambda v: (len(v.get("when") or {}), float(v.get("price") or 0)))
+    return max(matches, key=lambda v: (len(v.get("when") or {}),
+                                       finite_number(v.get("price")) or 0.0))
 
 
 @dataclass(frozen=True)

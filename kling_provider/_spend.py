@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kling_provider.types import finite_number
+
 __all__ = [
     "CREDITS_HEADER",
     "SPEND_FIELDS",
@@ -36,11 +38,8 @@ SPEND_FIELDS = ("credits_used", "usd_spent", "generation_seconds", "estimated_us
 
 
 def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number == number and number >= 0 else None  # NaN and negatives: unreadable
+    number = finite_number(value)
+    return number if number is not None and number >= 0 else None  # negatives: unreadable
 
 
 def with_cost_headers(body: dict[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
@@ -62,6 +61,7 @@ def with_cost_headers(body: dict[str, Any], headers: Mapping[str, str]) -> dict[
 
 def format_usd(usd: float | None) -> str:
     """``$1.40``; sub-cent amounts keep their significant digits (``$0.00124``)."""
+    usd = finite_number(usd)
     if usd is None:
         return "unknown USD"
     if usd == 0 or usd >= 0.01:
@@ -71,6 +71,7 @@ def format_usd(usd: float | None) -> str:
 
 def format_duration(seconds: float | None) -> str:
     """``5 min 12 s`` / ``42 s``."""
+    seconds = finite_number(seconds)
     if seconds is None:
         return "an unknown time"
     whole = round(seconds)
@@ -81,9 +82,10 @@ def format_duration(seconds: float | None) -> str:
 def spend_summary(generation_id: str, *, credits_used: float | None, usd_spent: float | None,
                   generation_seconds: float | None, estimated_usd: float | None = None) -> str:
     """The sentence the task log shows when a generation finishes."""
+    credits_used = finite_number(credits_used)
     credits = "unknown credits" if credits_used is None else f"{credits_used:,.0f} credits"
     text = (f"Generation {generation_id} finished in {format_duration(generation_seconds)}: "
             f"{credits}, {format_usd(usd_spent)}")
-    if estimated_usd is not None:
+    if finite_number(estimated_usd) is not None:
         text += f" (estimated before submitting: {format_usd(estimated_usd)})"
     return text + "."

@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from kling_provider.exceptions import KlingGenerationFailedError, KlingTimeoutError
+from kling_provider.types import finite_number
 
 __all__ = ["CREDITS_USED", "DURATION", "GENERATION_COMPLETED", "GENERATION_FAILED",
            "GENERATION_SUBMITTED", "USD_SPENT", "counting_failures", "generation_completed",
@@ -43,6 +44,8 @@ GENERATION_FAILED = "kling.generation.failed"
 DURATION = "kling.generation.duration"
 CREDITS_USED = "kling.credits_used"
 USD_SPENT = "kling.usd_spent"
+#: Longer than any wait can be, shorter than ``timedelta`` can hold.
+MAX_TIMING_SECONDS = 10 * 365 * 86400.0
 
 #: Where ``Stats`` lives: the Task SDK's (3.2+, initialised by the task runner), then core's.
 _STATS_MODULES = ("airflow.sdk.observability.stats", "airflow.observability.stats",
@@ -81,9 +84,12 @@ def generation_submitted(model: str | None) -> None:
 
 def generation_completed(model: str | None, *, seconds: float | None, credits_used: float | None,
                          usd_spent: float | None) -> None:
+    """Count a completed generation; a figure that is not a finite number is left out (it runs
+    after paying, in workers and in the triggerer: ``round(inf)`` must not fail the task)."""
     tags = _tags(model)
     _emit("incr", GENERATION_COMPLETED, 1, tags)
-    if seconds is not None:
+    seconds, credits_used, usd_spent = map(finite_number, (seconds, credits_used, usd_spent))
+    if seconds is not None and abs(seconds) < MAX_TIMING_SECONDS:
         _emit("timing", DURATION, timedelta(seconds=seconds), tags)
     if credits_used is not None:
         _emit("incr", CREDITS_USED, round(credits_used), tags)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,7 +23,10 @@ __all__ = [
     "StatusClass",
     "classify_status",
     "describe_error",
+    "finite_number",
 ]
+
+log = logging.getLogger("kling_provider")
 
 PENDING_STATUSES = frozenset({"queued", "waiting", "active", "generating", "processing"})
 #: ``succeeded``/``success`` are what other video models of the same service report when done.
@@ -99,20 +104,32 @@ class Generation:
             video = {}
         error_name, error_message = describe_error(body.get("error"))
         usage = _mapping(_mapping(body.get("meta")).get("usage"))
+        the_id = str(body.get("id") or generation_id or "")
+
+        def number(name: str, value: Any) -> float | None:
+            """A number of the answer; one that is not finite is ignored, with a warning (this
+            runs after paying: metrics, logs and XCom must not fail on it)."""
+            found = finite_number(value)
+            if found is None and value is not None:
+                log.warning("Generation %s: the API reported %s=%r, not a finite number; "
+                            "ignored.", the_id, name, value)
+            return found
+
         credits = usage.get("credits_used", usage.get("tokens_used"))
         duration = video.get("duration", body.get("duration"))
+        size = number("file_size", video.get("file_size"))
         return cls(
-            generation_id=str(body.get("id") or generation_id or ""),
+            generation_id=the_id,
             status=str(body.get("status") or ""),
             video_url=video.get("url") if isinstance(video.get("url"), str) else None,
             content_type=_str_or_none(video.get("content_type")),
             file_name=_str_or_none(video.get("file_name")),
-            file_size=_int_or_none(video.get("file_size")),
-            duration=_float_or_none(duration),
+            file_size=int(size) if size is not None and 0 <= size < 2**63 else None,
+            duration=number("duration", duration),
             error_name=error_name,
             error_message=error_message,
-            credits_used=_float_or_none(credits),
-            usd_spent=_float_or_none(usage.get("usd_spent")),
+            credits_used=number("credits_used", credits),
+            usd_spent=number("usd_spent", usage.get("usd_spent")),
             raw=body,
         )
 
@@ -201,15 +218,17 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float (numbers and numeric text), else ``None``.
 
-
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
+    NaN, infinities, ``1e400`` (infinite once read), ints beyond any float, booleans and
+    anything not numeric are no number: every comparison with NaN is false and ``round`` of an
+    infinity raises, so an answer's number is only used once it passed this.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
