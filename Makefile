@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit matrix docs dist bench pipeline gallery clean
+.PHONY: demo test lint typecheck unit matrix docs dist bench pipeline gallery clean fuzz
 
 # tools/bootstrap.py: venv, pinned uv, `uv pip sync` trusting the system certificate store; on a
 # network failure it names the step and what to check (proxy, CA). Stdlib only.
@@ -26,6 +26,12 @@ test: $(STAMP) lint docs
 	bash tools/ensure-chromium.sh
 	$(BIN)/pytest
 	$(BIN)/python tools/matrix.py
+
+# The property and stateful tests, randomized and much longer than in `make test` (which runs
+# a fixed number of examples from a derandomized seed): tests/hypothesis_profiles.py.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -p no:cacheprovider --hypothesis-show-statistics \
+		$(wildcard tests/test_properties*.py tests/test_stateful*.py)
 
 matrix: $(STAMP)
 	$(BIN)/python tools/matrix.py

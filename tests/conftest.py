@@ -19,6 +19,7 @@ from kling_provider._timings import MetricsCache
 from kling_provider.hooks import kling as hook_module
 from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
 from kling_provider.testing.simulator import KlingSimulator
+from tests import hypothesis_profiles  # noqa: F401  (the Hypothesis profile of this run)
 
 SECRET_KEY = "sk-test-8f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
