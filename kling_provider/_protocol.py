@@ -50,6 +50,20 @@ NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 #: refusals), so even the paid POST may be sent again.
 SAFE_POST_STATUSES = frozenset({429, 503})
 RETRYABLE_GET_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: 4xx answers to a create that may not be refusals: a request timeout, a conflict.
+NOT_REFUSALS = frozenset({408, 409})
+
+
+def created_nothing(outcome: Outcome) -> bool:
+    """Whether a create request that ended with ``outcome`` (retries spent) created nothing.
+
+    True for a definite refusal (any 4xx but 408 and 409: a bad request, a bad key, no credit,
+    an unknown path, or still rate limited) and for a request that never left (connect errors).
+    Everything else after sending may hide a created, billed generation.
+    """
+    if isinstance(outcome, httpx.RequestError):
+        return isinstance(outcome, NOT_SENT_ERRORS)
+    return 400 <= outcome.status_code < 500 and outcome.status_code not in NOT_REFUSALS
 
 
 @dataclass(frozen=True)
@@ -250,6 +264,9 @@ def error_for_response(request: ApiRequest, response: httpx.Response, *, conn_id
             f"The API does not know generation {request.subject!r} (404). Check the id and that "
             f"connection {conn_id!r} uses the same endpoint family and account that created it."
         )
+    if status == 404 and request.operation == "create":
+        return KlingError(f"The API refused the request while {what} (404): {message}{ref}. "
+                          "Check the connection's host and the model's endpoint family.")
     if status == 429:
         return KlingRateLimitError(
             f"Rate or concurrency limit (429) while {what}, still limited after retries: {message}{ref}"
@@ -313,10 +330,14 @@ def exchange(request: ApiRequest, policy: RetryPolicy, *, conn_id: str,
         else:
             retry_in = retry_delay(request, outcome, attempt, policy)
             if retry_in is None:
+                error = (error_for_response(request, outcome, conn_id=conn_id, secrets=secrets)
+                         if isinstance(outcome, httpx.Response)
+                         else error_for_transport(request, outcome, conn_id=conn_id))
+                error.created_nothing = (request.operation == "create"
+                                         and created_nothing(outcome))
                 if isinstance(outcome, httpx.Response):
-                    raise error_for_response(request, outcome, conn_id=conn_id, secrets=secrets)
-                raise error_for_transport(request, outcome, conn_id=conn_id) \
-                    from detached(outcome, secrets)
+                    raise error
+                raise error from detached(outcome, secrets)
             delay = retry_in
         log.warning("Kling API %s %s: attempt %d/%d failed (%s); retrying in %.1f s",
                     request.method, request.operation, attempt, policy.max_attempts,

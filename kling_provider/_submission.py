@@ -22,6 +22,7 @@ import enum
 import hashlib
 import logging
 import re
+import secrets
 import threading
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -46,8 +47,10 @@ LOGS_PATH = "/v2/logs"
 #: What the API accepts in the header; anything else is silently dropped (no correlation at all).
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _INVALID_CHAR = re.compile(r"[^A-Za-z0-9._:-]")
-#: Room left after the task part of an id for the intent suffix (``.t<try>r<n>``).
-_PREFIX_MAX = 110
+#: Room left after the task part of an id for the intent suffix (``.t<try>r<n>.<random>``).
+_PREFIX_MAX = 96
+#: Hex digits of an id's random part: 48 bits, so deployments sharing a key never share an id.
+NONCE_HEX = 12
 #: ``GET /v2/logs``: 200 requests per 60 s per key. Recoveries keep a margin for other callers.
 LOGS_RATE_LIMIT = (180, 60.0)
 #: Rows per logs page (the API's maximum).
@@ -77,15 +80,18 @@ def task_prefix(dag_id: str, run_id: str, task_id: str, map_index: int | None) -
     return f"{clean[:_PREFIX_MAX - 17]}-{digest}"
 
 
-def client_request_id(prefix: str, try_number: int, attempt: int = 0) -> str:
-    """The id of one submission intent: the task prefix, the try, and the intent within the try.
+def client_request_id(prefix: str, try_number: int, attempt: int = 0, nonce: str = "") -> str:
+    """The id of one submission intent: the task prefix, the try, the intent within the try,
+    and a random part.
 
     A new intent always gets a new id (a generation resubmitted after a failure, or after a clear
     that dropped the stored record, is told apart from the earlier one); the same intent keeps
-    its id across tries because it is read back from the record, not derived again.
+    its id across tries because it is read back from the record, not derived again. The random
+    part tells apart two Airflow deployments sharing one key whose DAG, run and task ids are the
+    same: it is stored with the intent before the POST, so a recovery still matches it exactly.
     """
     suffix = f".t{int(try_number)}" + (f"r{attempt}" if attempt else "")
-    value = prefix + suffix
+    value = prefix + suffix + (f".{nonce}" if nonce else "")
     if not _VALID_ID.fullmatch(value):  # only reachable with a hand-made prefix
         raise KlingValidationError(f"Invalid client request id {value!r}")
     return value
@@ -95,7 +101,7 @@ def earlier_try(prefix: str, client_id: str | None, try_number: int) -> bool:
     """Whether ``client_id`` is an intent of this task instance made by a try before this one."""
     if not client_id or not client_id.startswith(prefix + ".t"):
         return False
-    found = re.fullmatch(r"(\d+)(?:r\d+)?", client_id[len(prefix) + 2:])
+    found = re.fullmatch(r"(\d+)(?:r\d+)?(?:\.[0-9a-z]+)?", client_id[len(prefix) + 2:])
     return bool(found) and int(found[1]) < try_number  # type: ignore[index]
 
 
@@ -115,12 +121,15 @@ class SubmissionRecord:
     clear_number: int = 0
     #: The task succeeded with this generation (set just before it returns).
     delivered: bool = False
+    #: The API refused the create outright: nothing was created, the intent is closed.
+    refused: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"client_request_id": self.client_request_id, "model": self.model,
                 "endpoint_family": self.endpoint_family, "intent_at": self.intent_at,
                 "generation_id": self.generation_id, "submitted_at": self.submitted_at,
-                "clear_number": self.clear_number, "delivered": self.delivered}
+                "clear_number": self.clear_number, "delivered": self.delivered,
+                "refused": self.refused}
 
     @classmethod
     def from_json(cls, value: Any) -> SubmissionRecord | None:
@@ -138,11 +147,17 @@ class SubmissionRecord:
                    submitted_at=(float(value["submitted_at"]) if value.get("submitted_at")
                                  else None),
                    clear_number=int(value.get("clear_number") or 0),
-                   delivered=bool(value.get("delivered")))
+                   delivered=bool(value.get("delivered")),
+                   refused=bool(value.get("refused")) and not generation_id)
 
     def with_generation(self, generation_id: str, now: float) -> SubmissionRecord:
         return SubmissionRecord(self.client_request_id, self.model, self.endpoint_family,
                                 self.intent_at, generation_id, now, self.clear_number)
+
+    def refused_now(self) -> SubmissionRecord:
+        """This intent, closed: the API refused its create, so there is nothing to look up."""
+        return SubmissionRecord(self.client_request_id, self.model, self.endpoint_family,
+                                self.intent_at, None, None, self.clear_number, refused=True)
 
 
 class Action(str, enum.Enum):
@@ -161,6 +176,7 @@ def decide(record: SubmissionRecord | None, *, clear_number: int, now: float,
     stored record                                     this try
     ================================================  ===========================================
     none                                              SUBMIT
+    intent the API refused (nothing created)          SUBMIT (with a new client request id)
     intent, no generation id                          RECOVER (logs lookup, then the policy)
     intent, no generation id, lookup window over,     SUBMIT (the user checked the dashboard and
     task cleared since                                cleared the task: their decision)
@@ -169,7 +185,7 @@ def decide(record: SubmissionRecord | None, *, clear_number: int, now: float,
     generation id, delivered, task cleared since      SUBMIT (the user asked for the task again)
     ================================================  ===========================================
     """
-    if record is None:
+    if record is None or record.refused:
         return Action.SUBMIT
     cleared = clear_number != record.clear_number
     if record.generation_id is None:
@@ -182,14 +198,19 @@ def decide(record: SubmissionRecord | None, *, clear_number: int, now: float,
     return Action.REATTACH
 
 
-def next_client_request_id(prefix: str, try_number: int, previous: SubmissionRecord | None) -> str:
-    """The id of a new intent: a later intent of the same try than the stored one, if any."""
+def next_client_request_id(prefix: str, try_number: int, previous: SubmissionRecord | None,
+                           nonce: str | None = None) -> str:
+    """The id of a new intent: a later intent of the same try than the stored one, if any, with
+    a fresh random part (``nonce``: tests pass their own)."""
     attempt = 0
     stored = previous.client_request_id if previous is not None else None
     mine = f"{prefix}.t{int(try_number)}"
-    if stored and (stored == mine or stored.startswith(mine + "r")):
-        attempt = int(stored[len(mine) + 1:] or 0) + 1
-    return client_request_id(prefix, try_number, attempt)
+    found = (re.fullmatch(re.escape(mine) + r"(?:r(\d+))?(?:\.[0-9a-z]+)?", stored)
+             if stored else None)
+    if found:
+        attempt = int(found[1] or 0) + 1
+    return client_request_id(prefix, try_number, attempt,
+                             secrets.token_hex(NONCE_HEX // 2) if nonce is None else nonce)
 
 
 # -- the usage logs -----------------------------------------------------------------------------
@@ -230,19 +251,35 @@ def build_logs_request(*, model: str, since: float, now: float, offset: int = 0)
                       subject=f"usage logs of {model}")
 
 
-def parse_rows(body: Mapping[str, Any]) -> tuple[list[LogRow], bool]:
-    """The page's rows (those naming a generation) and whether another page follows."""
+def parse_rows(body: Mapping[str, Any]) -> tuple[list[LogRow], bool, int]:
+    """The page's usable rows, whether another page follows, and how many rows it held.
+
+    The next page starts after every row *read*, usable or not (rows without a generation id,
+    refused requests, other shapes): counting only the kept rows would read pages that overlap.
+    A field of an unexpected type reads as absent rather than failing the lookup.
+    """
+    data = body.get("data")
+    items = data if isinstance(data, list) else []
     rows: list[LogRow] = []
-    for item in body.get("data") or []:
-        if not isinstance(item, Mapping) or not item.get("inference_id"):
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        generation_id = item.get("inference_id")
+        if isinstance(generation_id, bool) or not isinstance(generation_id, (str, int)) \
+                or not str(generation_id).strip():
             continue
         cri = item.get("client_request_id")
-        rows.append(LogRow(client_request_id=str(cri) if cri else None,
-                           generation_id=str(item["inference_id"]),
-                           status=str(item.get("status") or ""), model=str(item.get("model") or ""),
-                           created=str(item.get("created") or "")))
-    pagination = body.get("pagination") or {}
-    return rows, bool(pagination.get("has_more"))
+        rows.append(LogRow(client_request_id=cri if isinstance(cri, str) and cri else None,
+                           generation_id=str(generation_id).strip(),
+                           status=_text(item.get("status")), model=_text(item.get("model")),
+                           created=_text(item.get("created"))))
+    pagination = body.get("pagination")
+    has_more = isinstance(pagination, Mapping) and pagination.get("has_more") is True
+    return rows, has_more, len(items)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 class RateBudget:
@@ -294,13 +331,17 @@ def lookup_steps(*, model: str, since: float, match: Match, now: Callable[[], fl
         from kling_provider._protocol import exchange
 
         body = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
-        rows, has_more = parse_rows(body)
+        rows, has_more, read = parse_rows(body)
         for row in rows:
             if match(row):
                 return row
-        if not has_more or not rows:
+        if not has_more:
             return None
-        offset += len(rows)
+        if not read:  # "more" after an empty page: no offset would ever move on
+            log.warning("The usage logs answered an empty page at offset %d that claims more "
+                        "rows; this lookup ends here.", offset)
+            return None
+        offset += read
 
 
 def recover_steps(*, model: str, since: float, match: Match, deadline: float,

@@ -41,6 +41,10 @@ class KlingError(AirflowException):
 
     #: Whether waiting may go on after this error (the trigger and the wait loop keep polling).
     transient: bool = False
+    #: Set on a create request's error when the API cannot have created anything (a definite
+    #: refusal, or a request never sent): its submission intent is closed, and the next try
+    #: submits at once with a new request id instead of looking the intent up in the logs.
+    created_nothing: bool = False
 
 
 class KlingValidationError(KlingError, ValueError):

@@ -122,7 +122,7 @@ def test_uncertain_create_then_the_try_dies_retry_recovers(airflow_sim: KlingSim
     result = drive(operator, context_for(store, try_number=2))
     assert result["status"] == "completed"
     assert list(paid(airflow_sim).values()) == [[result["generation_id"]]]
-    assert store.data[STATE_KEY]["client_request_id"].endswith(".t1")  # the first intent's id
+    assert ".t1." in store.data[STATE_KEY]["client_request_id"]  # the first intent's id
 
 
 # -- row 3: the worker dies after the create answer, before the id reached task_state_store --------
@@ -197,7 +197,7 @@ def test_never_found_resubmits_when_asked(airflow_sim: KlingSimulator, clock: Fa
     result = drive(operator, context_for(store, try_number=2))
     assert result["status"] == "completed"
     [(cri, ids)] = paid(airflow_sim).items()
-    assert cri is not None and cri.endswith(".t2") and ids == [result["generation_id"]]
+    assert cri is not None and ".t2." in cri and ids == [result["generation_id"]]
 
 
 def test_recovered_generation_that_failed_fails_the_try_then_the_retry_pays_anew(
@@ -211,7 +211,7 @@ def test_recovered_generation_that_failed_fails_the_try_then_the_retry_pays_anew
     result = drive(operator, context_for(store, try_number=2))
     assert result["status"] == "completed"
     intents = sorted(k or "" for k in paid(airflow_sim))
-    assert [k.rsplit(".", 1)[1] for k in intents] == ["t1", "t2"]  # two intents, two ids
+    assert [k.split(".")[-2] for k in intents] == ["t1", "t2"]  # two intents, two ids
     assert all(len(ids) == 1 for ids in paid(airflow_sim).values())
 
 
@@ -288,7 +288,7 @@ def test_the_wait_trigger_still_follows_a_plain_submission(airflow_sim: KlingSim
     assert isinstance(deferred.value.trigger, KlingGenerationTrigger)
     header = airflow_sim.ledger.entries(method="POST")[0].headers["x-client-request-id"]
     assert header.startswith("kling:dag:manual__2026-11-21T00:00:00_00:00:generate:-1-")
-    assert header.endswith(".t1")
+    assert ".t1." in header
 
 
 def test_killing_the_lookup_says_what_may_exist(caplog: pytest.LogCaptureFixture,

@@ -55,7 +55,7 @@ def test_ids_that_differ_only_in_invalid_characters_stay_distinct() -> None:
         "dag", "run", "t", 2)
     long_a = _submission.task_prefix("d", "x" * 200 + "a", "t", -1)
     long_b = _submission.task_prefix("d", "x" * 200 + "b", "t", -1)
-    assert long_a != long_b and len(long_a) <= 110
+    assert long_a != long_b and len(long_a) <= 96
 
 
 def test_a_new_intent_never_reuses_the_stored_id() -> None:
@@ -65,14 +65,21 @@ def test_a_new_intent_never_reuses_the_stored_id() -> None:
     second = _submission.next_client_request_id(prefix, 1, stored)
     third = _submission.next_client_request_id(
         prefix, 1, SubmissionRecord(second, MODEL, "legacy", 0.0))
-    assert (first, second, third) == (f"{prefix}.t1", f"{prefix}.t1r1", f"{prefix}.t1r2")
-    assert _submission.next_client_request_id(prefix, 2, stored) == f"{prefix}.t2"
+    nonce = r"\.[0-9a-f]{12}"
+    assert re.fullmatch(re.escape(f"{prefix}.t1") + nonce, first)
+    assert re.fullmatch(re.escape(f"{prefix}.t1r1") + nonce, second)
+    assert re.fullmatch(re.escape(f"{prefix}.t1r2") + nonce, third)
+    assert re.fullmatch(re.escape(f"{prefix}.t2") + nonce,
+                        _submission.next_client_request_id(prefix, 2, stored))
+    assert _submission.next_client_request_id(prefix, 2, stored, nonce="") == f"{prefix}.t2"
 
 
 def test_earlier_try_matches_only_this_task_and_earlier_tries() -> None:
     prefix = "kling:d:r:t:-1"
     assert _submission.earlier_try(prefix, f"{prefix}.t1", 2)
     assert _submission.earlier_try(prefix, f"{prefix}.t1r3", 2)
+    assert _submission.earlier_try(prefix, f"{prefix}.t1r3.0a1b2c3d4e5f", 2)
+    assert not _submission.earlier_try(prefix, f"{prefix}.t2.0a1b2c3d4e5f", 2)
     assert not _submission.earlier_try(prefix, f"{prefix}.t2", 2)      # this try
     assert not _submission.earlier_try(prefix, "kling:d:r:t:-10.t1", 2)  # another map index
     assert not _submission.earlier_try(prefix, None, 2)
@@ -94,6 +101,7 @@ EXPIRED = 1000.0 + WAIT + _submission.LOGS_LAG.total_seconds() + 1
 
 @pytest.mark.parametrize(("record", "clear_number", "now", "action"), [
     (None, 0, 1000.0, Action.SUBMIT),
+    (INTENT.refused_now(), 0, 1001.0, Action.SUBMIT),  # the API refused it: nothing to find
     (INTENT, 0, 1100.0, Action.RECOVER),            # an earlier try died, or its answer was lost
     (INTENT, 0, EXPIRED, Action.RECOVER),           # a retry never gives up silently
     (INTENT, 1, 1100.0, Action.RECOVER),            # cleared while it may still show

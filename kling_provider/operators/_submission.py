@@ -209,6 +209,13 @@ class DurableSubmission(_Operator):
             self.log.warning("%s Looking the generation up by its client request id %s instead.",
                              exc, intent.client_request_id)
             return self._recover(context, hook, intent)
+        except KlingError as exc:
+            if exc.created_nothing:  # nothing to find later: the next try submits at once
+                self._write(context, intent.refused_now())
+                self.log.warning("The API refused the create request with client request id "
+                                 "%s; nothing was created or billed, so the next try submits "
+                                 "anew.", intent.client_request_id)
+            raise
         self._record_generation(context, intent, generation_id, hook.clock.now())
         self._after_paying()
         return Generation(generation_id=generation_id, status="queued")
