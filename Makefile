@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit matrix docs dist bench pipeline gallery clean fuzz
+.PHONY: demo test lint typecheck unit matrix docs dist bench pipeline gallery airflow stop clean fuzz
 
 # tools/bootstrap.py: venv, pinned uv, `uv pip sync` trusting the system certificate store; on a
 # network failure it names the step and what to check (proxy, CA). Stdlib only.
@@ -50,12 +50,22 @@ demo: $(STAMP)
 	bash tools/ensure-ffmpeg.sh
 	$(BIN)/python tools/demo.py
 
+# The same whole local Airflow as `make airflow`, on the demo's home: its runs, logs and videos.
 gallery: $(STAMP)
-	$(BIN)/python tools/demo.py --gallery
+	$(BIN)/python tools/local_airflow.py start --home .airflow-demo
 
 pipeline: $(STAMP)
 	bash tools/ensure-ffmpeg.sh
 	$(BIN)/python tools/demo.py --pipeline
+
+# A whole local Airflow (api-server, scheduler, dag-processor, triggerer) against the simulator, in
+# the background: tools/local_airflow.py prints its URL and login. TIME_SCALE=1 runs the simulator
+# at real speed (default 10: a 5 s video takes 32 s). `make stop` stops it (and `make gallery`).
+airflow: $(STAMP)
+	$(BIN)/python tools/local_airflow.py start
+
+stop: $(STAMP)
+	$(BIN)/python tools/local_airflow.py stop
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/polling.py

@@ -157,3 +157,12 @@ def test_readme_links_lead_somewhere() -> None:
     assert links
     missing = [link for link in links if not (ROOT / link).exists()]
     assert missing == []
+
+
+def test_make_commands_the_readme_and_docs_name_are_makefile_targets() -> None:
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.M))
+    named = set()
+    for page in (README, DOCS / "development.rst", DOCS / "gallery.rst"):
+        named |= set(re.findall(r"\bmake ([a-z][a-z-]*)", page.read_text()))
+    assert {"demo", "airflow", "stop"} <= named
+    assert named - targets == set()

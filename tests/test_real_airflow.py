@@ -10,71 +10,28 @@ was made. Every process started is stopped (process groups) at the end.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
-import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from kling_provider.gallery import gallery_link
 from kling_provider.testing.simulator import KlingSimulator
 from tests.conftest import SECRET_KEY, connection_json
+from tools import cluster as shared
+from tools.cluster import AIRFLOW, ROOT, free_port
+
+__all__ = ["AIRFLOW", "ROOT", "AirflowCluster", "cluster_env", "free_port", "local_cluster"]
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
-DEADLINE_S = 240
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class AirflowCluster:
-    """The four Airflow processes, their logs, and an authenticated REST client."""
-
-    def __init__(self, home: Path, env: dict[str, str], port: int) -> None:
-        self.home = home
-        self.env = env
-        self.port = port
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-
-    def start(self, name: str, *args: str) -> None:
-        log = (self.home / f"{name}.log").open("wb")
-        self.processes[name] = subprocess.Popen(
-            [AIRFLOW, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)  # its own process group: stopping it stops its children
-
-    def start_core(self, *extra: tuple[str, ...]) -> None:
-        """Start api-server, scheduler, dag-processor and ``extra`` commands; authenticate."""
-        self.start("api-server", "api-server", "--port", str(self.port), "--host", "127.0.0.1")
-        self.start("scheduler", "scheduler")
-        self.start("dag-processor", "dag-processor")
-        for name, *args in extra:
-            self.start(name, *args)
-        token = self.wait_for("the API server",
-                              lambda: self.api.get("/auth/token").json().get("access_token"))
-        self.api.headers["Authorization"] = f"Bearer {token}"
-
-    def log_tail(self, name: str, size: int = 3000) -> str:
-        return (self.home / f"{name}.log").read_text(errors="replace")[-size:]
+class AirflowCluster(shared.AirflowCluster):
+    """The shared local cluster (``tools.cluster``) plus what only the tests read of it."""
 
     def worker_starts(self, ti_id: str) -> int:
         """How many times a worker started this task instance, read off the API server's access
@@ -92,64 +49,15 @@ class AirflowCluster:
             previous_was_run = is_run
         return starts
 
-    def diagnostics(self) -> str:
-        return "\n".join(f"--- {n} ---\n{self.log_tail(n)}" for n in self.processes)
-
-    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    pytest.fail(f"airflow {name} exited ({process.returncode}) while waiting for "
-                                f"{what}\n{self.diagnostics()}")
-            try:
-                result = check()
-            except httpx.HTTPError:
-                result = None
-            if result:
-                return result
-            time.sleep(0.25)
-        pytest.fail(f"timed out waiting for {what}\n{self.diagnostics()}")
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        self.api.close()
-
 
 def cluster_env(home: Path, port: int, sim: KlingSimulator, videos: Path,
                 overrides: dict[str, str]) -> dict[str, str]:
-    """Settings every test cluster shares: loopback API, fast heartbeats, the simulator."""
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        # Every process must sign and check the same task tokens.
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-        # ... and encrypt trigger kwargs with the same key. Without one, each process that finds
-        # no airflow.cfg generates its own while they start together; the triggerer then fails
-        # to decrypt a trigger the scheduler wrote (start_from_trigger) and exits.
-        "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-        "AIRFLOW_CONN_KLING_DEFAULT": connection_json(sim.base_url),
-        "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(videos),
-        "KLING_POLL_INTERVAL": "1",
-        **overrides,
-    }
+    """Settings every test cluster shares (``tools.cluster``), against ``sim``; the tests'
+    clusters let every caller act as an admin."""
+    return shared.cluster_env(home, port, connection=connection_json(sim.base_url),
+                               videos=videos, overrides={
+                                   "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                                   **overrides})
 
 
 @contextlib.contextmanager
@@ -163,16 +71,12 @@ def local_cluster(tmp_path: Path, airflow_db_template: Path, dags_folder: Path =
         port = free_port()
         home = tmp_path / "airflow"
         home.mkdir()
-        env = cluster_env(home, port, sim, tmp_path / "videos", {
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        })
+        env = cluster_env(home, port, sim, tmp_path / "videos",
+                          {"AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder)})
         shutil.copy(airflow_db_template, home / "airflow.db")
         airflow = AirflowCluster(home, env, port)
         try:
-            airflow.start_core(("triggerer", "triggerer"))
+            airflow.start_core(shared.TRIGGERER)
             yield airflow, sim
         finally:
             airflow.stop()

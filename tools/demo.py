@@ -3,9 +3,10 @@
 Without a key it starts the offline simulator and points ``kling_default`` at it; with
 ``AIMLAPI_KEY`` set in the environment it uses the real AI/ML API (that costs credits). Airflow
 runs from a project-local home (``.airflow-demo/``, SQLite) via ``airflow dags test``, which
-executes the deferral's trigger inline. ``--pipeline`` runs the media pipeline DAG instead.
-``--gallery`` (``make gallery``) starts Airflow's api-server on that same home, so the "Kling
-videos" page shows what the demo runs produced, with their spend.
+executes the deferral's trigger inline; each task's lines of its output are then written where
+the api-server reads task logs. ``--pipeline`` runs the media pipeline DAG instead. ``make
+gallery`` starts a whole local Airflow on that same home (``tools/local_airflow.py``), so the UI
+shows the demo's runs, their task logs, and the "Kling videos" page with their spend.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,31 +42,50 @@ def airflow_env(connection: str, poll_interval: str) -> dict[str, str]:
     return env
 
 
+_RUNNING = re.compile(r"\[DAG TEST\] running task <TaskInstance: ([^ .]+)\.(\S+) (\S+) "
+                      r"(?:map_index=(\d+) )?\[")
+
+
+def task_logs(text: str) -> dict[str, list[str]]:
+    """``airflow dags test``'s output split per task instance, keyed by the log file's path under
+    the logs folder (Airflow's default ``log_filename_template``, first attempt).
+
+    ``dags test`` runs each task in its own process and prints the task's lines between its
+    ``[DAG TEST] starting`` and ``end task`` lines (the inline trigger's too) but writes no task
+    log files, so the UI's Logs tab of a demo run would be empty.
+    """
+    found: dict[str, list[str]] = {}
+    lines: list[str] | None = None
+    for line in text.splitlines():
+        if "[DAG TEST] starting task_id=" in line:
+            lines = []
+        if lines is None:
+            continue
+        lines.append(line)
+        if (match := _RUNNING.search(line)) and len(lines) <= 2:
+            dag_id, task_id, run_id, map_index = match.groups()
+            mapped = f"map_index={map_index}/" if map_index else ""
+            found[f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/{mapped}attempt=1.log"] = \
+                lines
+        if "[DAG TEST] end task task_id=" in line:
+            lines = None
+    return found
+
+
+def write_task_logs(log: Path) -> None:
+    """Each task's lines of the ``dags test`` log where the api-server reads task logs."""
+    for relative, lines in task_logs(log.read_text(errors="replace")).items():
+        path = HOME / "logs" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+
+
 def run(args: list[str], env: dict[str, str], log: Path) -> None:
     with log.open("w") as sink:
         code = subprocess.call(args, env=env, stdout=sink, stderr=subprocess.STDOUT)
     if code != 0:
         print(log.read_text()[-6000:])
         sys.exit(f"demo: {' '.join(args[:3])} failed (exit {code}); full log: {log}")
-
-
-GALLERY_PORT = os.environ.get("KLING_DEMO_PORT", "8080")
-GALLERY_URL = f"http://127.0.0.1:{GALLERY_PORT}/plugin/kling-videos"
-
-
-def serve_gallery() -> None:
-    """Airflow's api-server on the demo's home until Ctrl+C: the UI with the gallery page."""
-    if not (HOME / ".migrated").exists():
-        sys.exit("demo: run `make demo` first: the gallery shows the videos its runs made.")
-    env = airflow_env("", "1")
-    env.update({"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # a local demo: no login
-                "AIRFLOW__API__PORT": GALLERY_PORT, "AIRFLOW__API__HOST": "127.0.0.1"})
-    print(f"demo: starting Airflow's api-server; open {GALLERY_URL} (Ctrl+C stops it)")
-    try:
-        subprocess.call([str(BIN / "airflow"), "api-server", "--port", GALLERY_PORT,
-                         "--host", "127.0.0.1"], env=env)
-    except KeyboardInterrupt:
-        print("demo: api-server stopped.")
 
 
 def describe(video: Path) -> str:
@@ -85,12 +106,7 @@ def describe(video: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pipeline", action="store_true", help="run kling_media_pipeline")
-    parser.add_argument("--gallery", action="store_true",
-                        help="serve the Airflow UI with the Kling videos page")
     args = parser.parse_args()
-    if args.gallery:
-        serve_gallery()
-        return
     dag_id = "kling_media_pipeline" if args.pipeline else "kling_raccoon"
     started = time.monotonic()
     HOME.mkdir(exist_ok=True)
@@ -121,6 +137,7 @@ def main() -> None:
         before = set(OUTPUT.rglob("*.mp4"))
         print(f"demo: airflow dags test {dag_id} (generate -> wait in trigger -> download)...")
         run([airflow, "dags", "test", dag_id], env, HOME / f"{dag_id}.log")
+        write_task_logs(HOME / f"{dag_id}.log")
     finally:
         posts = simulator.ledger.count(method="POST") if simulator else None
         if simulator:
@@ -143,7 +160,8 @@ def main() -> None:
               f"thumbnails) the same way; its results land in {OUTPUT / 'pipeline'}.")
     print(f"demo: done in {time.monotonic() - started:.1f} s; Airflow log: "
           f"{HOME / (dag_id + '.log')}")
-    print(f"demo: see the videos and their spend in Airflow: `make gallery`, then open {GALLERY_URL}")
+    print("demo: see the videos, their spend and the task logs in Airflow: `make gallery` (then "
+          "`make stop`)")
 
 
 if __name__ == "__main__":
