@@ -205,13 +205,17 @@ def test_extra_link_opens_the_gallery_at_the_generation(monkeypatch: pytest.Monk
     monkeypatch.setattr(XCom, "get_value",
                         lambda *, ti_key, key: stored.get(key))
     link = link_module.KlingVideoLink()
-    assert link.get_link(None, ti_key="ti") == ""  # nothing finished yet
+    assert link.get_link(None, ti_key="ti") == ""  # nothing submitted yet
+    stored["video_url"] = ""  # submitted (or sensing) with no known id: nothing to open yet
+    assert link.get_link(None, ti_key="ti") == ""
     stored["video_url"] = "https://cdn.example/v.mp4?sig=1"
     assert link.get_link(None, ti_key="ti") == stored["video_url"]  # no id known: the CDN URL
     stored["return_value"] = {"generation_id": "abc:kling/1"}  # the download task's result
     assert link.get_link(None, ti_key="ti") == gallery_link("abc:kling/1")
     stored["generation_id"] = "xyz"  # the generate task pushes its id
-    assert link.get_link(None, ti_key="ti") == "/kling/?generation_id=xyz"
+    assert link.get_link(None, ti_key="ti") == "/plugin/kling-videos/kling/?generation_id=xyz"
+    stored["video_url"] = ""  # deferred, the video not made yet: the generation's card
+    assert link.get_link(None, ti_key="ti") == "/plugin/kling-videos/kling/?generation_id=xyz"
 
 
 def test_the_package_registers_the_plugin_where_airflow_always_looks() -> None:

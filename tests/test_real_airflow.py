@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,11 +111,14 @@ def test_raccoon_dag_in_real_airflow(cluster: tuple[AirflowCluster, KlingSimulat
     base = f"/api/v2/dags/kling_raccoon/dagRuns/{run_id}"
 
     seen: list[str] = []
+    deferred_links: list[dict[str, Any]] = []
 
     def run_finished() -> str | None:
         ti = api.get(f"{base}/taskInstances/generate").json()
         if ti.get("state") and (not seen or seen[-1] != ti["state"]):
             seen.append(ti["state"])
+        if ti.get("state") == "deferred" and not deferred_links:
+            deferred_links.append(api.get(f"{base}/taskInstances/generate/links").json())
         state = api.get(base).json()["state"]
         return str(state) if state in ("success", "failed") else None
 
@@ -150,8 +154,12 @@ def test_raccoon_dag_in_real_airflow(cluster: tuple[AirflowCluster, KlingSimulat
     assert form["standard_fields"]["password"]["title"] == "API Key"
     assert form["standard_fields"]["login"]["hidden"] is True
     assert {"endpoint_family", "timeout", "max_retries"} <= set(form["extra_fields"])
-    # The link opens the gallery at the generation, not the expiring CDN URL.
+    # The link opens the gallery at the generation, not the expiring CDN URL; inside Airflow's
+    # navigation, and already while the task is deferred (its card in flight).
     assert links["extra_links"]["Kling video"] == gallery_link(generation_id)
+    assert gallery_link(generation_id).startswith("/plugin/kling-videos/kling/?")
+    assert [d["extra_links"].get("Kling video") for d in deferred_links] == \
+        [gallery_link(generation_id)]
     assert sim.ledger.count(method="POST") == 1
 
     videos = list((tmp_path / "videos").rglob("*.mp4"))

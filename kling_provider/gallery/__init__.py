@@ -9,10 +9,14 @@ from __future__ import annotations
 
 #: Where the gallery app is mounted on the api-server (the extra link and the nav entry use it).
 URL_PREFIX = "/kling"
+#: The nav entry's route: the Airflow UI shows the page at ``/plugin/<NAV_ROUTE>``, inside its
+#: own navigation, and opens ``/plugin/<NAV_ROUTE>/<path>?<query>`` as ``/<path>?<query>`` there.
+NAV_ROUTE = "kling-videos"
 
 
 def gallery_link(generation_id: str) -> str:
-    """The gallery focused on one generation: what the tasks' "Kling video" link opens."""
+    """The gallery focused on one generation, inside the Airflow UI's navigation: what the tasks'
+    "Kling video" link opens (the generation's card: its player, or its progress in flight)."""
     from urllib.parse import urlencode
 
-    return f"{URL_PREFIX}/?{urlencode({'generation_id': generation_id})}"
+    return f"/plugin/{NAV_ROUTE}{URL_PREFIX}/?{urlencode({'generation_id': generation_id})}"

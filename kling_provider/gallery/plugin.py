@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from kling_provider.gallery import URL_PREFIX
+from kling_provider.gallery import NAV_ROUTE, URL_PREFIX
 from kling_provider.gallery.app import create_app
 
 # A film-frame glyph; a data URI, so the nav icon needs no (unauthenticated) route of its own.
@@ -28,4 +28,4 @@ class KlingGalleryPlugin(AirflowPlugin):
         {"app": create_app(), "url_prefix": URL_PREFIX, "name": "Kling videos"}]
     external_views: list[Any] = [{
         "name": "Kling videos", "href": f"{URL_PREFIX}/", "destination": "nav",
-        "url_route": "kling-videos", "icon": ICON, "nav_top_level": True}]
+        "url_route": NAV_ROUTE, "icon": ICON, "nav_top_level": True}]
