@@ -19,13 +19,13 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
-# The whole suite on the main lock, then the version matrix (tools/matrix.py: the other Airflow
-# minors and the lowest/highest Python, each in a cached .venv-<entry>).
-test: $(STAMP) lint docs
+# Lint, docs and the whole suite on the main lock, beside the version matrix (tools/matrix.py:
+# the other Airflow minors and the lowest/highest Python, each in a cached .venv-<entry>); both
+# lanes side by side (tools/run_tests.py says why). KLING_TEST_WORKERS=0 runs the suite serially.
+test: $(STAMP)
 	bash tools/ensure-ffmpeg.sh
 	bash tools/ensure-chromium.sh
-	$(BIN)/pytest
-	$(BIN)/python tools/matrix.py
+	$(BIN)/python tools/run_tests.py
 
 # The property and stateful tests, randomized and much longer than in `make test` (which runs
 # a fixed number of examples from a derandomized seed): tests/hypothesis_profiles.py.

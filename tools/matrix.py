@@ -79,7 +79,7 @@ class Row:
     counts: tuple[int, int, int] = (0, 0, 0)
 
 
-def _summary(junit: Path) -> tuple[int, int, int, list[str]]:
+def junit_summary(junit: Path) -> tuple[int, int, int, list[str]]:
     """(passed, failed, skipped, skip reasons) from pytest's JUnit XML."""
     passed = failed = skipped = 0
     reasons: list[str] = []
@@ -95,7 +95,7 @@ def _summary(junit: Path) -> tuple[int, int, int, list[str]]:
     return passed, failed, skipped, reasons
 
 
-def run_entry(entry: Entry, strict: bool) -> tuple[Row, bool]:
+def run_entry(entry: Entry, strict: bool, junit_dir: Path | None = None) -> tuple[Row, bool]:
     venv = ROOT / f".venv-{entry.name}"
     python = find_python(entry.python)
     if python is None:
@@ -114,13 +114,14 @@ def run_entry(entry: Entry, strict: bool) -> tuple[Row, bool]:
         capture_output=True, text=True, check=False).stdout.strip()
     ok, results, tests, counts = True, [], 0.0, [0, 0, 0]
     for label, selection in entry.runs:
-        junit = venv / f"junit-{label.split()[0]}.xml"
+        junit = (junit_dir or venv) / f"junit-{entry.name}-{label.split()[0]}.xml"
+        junit.unlink(missing_ok=True)
         started = time.monotonic()
         print(f"\n== matrix {entry.name}: {label} ({found})", flush=True)
         done = subprocess.run([str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                f"--junitxml={junit}", *selection], cwd=ROOT, check=False)
         tests += time.monotonic() - started
-        passed, failed, skipped, reasons = _summary(junit) if junit.exists() else (0, 0, 0, [])
+        passed, failed, skipped, reasons = junit_summary(junit) if junit.exists() else (0, 0, 0, [])
         counts = [counts[0] + passed, counts[1] + failed, counts[2] + skipped]
         text = f"{label}: {passed} passed, {failed} failed, {skipped} skipped"
         if done.returncode != 0:
@@ -136,12 +137,16 @@ def run_entry(entry: Entry, strict: bool) -> tuple[Row, bool]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Airflow x Python matrix.")
     parser.add_argument("names", nargs="*", help="entries to run (default: all)")
+    parser.add_argument("--junit-dir", type=Path, help="write each run's JUnit XML here "
+                        "(tools/run_tests.py adds them to its closing count)")
     args = parser.parse_args(argv)
+    if args.junit_dir:
+        args.junit_dir.mkdir(parents=True, exist_ok=True)
     strict = bool(os.environ.get("CI"))
     entries = [e for e in ENTRIES if not args.names or e.name in args.names]
     rows, ok = [], True
     for entry in entries:
-        row, entry_ok = run_entry(entry, strict)
+        row, entry_ok = run_entry(entry, strict, args.junit_dir)
         rows.append(row)
         ok = ok and entry_ok
     print("\nVersion matrix (the main suite above ran on .venv: requirements/dev.lock)")
