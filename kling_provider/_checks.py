@@ -84,13 +84,19 @@ def check_destination(name: str, value: Any, *, task_id: str | None = None) -> N
                        "expected a path, a URI string or an ObjectStoragePath.")
 
 
+#: A download's ``max_bytes`` when none is given: far above any Kling video (tens of MB), low
+#: enough that a wrong or hostile URL cannot fill a worker's disk.
+DEFAULT_MAX_BYTES = 4 * 1024**3
+
+
 def check_max_bytes(value: Any, *, task_id: str | None = None) -> None:
-    """``max_bytes`` is ``None`` (no limit) or a whole number of bytes above 0."""
+    """``max_bytes`` is ``None`` (:data:`DEFAULT_MAX_BYTES`) or a whole number of bytes above 0."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _invalid(task_id, "max_bytes", value,
-                       "must be a whole number of bytes above 0, or None for no limit.")
+                       "must be a whole number of bytes above 0, or None for the default "
+                       f"({DEFAULT_MAX_BYTES // 1024**3} GiB).")
 
 
 def check_poll_schedule(value: object, *, task_id: str | None = None) -> PollScheduleKind:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -30,23 +29,25 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from kling_provider._checks import DEFAULT_MAX_BYTES
+from kling_provider._hosts import HostPolicy, check_url
 from kling_provider._identity import (
     VideoIdentity,
-    beside_name,
+    choose_target,
     default_file_name,
     forget,
-    holding,
     read_sidecar,
+    resolve_destination,
     write_sidecar,
 )
 from kling_provider._lock import claim
-from kling_provider._network import transport_cause
+from kling_provider._network import redact_url, transport_cause
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 
 log = logging.getLogger("kling_provider")
 
-CHUNK_SIZE = 1024 * 1024
 MAX_REDIRECTS = 5
+PART_SUFFIX = ".part"
 
 
 class WritablePath(Protocol):
@@ -89,59 +90,6 @@ def check_video_url(url: str) -> None:
         )
 
 
-def resolve_destination(destination: Any, file_name: str) -> Any:
-    """A path or ObjectStoragePath; a trailing ``/`` or an existing directory gets ``file_name``."""
-    if isinstance(destination, (str, os.PathLike)) and not _is_uri(str(destination)):
-        text = os.fspath(destination)
-        path = Path(text)
-        if text.endswith(("/", os.sep)) or path.is_dir():
-            return path / file_name
-        return path
-    if isinstance(destination, str):
-        from airflow.sdk import ObjectStoragePath
-
-        target = ObjectStoragePath(destination)
-        return target / file_name if destination.endswith("/") else target
-    if str(destination).endswith("/") or (destination.exists() and destination.is_dir()):
-        return destination / file_name
-    return destination
-
-
-def _is_uri(text: str) -> bool:
-    return "://" in text
-
-
-def _size_of(path: WritablePath) -> int:
-    stat = path.stat()
-    return int(stat["size"] if isinstance(stat, Mapping) else stat.st_size)
-
-
-def choose_target(target: Any, identity: VideoIdentity, expected_size: int | None,
-                  overwrite: bool) -> tuple[Any, bool]:
-    """Where to store the video, and whether a verified copy of it is already there.
-
-    ``overwrite=False``: a file proven (sidecar + size + SHA-256) to hold this video is kept; a
-    file holding anything else stays untouched and the video goes beside it, named after its
-    generation, with a warning.
-    """
-    if overwrite:
-        return target, False
-    state, what = holding(target, identity, expected_size, _size_of)
-    if state != "other":
-        return target, state == "this"
-    beside = target.parent / beside_name(target.name, identity)
-    beside_state, beside_what = holding(beside, identity, expected_size, _size_of)
-    if beside_state == "other":
-        raise KlingDownloadError(
-            f"Cannot store {identity.describe()}: {target} holds {what} and {beside} holds "
-            f"{beside_what}. Neither is overwritten; pass overwrite=True or another destination."
-        )
-    if beside_state == "absent":
-        log.warning("%s holds %s, not %s: storing it beside, at %s (overwrite=True replaces "
-                    "instead).", target, what, identity.describe(), beside)
-    return beside, beside_state == "this"
-
-
 def download(
     client: httpx.Client,
     url: str,
@@ -157,13 +105,19 @@ def download(
     verify_mp4: bool = True,
     attempts: int = 3,
     sleep: Callable[[float], None] = time.sleep,
+    hosts: HostPolicy | None = None,
 ) -> DownloadResult:
     """Stream ``url`` into ``destination`` atomically; retry whole attempts on transient faults.
 
     ``generation_id`` names the video: folder destinations store it as ``<generation uuid>.mp4``
     and its sidecar records it (without it, the URL minus its query identifies the video).
+    ``max_bytes`` defaults to :data:`DEFAULT_MAX_BYTES`; ``hosts`` says which non-public
+    addresses URLs may point at (:mod:`._hosts`; the client's transport enforces it on connect).
     """
     check_video_url(url)
+    hosts = hosts or HostPolicy()
+    max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    _check_size(expected_size, max_bytes)  # the API's file_size: refused before any request
     identity = VideoIdentity.of(generation_id, url)
     target = resolve_destination(destination, default_file_name(identity, file_name))
     chosen, kept = choose_target(target, identity, expected_size, overwrite)
@@ -173,31 +127,27 @@ def download(
                  identity.describe(), record.get("size"))
         return DownloadResult(uri=_uri(chosen), size=int(record.get("size") or 0),
                               downloaded=False, sha256=str(record.get("sha256") or ""))
+    remove_stale_parts(target, identity)
     last: BaseException | None = None
     for attempt in range(1, attempts + 1):
         try:
             return _attempt(client, url, target, identity, auth_headers=auth_headers,
-                            api_url=api_url, expected_size=expected_size,
+                            api_url=api_url, expected_size=expected_size, hosts=hosts,
                             max_bytes=max_bytes, verify_mp4=verify_mp4, overwrite=overwrite)
         except _RetryableError as exc:
             last = exc  # its message already names the cause (refused, DNS, TLS, ...)
             if attempt < attempts:
                 log.warning("Download attempt %d/%d of %s failed (%s); retrying",
-                            attempt, attempts, _strip_query(url), exc)
+                            attempt, attempts, redact_url(url), exc)
                 sleep(min(2.0 ** attempt, 30.0))
     raise KlingDownloadError(
-        f"Could not download {_strip_query(url)} to {target} after {attempts} attempts: {last}. "
+        f"Could not download {redact_url(url)} to {target} after {attempts} attempts: {last}. "
         "Nothing was left at the destination."
     )
 
 
 class _RetryableError(Exception):
     """A failed attempt that a fresh attempt may fix (network drop, truncation, 5xx)."""
-
-
-def _strip_query(url: str) -> str:
-    # CDN URLs are often signed; the signature is a credential of sorts, keep it out of logs.
-    return url.split("?", 1)[0]
 
 
 def _uri(path: Any) -> str:
@@ -208,11 +158,13 @@ def _uri(path: Any) -> str:
 
 def _attempt(client: httpx.Client, url: str, target: WritablePath, identity: VideoIdentity, *,
              auth_headers: Mapping[str, str], api_url: str, expected_size: int | None,
-             max_bytes: int | None, verify_mp4: bool, overwrite: bool) -> DownloadResult:
+             hosts: HostPolicy, max_bytes: int, verify_mp4: bool,
+             overwrite: bool) -> DownloadResult:
     api_origin = origin(api_url)
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
         check_video_url(current)
+        check_url(current, hosts)  # every hop: a redirect may point anywhere
         # The key goes only to the API's own origin; a CDN (or a redirect to one) never sees it.
         headers = dict(auth_headers) if origin(current) == api_origin else {}
         try:
@@ -224,7 +176,7 @@ def _attempt(client: httpx.Client, url: str, target: WritablePath, identity: Vid
                     raise _RetryableError(f"HTTP {response.status_code}")
                 if response.status_code != 200:
                     raise KlingDownloadError(
-                        f"Downloading {_strip_query(current)} failed with HTTP "
+                        f"Downloading {redact_url(current)} failed with HTTP "
                         f"{response.status_code}; nothing was written to {target}."
                     )
                 return _store(response, target, identity, expected_size=expected_size,
@@ -232,7 +184,7 @@ def _attempt(client: httpx.Client, url: str, target: WritablePath, identity: Vid
         except httpx.TransportError as exc:
             raise _RetryableError(f"{type(exc).__name__}: {transport_cause(exc)}") from exc
     raise KlingDownloadError(
-        f"Downloading {_strip_query(url)} was redirected more than {MAX_REDIRECTS} times."
+        f"Downloading {redact_url(url)} was redirected more than {MAX_REDIRECTS} times."
     )
 
 
@@ -246,18 +198,18 @@ class _Staged:
 
 
 def _store(response: httpx.Response, target: WritablePath, identity: VideoIdentity, *,
-           expected_size: int | None, max_bytes: int | None, verify_mp4: bool,
+           expected_size: int | None, max_bytes: int, verify_mp4: bool,
            overwrite: bool) -> DownloadResult:
-    staged = _stage(response, target, expected_size=expected_size, max_bytes=max_bytes,
-                    verify_mp4=verify_mp4)
+    staged = _stage(response, target, identity, expected_size=expected_size,
+                    max_bytes=max_bytes, verify_mp4=verify_mp4)
     try:
         return _place(staged, target, identity, overwrite=overwrite)
     finally:
         _discard(staged.temporary)
 
 
-def _stage(response: httpx.Response, target: WritablePath, *, expected_size: int | None,
-           max_bytes: int | None, verify_mp4: bool) -> _Staged:
+def _stage(response: httpx.Response, target: WritablePath, identity: VideoIdentity, *,
+           expected_size: int | None, max_bytes: int, verify_mp4: bool) -> _Staged:
     length_header = response.headers.get("content-length")
     announced = int(length_header) if length_header and length_header.isdigit() else None
     if "content-encoding" in response.headers:
@@ -268,25 +220,24 @@ def _stage(response: httpx.Response, target: WritablePath, *, expected_size: int
             f"{announced}; refusing to store a video that may be incomplete."
         )
     want = expected_size if expected_size is not None else announced
-    if max_bytes is not None and want is not None and want > max_bytes:
-        raise KlingDownloadError(
-            f"The video has {want} bytes, more than max_bytes={max_bytes}; not downloaded."
-        )
+    _check_size(want, max_bytes)
+    limit = max_bytes if want is None else want  # never read past what was announced
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.part"
+    temporary = target.parent / f"{part_prefix(target, identity)}{uuid.uuid4().hex}{PART_SUFFIX}"
     written = 0
     head = b""
     digest = hashlib.sha256()
     try:
         with temporary.open("wb") as sink:
-            for chunk in response.iter_bytes(CHUNK_SIZE):
+            for chunk in response.iter_bytes():  # as they arrive: stop at the limit, not past it
                 if len(head) < 12:
                     head += chunk[: 12 - len(head)]
                 written += len(chunk)
-                if max_bytes is not None and written > max_bytes:
+                if written > limit:
                     raise KlingDownloadError(
-                        f"The video exceeded max_bytes={max_bytes}; download stopped."
-                    )
+                        f"The server sent more than the {want} bytes announced; download stopped."
+                        if want is not None else
+                        f"The video exceeded max_bytes={max_bytes}; download stopped.")
                 sink.write(chunk)
                 digest.update(chunk)
         if want is not None and written != want:
@@ -313,6 +264,8 @@ def _place(staged: _Staged, target: WritablePath, identity: VideoIdentity, *,
                      identity.describe())
             return DownloadResult(uri=_uri(chosen), size=staged.size, downloaded=False,
                                   sha256=staged.sha256)
+        if not staged.temporary.exists():  # removed as stale by a download of the same video
+            raise _RetryableError(f"{staged.temporary} was removed before it was stored")
         forget(chosen)  # first: a crash from here on leaves a video of unknown origin, never a lie
         if chosen.exists():
             chosen.unlink()
@@ -323,9 +276,34 @@ def _place(staged: _Staged, target: WritablePath, identity: VideoIdentity, *,
                           sha256=staged.sha256)
 
 
+def _check_size(size: int | None, max_bytes: int) -> None:
+    if size is not None and size > max_bytes:
+        raise KlingDownloadError(
+            f"The video has {size} bytes, more than max_bytes={max_bytes}; not downloaded.")
+
+
 def _discard(path: WritablePath) -> None:
     try:
         if path.exists():
             path.unlink()
     except OSError:  # pragma: no cover - best effort: the original error matters more
         log.warning("Could not remove temporary file %s", path)
+
+
+def part_prefix(target: WritablePath, identity: VideoIdentity) -> str:
+    """Temporary files of one generation's download to ``target`` start with this."""
+    return f".{target.name}.{identity.token}."
+
+
+def remove_stale_parts(target: WritablePath, identity: VideoIdentity) -> None:
+    """Remove temporary files a killed earlier attempt of this download left beside ``target``
+    (a SIGKILL runs no cleanup). Other generations' temporary files are never touched."""
+    prefix = part_prefix(target, identity)
+    try:
+        stale = [p for p in target.parent.iterdir()
+                 if p.name.startswith(prefix) and p.name.endswith(PART_SUFFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for path in stale:
+        log.info("Removing %s, left by an earlier attempt that was killed", path)
+        _discard(path)

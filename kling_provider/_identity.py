@@ -11,7 +11,8 @@ video it is asked for.
 Ordering makes a crash harmless: the old sidecar is removed before a video is replaced, and the
 new one is written (atomically, temp file then rename) only after the video is in place. A video
 without a sidecar is therefore "of unknown origin": it is never kept as some generation's video
-and never silently overwritten.
+and never silently overwritten. :func:`choose_target` makes the one decision that follows: keep,
+store beside, or replace.
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import posixpath
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
+
+from kling_provider._network import redact_url
+from kling_provider.exceptions import KlingDownloadError
 
 log = logging.getLogger("kling_provider")
 
@@ -41,7 +48,7 @@ class VideoIdentity:
 
     @classmethod
     def of(cls, generation_id: str | None, video_url: str) -> VideoIdentity:
-        return cls(generation_id=generation_id or None, video_url=video_url.split("?", 1)[0])
+        return cls(generation_id=generation_id or None, video_url=redact_url(video_url))
 
     @property
     def token(self) -> str:
@@ -156,3 +163,56 @@ def _safe_token(text: str) -> str:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def resolve_destination(destination: Any, file_name: str) -> Any:
+    """A path or ObjectStoragePath; a trailing ``/`` or an existing directory gets ``file_name``."""
+    if isinstance(destination, (str, os.PathLike)) and not _is_uri(str(destination)):
+        text = os.fspath(destination)
+        path = Path(text)
+        if text.endswith(("/", os.sep)) or path.is_dir():
+            return path / file_name
+        return path
+    if isinstance(destination, str):
+        from airflow.sdk import ObjectStoragePath
+
+        target = ObjectStoragePath(destination)
+        return target / file_name if destination.endswith("/") else target
+    if str(destination).endswith("/") or (destination.exists() and destination.is_dir()):
+        return destination / file_name
+    return destination
+
+
+def _is_uri(text: str) -> bool:
+    return "://" in text
+
+
+def _size_of(path: Any) -> int:
+    stat = path.stat()
+    return int(stat["size"] if isinstance(stat, Mapping) else stat.st_size)
+
+
+def choose_target(target: Any, identity: VideoIdentity, expected_size: int | None,
+                  overwrite: bool) -> tuple[Any, bool]:
+    """Where to store the video, and whether a verified copy of it is already there.
+
+    ``overwrite=False``: a file proven (sidecar + size + SHA-256) to hold this video is kept; a
+    file holding anything else stays untouched and the video goes beside it, named after its
+    generation, with a warning.
+    """
+    if overwrite:
+        return target, False
+    state, what = holding(target, identity, expected_size, _size_of)
+    if state != "other":
+        return target, state == "this"
+    beside = target.parent / beside_name(target.name, identity)
+    beside_state, beside_what = holding(beside, identity, expected_size, _size_of)
+    if beside_state == "other":
+        raise KlingDownloadError(
+            f"Cannot store {identity.describe()}: {target} holds {what} and {beside} holds "
+            f"{beside_what}. Neither is overwritten; pass overwrite=True or another destination."
+        )
+    if beside_state == "absent":
+        log.warning("%s holds %s, not %s: storing it beside, at %s (overwrite=True replaces "
+                    "instead).", target, what, identity.describe(), beside)
+    return beside, beside_state == "this"

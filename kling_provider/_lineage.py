@@ -4,7 +4,9 @@ Only used when the ``apache-airflow-providers-openlineage`` provider is installe
 calling ``get_openlineage_facets_on_complete``); its modules are imported lazily here so the
 provider costs nothing to import without it. Dataset names follow the OpenLineage naming spec:
 ``https://host`` + path for URLs (query strings dropped: CDN URLs carry signatures), ``file`` +
-absolute path for local files, ``scheme://bucket`` + key for object storage.
+absolute path for local files, ``scheme://bucket`` + key for object storage. Credentials written
+into a URL (``https://user:password@host/...``) never reach a namespace: lineage is stored and
+shown by other systems.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from kling_provider._network import redact_url
+
 __all__ = ["dataset_id", "operator_lineage"]
 
 
@@ -20,10 +24,11 @@ def dataset_id(uri: str) -> tuple[str, str]:
     """(namespace, name) of a URL, a local path or an object-storage URI."""
     parts = urlsplit(uri)
     if parts.scheme in ("", "file"):
-        return "file", parts.path or uri
+        return "file", parts.path or redact_url(uri)
+    host = parts.netloc.rpartition("@")[2]
     if parts.scheme in ("http", "https"):
-        return f"{parts.scheme}://{parts.netloc}", parts.path or "/"
-    return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/") or "/"
+        return f"{parts.scheme}://{host}", parts.path or "/"
+    return f"{parts.scheme}://{host}", parts.path.lstrip("/") or "/"
 
 
 def operator_lineage(inputs: Iterable[str | None], outputs: Iterable[str | None]) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -22,13 +22,23 @@ SCHEME_HINT = (
 )
 
 
+def redact_url(url: str) -> str:
+    """``url`` as logs, errors and lineage may show it: no ``user:password@``, no query (CDN
+    URLs are signed), no fragment."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: show nothing of it rather than a secret
+        return "<unparseable URL>"
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
 def failed_url(error: httpx.RequestError) -> str:
-    """The URL the failed request went to, without its query (signed CDN URLs), or ''."""
+    """The URL the failed request went to, as :func:`redact_url` shows it, or ''."""
     try:
         url = error.request.url
     except RuntimeError:  # raised outside a client: no request attached
         return ""
-    return str(url.copy_with(query=None, fragment=None))
+    return redact_url(str(url))
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:

@@ -8,7 +8,8 @@ the triggerer the async twins (``acreate_generation``, ``aget_generation``,
 Connection (``conn_type="kling"``): password = API key; host = API base URL (default
 ``https://api.aimlapi.com``, a scheme-less host means https); extras: ``endpoint_family``
 (``legacy`` | ``unified``), ``timeout``, ``connect_timeout``, ``max_retries``, ``max_concurrency``,
-``live_timings`` (default true: read ``/models/metrics`` to place adaptive polls).
+``live_timings`` (default true: read ``/models/metrics`` to place adaptive polls),
+``allow_private_hosts`` (private addresses downloads may reach besides the API host's).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kling_provider import (
     _aiohttp,
     _download,
     _guard,
+    _hosts,
     _network,
     _pricing,
     _protocol,
@@ -84,6 +86,8 @@ class KlingConnectionSettings:
     max_retries: int = 5
     max_concurrency: int = 64
     live_timings: bool = True
+    #: Which non-public addresses a download may reach (``allow_private_hosts`` + the API host).
+    download_hosts: _hosts.HostPolicy = field(default_factory=_hosts.HostPolicy)
 
     @classmethod
     def from_connection(cls, conn: Any) -> KlingConnectionSettings:
@@ -117,6 +121,9 @@ class KlingConnectionSettings:
             max_retries=number("max_retries", 5, int),
             max_concurrency=number("max_concurrency", 64, int),
             live_timings=str(extra.get("live_timings", True)).lower() not in ("false", "0", "no"),
+            download_hosts=_hosts.HostPolicy.of(
+                extra.get("allow_private_hosts"), api_host=httpx.URL(host).host,
+                conn_id=conn.conn_id),
         )
 
     @property
@@ -545,12 +552,20 @@ class KlingHook(BaseHook):
         """
         settings = self.settings
         headers = settings.auth_headers() if settings.api_key else {}
-        return _download.download(
-            self.get_conn(), video_url, destination, auth_headers=headers,
-            api_url=settings.base_url, expected_size=expected_size, file_name=file_name,
-            generation_id=generation_id, overwrite=overwrite, max_bytes=max_bytes, verify_mp4=verify_mp4,
-            sleep=self.clock.sleep,
-        )
+        policy = settings.download_hosts
+        # Its own client: its transport refuses addresses the policy does not allow.
+        client = httpx.Client(timeout=settings.httpx_timeout, headers={"User-Agent": USER_AGENT},
+                              transport=self._transport or _hosts.guarded_transport(policy))
+        try:
+            return _download.download(
+                client, video_url, destination, auth_headers=headers,
+                api_url=settings.base_url, expected_size=expected_size, file_name=file_name,
+                generation_id=generation_id, overwrite=overwrite, max_bytes=max_bytes,
+                verify_mp4=verify_mp4, sleep=self.clock.sleep, hosts=policy,
+            )
+        finally:
+            if self._transport is None:  # an injected transport belongs to its owner
+                client.close()
 
     # -- spend -------------------------------------------------------------------------------
 

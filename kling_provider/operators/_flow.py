@@ -100,6 +100,7 @@ class GenerationFlow(DurableSubmission):
         poll_schedule: PollScheduleKind
         end_from_trigger: bool
         download_to: str | None
+        max_bytes: int | None
         max_cost_usd: float | None
         check_balance: bool
         estimated_usd: float | None
@@ -215,6 +216,7 @@ class GenerationFlow(DurableSubmission):
     def _complete(self, context: Context, generation: Generation, family: str | None, *,
                   submitted_at: float | None = None) -> dict[str, Any]:
         from kling_provider import metrics
+        from kling_provider._network import redact_url
         from kling_provider._spend import spend_summary
 
         hook = self.hook
@@ -224,7 +226,7 @@ class GenerationFlow(DurableSubmission):
         result.update(generation_seconds=seconds, estimated_usd=self.estimated_usd)
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
         self.log.info("Generation %s completed: %s", generation.generation_id,
-                      (generation.video_url or "").split("?", 1)[0])
+                      redact_url(generation.video_url or ""))
         self.log.info(spend_summary(generation.generation_id, credits_used=generation.credits_used,
                                     usd_spent=generation.usd_spent, generation_seconds=seconds,
                                     estimated_usd=self.estimated_usd))
@@ -235,7 +237,8 @@ class GenerationFlow(DurableSubmission):
         if self.download_to:
             stored = hook.download_video(
                 generation.video_url or "", self.download_to, expected_size=generation.file_size,
-                file_name=generation.file_name, generation_id=generation.generation_id)
+                file_name=generation.file_name, generation_id=generation.generation_id,
+                max_bytes=self.max_bytes)
             result.update(uri=stored.uri, size=stored.size)
             self._lineage_outputs = [stored.uri]
         self._mark_delivered(context, generation.generation_id)

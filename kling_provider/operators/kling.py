@@ -150,6 +150,7 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
     :param timeout: seconds to wait for the video before failing (default 30 min; the generation
         is not lost on timeout: its id is in XCom).
     :param download_to: optional path or ObjectStoragePath URI: download the MP4 in this task.
+    :param max_bytes: (with ``download_to``) refuse videos larger than this (default 4 GiB).
     :param max_cost_usd: fail before any paid request when the estimated price (from the API's
         model list with pricing, schema defaults included) exceeds this many US dollars. An
         unknown price is logged as a warning and does not block.
@@ -197,6 +198,7 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
         poll_interval: float | timedelta = DEFAULT_POLL_INTERVAL,
         timeout: float | timedelta = 1800.0,
         download_to: str | None = None,
+        max_bytes: int | None = None,
         allow_unknown_model: bool = False,
         poll_schedule: PollScheduleKind = "adaptive",
         end_from_trigger: bool = False,
@@ -233,6 +235,8 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
         self.poll_interval: float = wait_seconds("poll_interval", poll_interval, task_id=self.task_id)
         self.timeout: float = wait_seconds("timeout", timeout, task_id=self.task_id)
         self.download_to = download_to
+        check_max_bytes(max_bytes, task_id=self.task_id)
+        self.max_bytes = max_bytes
         self.poll_schedule = check_poll_schedule(poll_schedule, task_id=self.task_id)
         self.end_from_trigger = end_from_trigger
         self.on_uncertain_submission = check_on_uncertain_submission(on_uncertain_submission)
@@ -343,7 +347,8 @@ class KlingDownloadVideoOperator(DownloadFlow, BaseOperator):
     :param overwrite: replace an existing file; by default a file is kept only when its
         ``.kling.json`` sidecar proves it holds this generation's video (a re-run does not
         download again), and anything else is left alone: the video is stored beside it.
-    :param max_bytes: refuse videos larger than this.
+    :param max_bytes: refuse videos larger than this (default 4 GiB); reading also stops at
+        the size the API or the server announced.
     :param asset: the Asset updated on success (``None``: no outlet); its event's extra names the
         generation id, model, prompt, URI and size.
     """
