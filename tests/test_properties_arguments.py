@@ -55,10 +55,6 @@ NAMED = ("prompt", "negative_prompt", "aspect_ratio", "duration", "cfg_scale", "
          "image_url", "tail_image_url", "image_list")
 FORMS = ("literal", "text", "native")
 
-FAMILY_FINDING = ("FINDINGS: with no endpoint_family, a parse-time refusal reports the first "
-                  "family's problem, naming a field that is fine for the other family")
-
-
 class Bodies:
     """Records each create body the hook hands to the protocol (the call goes through)."""
 
@@ -306,7 +302,6 @@ def test_every_request_argument_is_templated(world: World) -> None:
     assert (body["aspect_ratio"], body["duration"], body["cfg_scale"]) == ("9:16", 10, 0.25)
 
 
-@pytest.mark.xfail(strict=True, reason=FAMILY_FINDING)
 def test_parse_time_refusal_names_the_bad_field_whatever_the_family() -> None:
     # ``provider`` is a field of the unified schema only; the bad value is image_url's.
     with pytest.raises(KlingValidationError, match="'image_url'"):

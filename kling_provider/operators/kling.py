@@ -305,15 +305,22 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
         spec = get_model(self.model)
         families = ([self.endpoint_family] if self.endpoint_family
                     else list(spec.families) if spec else ["legacy"])
-        problems: list[KlingValidationError] = []
+        problems: dict[str, str] = {}
         for family in families:  # the connection decides the family later: any may fit
             try:
                 prepare_request(self.model, literal, family=family, extra_params=extra,
                                 pending=pending, allow_unknown_model=self.allow_unknown_model)
                 return
             except KlingValidationError as exc:
-                problems.append(exc)
-        raise KlingValidationError(f"Task {self.task_id!r}: {problems[0]}")
+                problems[family] = str(exc)
+        if len(set(problems.values())) == 1:
+            raise KlingValidationError(f"Task {self.task_id!r}: {next(iter(problems.values()))}")
+        # Each family refused something else: the field wrong for the family the connection
+        # will use may be any of them, so name them all.
+        raise KlingValidationError(
+            f"Task {self.task_id!r}: no endpoint family accepts this request (set "
+            "endpoint_family to choose one): "
+            + " ".join(f"{family}: {problem}" for family, problem in problems.items()))
 
     # Execution (``execute``, ``execute_complete``, ``execute_recovered``) is in the mixins:
     # kling_provider.operators._flow and kling_provider.operators._submission.
