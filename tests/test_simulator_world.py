@@ -250,3 +250,31 @@ def test_an_uncertain_create_recovers_its_own_generation_among_neighbours(
     [(client_id, ids)] = airflow_sim.generations_by_client_request_id().items()
     assert ids == [result["generation_id"]] and client_id
     assert len(airflow_sim.generation_ids(include_neighbours=True)) == 7
+
+
+# -- the documentation's examples (docs/simulator.rst) ------------------------------------------
+
+from docs.snippets.simulator_knobs import test_my_task_among_neighbours  # noqa: E402
+
+test_my_task_among_neighbours = pytest.mark.integration(test_my_task_among_neighbours)
+
+
+@pytest.mark.integration
+def test_every_endpoint_example_runs() -> None:
+    import docs.snippets.simulator_http as tour
+
+    with KlingSimulator(time_scale=60000) as sim, httpx.Client(
+            base_url=sim.base_url, headers={"Authorization": f"Bearer {sim.api_key}"}) as api:
+        video_url = tour.create_and_poll(api)
+        assert video_url.startswith(sim.cdn_url)
+        [generation_id] = sim.generation_ids()
+        assert tour.video_from_cdn(video_url) == sim.video_of(generation_id)
+        [row] = tour.usage_logs(api)
+        assert (row["inference_id"], row["client_request_id"]) == (
+            generation_id, "my-dag:run-1:generate")
+        assert tour.prices_and_balance(api) == (1.40, 100.0 - 1.40)
+        assert set(tour.live_timings(api)) == {"p50", "p75", "p90", "p99"}
+        ledger = tour.faults_and_ledger(api)
+        assert ledger["by_path"]["POST " + tour.CREATE] == 2  # type: ignore[index]
+        assert sim.generation_ids() == [generation_id]
+        assert sim.faults.refusals == []

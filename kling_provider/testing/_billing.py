@@ -7,8 +7,10 @@
 - ``GET /v2/billing`` (key required): ``{"current_balance": <USD>, "currency": "USD"}``.
 - Prices: ``price_list.json`` beside this module, placeholders in the published shape (the
   reference publishes no Kling prices); tests edit ``sim.price_list`` to change them.
-- Cost: a generation is priced from the same list (:mod:`kling_provider._pricing`) when it is
-  created and charged to the balance once it completes; the completed answer reports it in
+- Cost: a generation is priced from the same list by :func:`price_of` (the simulator's own
+  reading of the ``pricing`` blocks, applied to the request as the service runs it: schema
+  defaults filled in by ``_contract``; never the provider's estimate) when it is created and
+  charged to the balance once it completes; the completed answer reports it in
   ``meta.usage`` and in ``x-aimlapi-credits-used`` / ``x-aimlapi-usd-spent`` (``0`` before).
   A create with the balance at or below zero is refused with the documented 403.
 """
@@ -24,8 +26,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-from kling_provider._pricing import estimate_price, find_pricing, request_as_sent
 from kling_provider._spend import CREDITS_HEADER, USD_HEADER
+from kling_provider.testing._contract import duration_of
 
 __all__ = ["BILLING_PATH", "CREDITS_PER_USD", "MODEL_LIST_PATHS", "NO_CREDITS_MESSAGE",
            "cost_headers", "is_account_path", "model_list_answer", "price_of",
@@ -93,11 +95,52 @@ def model_list_answer(price_list: Mapping[str, Any], path: str, query: str,
     return 200, body, {"ETag": etag}
 
 
-def price_of(price_list: Mapping[str, Any], model: str, body: Mapping[str, Any]) -> float:
-    """What the simulator charges for one generation of ``model`` created with ``body``."""
-    estimate = estimate_price(model, find_pricing(price_list, model),
-                              request_as_sent(model, body), source="simulator")
-    return estimate.usd if estimate.usd is not None else UNPRICED_USD
+#: Seconds of video each rate unit stands for (``None``: one unit per generation).
+_UNIT_SECONDS: dict[str, float | None] = {"second": 1.0, "minute": 60.0, "video": None,
+                                          "generation": None, "request": None}
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    """A request value against a variant's ``when``: ``5``, ``5.0`` and ``"5"`` are one value."""
+    def canon(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        try:
+            return repr(float(v))
+        except (TypeError, ValueError):
+            return str(v).strip().lower()
+    return canon(value) == canon(wanted)
+
+
+def price_of(price_list: Mapping[str, Any], model: str, request: Mapping[str, Any]) -> float:
+    """What the simulator charges for one generation of ``model`` run as ``request``.
+
+    ``fixed``: the sum of its units; ``variants``: the variant whose ``when`` the request
+    meets in the most dimensions; ``variable``, an unlisted model or an unknown unit:
+    :data:`UNPRICED_USD`. A unit's price is per ``per`` of it, and per second or minute of video.
+    """
+    entry = next((e for e in price_list.get("data", [])
+                  if model in (e.get("id"), *(e.get("aliases") or []))), None)
+    pricing = (entry or {}).get("pricing") or {}
+    seconds = float(duration_of(request))
+    request = {**request, "duration": seconds}  # what runs when the body names no duration
+    if pricing.get("kind") == "fixed":
+        rates = list(pricing.get("units") or [])
+    elif pricing.get("kind") == "variants":
+        met = [v for v in pricing.get("variants") or []
+               if all(_same(request.get(k), w) for k, w in (v.get("when") or {}).items())]
+        rates = sorted(met, key=lambda v: len(v.get("when") or {}))[-1:]
+    else:
+        rates = []
+    total = 0.0
+    for rate in rates:
+        unit = str(rate.get("unit") or rate.get("name") or "").rstrip("s")
+        if unit not in _UNIT_SECONDS:
+            return UNPRICED_USD
+        per_unit = _UNIT_SECONDS[unit]
+        quantity = 1.0 if per_unit is None else seconds / per_unit
+        total += float(rate["price"]) / float(rate.get("per") or 1) * quantity
+    return round(total, 6) if rates else UNPRICED_USD
 
 
 def cost_headers(usd: float) -> dict[str, str]:

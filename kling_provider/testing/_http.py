@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from kling_provider.catalogue import ENDPOINT_FAMILIES, endpoint_path
-from kling_provider.exceptions import KlingValidationError
-from kling_provider.testing import _billing, logs
+from kling_provider.testing import _billing, _contract, logs
 from kling_provider.testing._world import log_time
 from kling_provider.testing.records import Faults, LedgerEntry
 
@@ -142,10 +141,15 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.shutdown(socket.SHUT_RDWR)
 
+    def _body_bytes(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        return self.rfile.read(length) if length > 0 else b""
+
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        return json.loads(raw or b"null")
+        return json.loads(self._body_bytes() or b"null")
 
     def _error(self, status: int, message: str, generation_id: str | None = None,
                headers: dict[str, str] | None = None) -> None:
@@ -187,6 +191,36 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         return False
 
     # -- routes ------------------------------------------------------------------------------
+
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods ``path`` serves on this origin (none: the path does not exist)."""
+        if self.server_origin == "cdn":
+            return ["GET"] if path.startswith("/files/") else []
+        if path in _FAMILY_BY_PATH:
+            return ["GET", "POST"]
+        if path == "/_simulator/faults":
+            return ["POST"]
+        if path in ("/_simulator/ledger", "/models/metrics", LOGS_PATH) or \
+                _billing.is_account_path(path):
+            return ["GET"]
+        return []
+
+    def __getattr__(self, name: str) -> Any:
+        # ``do_<METHOD>`` for every method without a handler: the API's 405, not the stdlib's
+        # 501 HTML page (a method the path does not serve), or its 404 (a path that does not
+        # exist).
+        if name.startswith("do_"):
+            return self._not_allowed
+        raise AttributeError(name)
+
+    def _not_allowed(self) -> None:
+        self._body_bytes()  # a keep-alive stream must not carry the unread body on
+        path = urlsplit(self.path).path
+        allowed = self.allowed_methods(path)
+        if not allowed:
+            return self._error(404, f"Cannot {self.command} {path}")
+        return self._error(405, f"Method {self.command} not allowed on {path}",
+                           headers={"Allow": ", ".join(allowed)})
 
     def do_GET(self) -> None:
         if self.server_origin == "cdn":
@@ -285,21 +319,22 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return None
         if self._injected(sim.faults, None):
             return None
+        requested = body.pop(FAULTS_FIELD, None) if isinstance(body, dict) else None
         try:
-            if not isinstance(body, dict):
-                raise KlingValidationError("Body validation error\nExpected object")
-            requested = body.pop(FAULTS_FIELD, None)
             faults = Faults.from_dict(requested) if requested else Faults()
-            model, duration = sim._validate(family, body)
-        except (KlingValidationError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:
+            return self._error(400, f"Body validation error\n{FAULTS_FIELD}: {exc}")
+        try:
+            model, request = sim._accept(family, body)
+        except _contract.ContractError as exc:
             return self._error(400, str(exc))
         with sim._lock:
             refusal = sim.faults.refusals.pop(0) if sim.faults.refusals else None
         if refusal is not None:  # a definite refusal: nothing is created
-            sim._refuse(self.client_request_id(), body.get("model"))
+            sim._refuse(self.client_request_id(), model)
             return self._error(refusal, REFUSALS.get(refusal, HTTPStatus(refusal).phrase))
         if sim.balance_usd <= 0:
-            sim._refuse(self.client_request_id(), body.get("model"))
+            sim._refuse(self.client_request_id(), model)
             return self._error(403, _billing.NO_CREDITS_MESSAGE)
         client_id = self.client_request_id()
         if faults.refuse_before_create:
@@ -308,8 +343,8 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
                 sim._refused[client_id or ""] = refused + 1
             if refused < faults.refuse_before_create:
                 return self._error(429, "Too Many Requests", headers={"Retry-After": "1"})
-        generation = sim._create(model, family, duration, faults, client_id)
-        generation.usd = _billing.price_of(sim.price_list, model, body)
+        generation = sim._create(model, family, _contract.duration_of(request), faults, client_id)
+        generation.usd = _billing.price_of(sim.price_list, model, request)
         sim._surround(generation)
         if faults.create_delay:
             time.sleep(faults.create_delay)

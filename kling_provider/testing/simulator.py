@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kling_provider._timings import generation_id_path
-from kling_provider.catalogue import endpoint_path, get_model, prepare_request
-from kling_provider.exceptions import KlingValidationError
-from kling_provider.testing import _billing, _media, _world, logs
+from kling_provider.catalogue import ENDPOINT_FAMILIES, endpoint_path
+from kling_provider.testing import _billing, _contract, _media, _world, logs
 from kling_provider.testing._billing import CREDITS_PER_USD
 from kling_provider.testing._http import FAULTS_FIELD, _handler, _Server
 from kling_provider.testing._media import IDENTITY_BOX_SIZE, sample_video
@@ -153,6 +152,7 @@ class KlingSimulator:
                            "extra": {"endpoint_family": family}})
 
     def start(self) -> KlingSimulator:
+        _contract.warm()  # parse the contract now, not inside the first create's answer
         for server in (self._api, self._cdn):
             thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="kling-simulator",
                                       daemon=True)
@@ -325,31 +325,17 @@ class KlingSimulator:
                 "models": models}
 
     def _family_of(self, model: str) -> str:
-        spec = get_model(model)
-        return spec.families[0] if spec else "unified"
+        return next((f for f in ENDPOINT_FAMILIES if model in _contract.create_schemas(f)),
+                    "unified")
 
     def _by_token(self, token: str) -> _Generation | None:
         with self._lock:
             return next((g for g in self._generations.values() if g.token == token), None)
 
-    def _validate(self, family: str, body: dict[str, Any]) -> tuple[str, int]:
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise KlingValidationError("Body validation error\nRequired: 'model'")
-        spec = get_model(model)
-        if spec is None and not self.accept_unknown_models:
-            raise KlingValidationError(
-                f"Body validation error\nInvalid enum value for 'model', received '{model}'")
-        if spec is not None and family not in spec.families:
-            raise KlingValidationError(
-                f"Body validation error\nModel '{model}' is not served by {endpoint_path(family)}")
-        params = {k: v for k, v in body.items() if k != "model"}
-        if spec is not None:
-            allowed = set(spec.parameters(family))
-            params = {k: v for k, v in params.items() if k in allowed}  # like zod: strip unknown
-        prepared = prepare_request(model, params, family=family,
-                                   allow_unknown_model=self.accept_unknown_models)
-        return model, int(prepared.body.get("duration", 5) or 5)
+    def _accept(self, family: str, body: Any) -> tuple[str, dict[str, Any]]:
+        """The model and the request as the service runs it, or ``ContractError`` (a 400)."""
+        request = _contract.accepted(family, body, allow_unknown_model=self.accept_unknown_models)
+        return str(request["model"]), request
 
     def video_of(self, generation_id: str) -> bytes:
         """The whole video the CDN serves for ``generation_id`` (for tests comparing files)."""
