@@ -192,3 +192,14 @@ def test_unknown_models_bodies_must_be_json_too() -> None:
 def test_max_cost_usd_is_a_finite_number(value: Any) -> None:
     with pytest.raises(KlingValidationError, match=r"'max_cost_usd'=.*finite number of US dollars"):
         KlingTextToVideoOperator(task_id="generate", prompt="p", max_cost_usd=value)
+
+
+def test_the_result_names_the_prompt_sent_even_from_parameters(airflow_sim: KlingSimulator,
+                                                               clock: FakeClock) -> None:
+    """The docs' "the prompt sent": read from the validated request, not the raw argument."""
+    operator = KlingGenerateVideoOperator(
+        task_id="generate", model=RACCOON["model"], deferrable=False,
+        parameters={"prompt": "a raccoon from parameters", "duration": "10"})
+    result = operator.execute(context_for(StateStoreStub()))
+    assert result["prompt"] == "a raccoon from parameters"
+    assert result["duration"] == 10
