@@ -15,6 +15,7 @@ $(STAMP): requirements/dev.lock pyproject.toml tools/bootstrap.py
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/bandit -q -c pyproject.toml -r kling_provider
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"

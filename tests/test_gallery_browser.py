@@ -2,10 +2,11 @@
 
 One cluster (api-server, scheduler, dag-processor, triggerer; SQLite, LocalExecutor) runs the
 raccoon DAG against the simulator, with SimpleAuthManager users ``admin`` and ``outsider``, where
-``outsider`` may not read ``kling_raccoon`` (``tests.gallery_auth``). Then: the gallery's HTTP
-contract (listing, range requests, both refusals), and headless Chromium logs in through
-Airflow's login form, opens the page inside the Airflow UI and plays the video. The screenshot is
-kept in ``test-artifacts/``.
+``outsider`` may not read ``kling_raccoon`` (``tests.gallery_auth``); the videos folder is the
+one ``[kling] video_roots`` entry. Then: the gallery's HTTP contract (listing, range requests,
+both refusals: 401, and the 404 that names nothing), and headless Chromium logs in through
+Airflow's login form, opens the page inside the Airflow UI and plays the video; logged in as
+``outsider``, the same page is empty. The screenshot is kept in ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def gallery(tmp_path_factory: pytest.TempPathFactory,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,outsider:viewer",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "KLING_TEST_DENIED_DAGS": f"outsider={DAG_ID}",
+            "AIRFLOW__KLING__VIDEO_ROOTS": str(tmp / "videos"),
             "PYTHONPATH": str(ROOT),
         })
         shutil.copy(airflow_db_template, home / "airflow.db")
@@ -181,10 +183,15 @@ def test_gallery_refuses_anonymous_and_unauthorised_users(gallery: Gallery) -> N
     with gallery.client("outsider") as outsider:
         assert outsider.get(f"/api/v2/dags/{DAG_ID}").status_code == 403  # Airflow agrees
         assert outsider.get("/kling/api/videos").json()["videos"] == []
-        assert video["generation_id"] not in outsider.get("/kling/").text
-        assert outsider.get(url).status_code == 403
-        assert outsider.get(url, headers={"Range": "bytes=0-99"}).status_code == 403
-        assert outsider.get(poster).status_code == 403
+        empty = outsider.get("/kling/").text
+        assert video["generation_id"] not in empty and "No Kling videos match" in empty
+        # The same answer as for an event that does not exist: it names no DAG.
+        missing = outsider.get("/kling/videos/999999.mp4")
+        for answer in (outsider.get(url), outsider.get(url, headers={"Range": "bytes=0-99"}),
+                       outsider.get(poster), missing):
+            assert (answer.status_code, answer.json()) == (404, {"detail": "No such video."})
+        for path in ("/kling/docs", "/kling/redoc", "/kling/openapi.json"):
+            assert outsider.get(path).status_code == 404, path
 
 
 def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
@@ -195,11 +202,7 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
     profile = gallery.airflow.home / "chromium-profile"
     profile.mkdir()
     with Browser(chromium, profile) as browser:
-        browser.open(f"{gallery.base}/auth/login")
-        browser.type_into("input[name=username]", "admin")
-        browser.type_into("input[name=password]", PASSWORDS["admin"])
-        browser.evaluate("document.querySelector('button[type=submit]').click()")
-        browser.wait_for("the login to finish", "!location.pathname.startsWith('/auth/')")
+        log_in(browser, gallery, "admin")
         # The nav entry, then the page as Airflow shows it: inside its UI, in an iframe.
         browser.open(f"{gallery.base}/")
         browser.wait_for("the Kling videos nav entry",
@@ -222,7 +225,8 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
             f"error: {video}.error && {video}.error.code, played: {video}.played.length, "
             f"paused: {video}.paused, seekable: {video}.seekable.length && "
             f"{video}.seekable.end(0), "
-            f"spend: {video}.ownerDocument.getElementById('spend') !== null}})")
+            f"spend: {video}.ownerDocument.getElementById('spend') !== null, "
+            f"src: {video}.getAttribute('src')}})")
         shot = browser.screenshot(ARTIFACTS / "gallery.png")  # while it plays
     print(f"browser: Airflow UI + gallery opened to video metadata in {to_metadata:.2f} s; "
           f"duration {ready} s, state {state}, screenshot {shot}")
@@ -231,3 +235,23 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
     assert abs(state["duration"] - 1.0) < 0.2  # the simulator's 1 s clip
     assert state["spend"]
     assert shot.stat().st_size > 10_000
+    # A user who may not read the DAG: the same page, empty, and the video's URL a 404.
+    profile = gallery.airflow.home / "chromium-profile-outsider"
+    profile.mkdir()
+    with Browser(chromium, profile) as browser:
+        log_in(browser, gallery, "outsider")
+        browser.open(f"{gallery.base}/plugin/kling-videos")
+        frame = "document.querySelector('iframe').contentDocument"
+        browser.wait_for("the empty gallery inside the Airflow UI",
+                         f"!!{frame}.querySelector('.empty')")
+        assert browser.evaluate(f"{frame}.querySelectorAll('video').length") == 0
+        status = browser.evaluate(f"fetch('{state['src']}').then(r => r.status)")
+    assert status == 404
+
+
+def log_in(browser: Browser, gallery: Gallery, user: str) -> None:
+    browser.open(f"{gallery.base}/auth/login")
+    browser.type_into("input[name=username]", user)
+    browser.type_into("input[name=password]", PASSWORDS[user])
+    browser.evaluate("document.querySelector('button[type=submit]').click()")
+    browser.wait_for("the login to finish", "!location.pathname.startsWith('/auth/')")

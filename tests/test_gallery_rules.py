@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kling_provider.gallery import files, gallery_link, page
 from kling_provider.gallery.ranges import UNSATISFIABLE, ByteRange, parse_range
@@ -40,6 +43,10 @@ SAMPLE = Path(link_module.__file__).parent.parent / "testing" / "sample.mp4"
     ("items=0-1", None),
     ("bytes=0-1,4-5", None),  # several ranges: allowed to answer with the whole file
     ("bytes=x-y", None),
+    ("bytes=" + "9" * 5000 + "-", UNSATISFIABLE),  # int() of 5,000 digits raises: bounded first
+    ("bytes=0-" + "9" * 19, UNSATISFIABLE),
+    ("bytes=-" + "9" * 19, UNSATISFIABLE),
+    ("bytes=0-" + "9" * 18, ByteRange(0, 999)),
 ])
 def test_parse_range(header: str | None, expected: object) -> None:
     assert parse_range(header, 1000) == expected
@@ -50,6 +57,16 @@ def test_byte_range_headers() -> None:
     assert isinstance(wanted, ByteRange)
     assert (wanted.length, wanted.content_range(1000)) == (10, "bytes 10-19/1000")
     assert parse_range("bytes=0-", 0) == UNSATISFIABLE
+
+
+@settings(max_examples=300, derandomize=True)
+@given(header=st.one_of(st.text(max_size=40), st.from_regex(
+    r"\A\s*bytes\s*=\s*\d{0,30}\s*-\s*\d{0,30}\s*\Z")), size=st.integers(0, 10**12))
+def test_any_header_gives_a_range_inside_the_file_or_whole_or_416(header: str,
+                                                                   size: int) -> None:
+    wanted = parse_range(header, size)
+    assert wanted is None or wanted == UNSATISFIABLE or (
+        isinstance(wanted, ByteRange) and 0 <= wanted.start <= wanted.end < size)
 
 
 def at(hour: int, day: int = 21) -> datetime:
@@ -163,39 +180,101 @@ def test_empty_page_says_why() -> None:
     assert "Spend: not reported for 0 generation(s)" in html
 
 
+def _stored(target: Path, generation_id: str | None, data: bytes) -> None:
+    import hashlib
+
+    from kling_provider._identity import VideoIdentity, write_sidecar
+
+    target.write_bytes(data)
+    write_sidecar(target, VideoIdentity.of(generation_id, "https://cdn.test/v.mp4"),
+                  size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
 def test_stored_files_are_read_in_ranges(tmp_path: Path) -> None:
     target = tmp_path / "a b.mp4"
-    target.write_bytes(SAMPLE.read_bytes())
-    handle, size = files.open_stored(target.as_uri())
-    assert size == SAMPLE.stat().st_size
-    assert files.looks_like_mp4(handle)
-    assert b"".join(files.iter_bytes(handle, 10, 100)) == SAMPLE.read_bytes()[10:110]
-    assert handle.closed
+    _stored(target, "g1", SAMPLE.read_bytes())
+    stored = files.open_verified(target.as_uri(), "g1", files.Roots(local=(tmp_path,)))
+    assert stored.size == SAMPLE.stat().st_size and stored.local
+    assert b"".join(files.iter_bytes(stored.handle, 10, 100)) == SAMPLE.read_bytes()[10:110]
+    assert stored.handle.closed
     assert files.local_path(target.as_uri()) == target
     assert files.local_path(str(target)) == target
     assert files.local_path("s3://bucket/a.mp4") is None
     assert not files.looks_like_mp4(io.BytesIO(b"#!/bin/sh\necho not a video\n"))
 
 
-def test_object_storage_copies_are_served_too() -> None:
+def test_roots_come_from_the_config_text() -> None:
+    roots = files.parse_roots(" /data/videos ,\nfile:///mnt/kling%20v, relative/dir, "
+                              "s3://aws_default@bucket/videos,memory://m/x/")
+    assert roots.local == (Path("/data/videos"), Path("/mnt/kling v"))
+    assert roots.remote == ("s3://aws_default@bucket/videos/", "memory://m/x/")
+    assert files.parse_roots("") == files.Roots()
+
+
+def test_object_storage_copies_are_served_only_under_their_root() -> None:
     import fsspec
     from airflow.sdk import ObjectStoragePath
     from airflow.sdk.io import attach
 
     attach(protocol="memory", fs=fsspec.filesystem("memory"))  # as a provider attaches s3
-    target = ObjectStoragePath("memory://gallery-test/raccoon.mp4")
+    target = ObjectStoragePath("memory://gallery-test/videos/raccoon.mp4")
     target.write_bytes(SAMPLE.read_bytes())
-    handle, size = files.open_stored(str(target))
-    assert size == SAMPLE.stat().st_size and files.looks_like_mp4(handle)
-    assert b"".join(files.iter_bytes(handle, size - 16, 16)) == SAMPLE.read_bytes()[-16:]
+    import hashlib
+
+    from kling_provider._identity import VideoIdentity, write_sidecar
+
+    write_sidecar(target, VideoIdentity.of("g1", "https://cdn.test/v.mp4"),
+                  size=SAMPLE.stat().st_size, sha256=hashlib.sha256(SAMPLE.read_bytes()).hexdigest())
+    roots = files.Roots(remote=("memory://gallery-test/videos/",))
+    stored = files.open_verified(str(target), "g1", roots)
+    assert stored.size == SAMPLE.stat().st_size and not stored.local
+    assert b"".join(files.iter_bytes(stored.handle, stored.size - 16, 16)) == \
+        SAMPLE.read_bytes()[-16:]
+    for uri, root in [(str(target), "memory://gallery-test/other/"),
+                      (str(target), "memory://conn_b@gallery-test/videos/"),
+                      ("memory://gallery-test/videos/../videos/raccoon.mp4",
+                       "memory://gallery-test/videos/")]:
+        with pytest.raises(files.NotServedError):
+            files.open_verified(uri, "g1", files.Roots(remote=(root,)))
+    with pytest.raises(files.NotServedError, match="sidecar names generation"):
+        files.open_verified(str(target), "g2", roots)
     target.unlink()
 
 
-def test_poster_frame_with_ffmpeg(tmp_path: Path) -> None:
-    if files.poster_jpeg(SAMPLE) is None:
+def test_poster_frame_with_ffmpeg(monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed here (tools/ensure-ffmpeg.sh installs it)")
-    jpeg = files.poster_jpeg(SAMPLE)
-    assert jpeg is not None and jpeg[:2] == b"\xff\xd8"
+    with SAMPLE.open("rb") as handle:
+        jpeg = files.poster_jpeg(handle)
+        assert jpeg is not None and jpeg[:2] == b"\xff\xd8"
+        monkeypatch.setattr(files, "POSTER_LIMIT", len(jpeg) - 1)  # output over the cap
+        assert files.poster_jpeg(handle) is None
+        monkeypatch.setattr(files, "POSTER_LIMIT", len(jpeg))
+        monkeypatch.setattr(files, "POSTER_TIMEOUT", 0.0001)  # ffmpeg cannot finish in time
+        assert files.poster_jpeg(handle) is None
+
+
+def test_trigger_rows_hold_what_the_security_page_says() -> None:
+    from kling_provider.operators.kling import KlingTextToVideoOperator
+    from kling_provider.triggers.kling import KlingGenerationTrigger, KlingSubmissionRecoveryTrigger
+
+    _, wait = KlingGenerationTrigger(kling_conn_id="kling_default", generation_id="g",
+                                     poll_interval=10, deadline=2.0).serialize()
+    assert set(wait) == {"kling_conn_id", "generation_id", "poll_interval", "deadline",
+                         "submitted_at", "poll_schedule", "model", "duration", "endpoint_family",
+                         "end_from_trigger", "result_fields"}
+    _, recovery = KlingSubmissionRecoveryTrigger(
+        kling_conn_id="kling_default", client_request_id="r", model="m", since=1.0, deadline=2.0,
+        poll_interval=10).serialize()
+    assert set(recovery) == {"kling_conn_id", "client_request_id", "model", "since", "deadline",
+                             "poll_interval"}
+    fields: dict[bool, set[str]] = {}
+    for ends in (True, False):
+        task = KlingTextToVideoOperator(task_id=f"t{ends}", prompt="A raccoon",
+                                        end_from_trigger=ends)
+        fields[ends] = set(task._end_in_triggerer().get("result_fields", {}))
+    assert fields == {True: {"model", "prompt", "generation_seconds", "estimated_usd"},
+                      False: set()}
 
 
 def test_extra_link_opens_the_gallery_at_the_generation(monkeypatch: pytest.MonkeyPatch) -> None:

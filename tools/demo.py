@@ -37,6 +37,8 @@ def airflow_env(connection: str, poll_interval: str) -> dict[str, str]:
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW_CONN_KLING_DEFAULT": connection,
         "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(OUTPUT),
+        # The videos page serves stored videos only from under these roots (docs/security.rst).
+        "AIRFLOW__KLING__VIDEO_ROOTS": str(OUTPUT),
         "KLING_POLL_INTERVAL": poll_interval,
     })
     return env

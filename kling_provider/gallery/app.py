@@ -1,71 +1,36 @@
 """The gallery's FastAPI app, mounted on the api-server by the plugin.
 
-Plugin apps get no authentication from Airflow, so every route here resolves the caller through
-Airflow's auth manager (the same JWT the UI holds in its ``_token`` cookie, or a Bearer header)
-and asks that auth manager which DAGs the caller may read. A video is named by its Asset event
-id; the file's location comes from that recorded event, never from the request.
+Every route needs an Airflow user (:mod:`~kling_provider.gallery.access`) and shows only what
+Airflow's own UI would show that user. A video is named by its Asset event id; the file's
+location comes from that recorded event, never from the request, and is served only if the
+provider provably stored it there (:mod:`~kling_provider.gallery.files`) for the event's DAG
+(the first to record it, :func:`~kling_provider.gallery.store.owner_dag`). Every refusal of a
+video, whatever the reason (no such event, a DAG the user may not see, a file not served), is
+the same 404 that names nothing, so a user learns nothing about events they may not see.
 """
 
 from __future__ import annotations
 
-import functools
+import logging
 import shutil
+from collections import OrderedDict
 from dataclasses import asdict
 from datetime import date
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from kling_provider.gallery import files, page, ranges, store
+from kling_provider.gallery import access, files, page, ranges, store
+from kling_provider.gallery.access import User
 from kling_provider.gallery.records import EventRow, Filters, Video, build_videos, summarise
 
-if TYPE_CHECKING:
-    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+log = logging.getLogger("kling_provider.gallery")
 
-
-def _auth_manager() -> BaseAuthManager[Any]:
-    from airflow.api_fastapi.app import get_auth_manager
-
-    return get_auth_manager()
-
-
-async def optional_user(request: Request) -> BaseUser | None:
-    """The Airflow user behind the request's token, or ``None`` (no token, expired, forged)."""
-    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
-    from jwt import InvalidTokenError
-
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    token = credentials if scheme.lower() == "bearer" else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
-    if not token:
-        return None
-    try:
-        return await _auth_manager().get_user_from_token(token)
-    except InvalidTokenError:  # includes ExpiredSignatureError
-        return None
-
-
-async def required_user(user: Annotated[BaseUser | None, Depends(optional_user)]) -> BaseUser:
-    if user is None:
-        raise HTTPException(status_code=401, detail="Not authenticated: log in to Airflow first.",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return user
-
-
-User = Annotated[BaseUser, Depends(required_user)]
-
-
-def readable_dag_ids(user: BaseUser) -> set[str]:
-    return set(_auth_manager().get_authorized_dag_ids(user=user, method="GET"))
-
-
-def may_read_dag(user: BaseUser, dag_id: str) -> bool:
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
-
-    return _auth_manager().is_authorized_dag(method="GET", details=DagDetails(id=dag_id),
-                                             user=user)
+#: The one answer for a video a user may not have: it names no DAG and no reason.
+NOT_FOUND = "No such video."
 
 
 def _day(name: str, value: str | None) -> date | None:
@@ -86,23 +51,37 @@ def _filters(request: Request) -> Filters:
 
 
 def _videos(user: BaseUser) -> list[Video]:
-    return build_videos(*store.load_rows(readable_dag_ids(user)))
+    assets = access.readable_assets(user, store.videos_asset_ids())
+    return build_videos(*store.load_rows(access.shown_dag_ids(user), assets))
 
 
 def _stored_event(user: BaseUser, event_id: int) -> EventRow:
     event = store.load_event(event_id)
-    if event is None:
-        raise HTTPException(status_code=404, detail=f"No stored Kling video {event_id}.")
-    if not may_read_dag(user, event.source.dag_id):
-        raise HTTPException(status_code=403, detail=f"You may not read DAG "
-                                                    f"{event.source.dag_id!r} of video {event_id}.")
+    if (event is None or not access.may_see_dag(user, event.source.dag_id)
+            or event.asset_id not in access.readable_assets(user, [event.asset_id or 0])):
+        raise HTTPException(status_code=404, detail=NOT_FOUND)
     return event
 
 
+def _open(user: BaseUser, event_id: int) -> files.Stored:
+    """The verified stored file of event ``event_id`` (the caller closes it), or 404."""
+    event = _stored_event(user, event_id)
+    uri, generation_id = event.extra.get("uri"), event.extra.get("generation_id")
+    try:
+        if not isinstance(uri, str) or not isinstance(generation_id, (str, type(None))):
+            raise files.NotServedError("the event records no file URI")
+        if store.owner_dag(uri) != event.source.dag_id:
+            raise files.NotServedError(f"{uri!r} was first recorded by another DAG")
+        return files.open_verified(uri, generation_id, files.configured_roots())
+    except files.NotServedError as why:
+        log.warning("Kling videos page: not serving the file of Asset event %d: %s", event_id, why)
+        raise HTTPException(status_code=404, detail=NOT_FOUND) from None
+
+
 def gallery_page(request: Request,
-                 user: Annotated[BaseUser | None, Depends(optional_user)]) -> Response:
+                 user: Annotated[BaseUser | None, Depends(access.optional_user)]) -> Response:
     if user is None:
-        login = _auth_manager().get_url_login(next_url=str(request.url))
+        login = access.auth_manager().get_url_login(next_url=str(request.url))
         return RedirectResponse(login, status_code=303)
     filters = _filters(request)
     everything = _videos(user)
@@ -123,56 +102,62 @@ def list_videos(request: Request, user: User) -> dict[str, Any]:
             "spend": asdict(spend)}
 
 
+class _FileResponse(StreamingResponse):
+    """Streams a stored file and closes it however the response ends (client gone included)."""
+
+    def __init__(self, stored: files.Stored, start: int, length: int, **kwargs: Any) -> None:
+        super().__init__(files.iter_bytes(stored.handle, start, length), media_type="video/mp4",
+                         **kwargs)
+        self.stored = stored
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stored.handle.close()
+
+
 def video_file(event_id: int, request: Request, user: User) -> Response:
-    event = _stored_event(user, event_id)
-    uri = event.extra.get("uri")
-    if not isinstance(uri, str) or not uri:
-        raise HTTPException(status_code=404, detail=f"Video {event_id} records no stored copy.")
-    try:
-        handle, size = files.open_stored(uri)
-    except (OSError, ValueError) as error:
-        raise HTTPException(status_code=404, detail=f"The stored copy of video {event_id} is "
-                                                    f"gone ({type(error).__name__}).") from None
-    if not files.looks_like_mp4(handle):
-        handle.close()
-        raise HTTPException(status_code=404, detail=f"Video {event_id}'s file is not an MP4.")
+    stored = _open(user, event_id)
+    size = stored.size
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=300"}
     wanted = ranges.parse_range(request.headers.get("range"), size)
-    if wanted == ranges.UNSATISFIABLE:
-        handle.close()
-        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
     if isinstance(wanted, ranges.ByteRange):
         headers.update({"Content-Range": wanted.content_range(size),
                         "Content-Length": str(wanted.length)})
-        return StreamingResponse(files.iter_bytes(handle, wanted.start, wanted.length),
-                                 status_code=206, media_type="video/mp4", headers=headers)
-    headers["Content-Length"] = str(size)
-    return StreamingResponse(files.iter_bytes(handle, 0, size), media_type="video/mp4",
+        return _FileResponse(stored, wanted.start, wanted.length, status_code=206,
                              headers=headers)
+    if wanted is None:
+        return _FileResponse(stored, 0, size, headers={**headers, "Content-Length": str(size)})
+    stored.handle.close()  # ranges.UNSATISFIABLE
+    return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
 
 
-@functools.lru_cache(maxsize=256)
-def _poster(uri: str, mtime_ns: int) -> bytes | None:
-    path = files.local_path(uri)
-    return files.poster_jpeg(path) if path else None
+_POSTERS: OrderedDict[str, bytes] = OrderedDict()
+_POSTERS_KEPT = 64
 
 
 def video_poster(event_id: int, user: User) -> Response:
-    event = _stored_event(user, event_id)
-    uri = event.extra.get("uri")
-    path = files.local_path(uri) if isinstance(uri, str) else None
-    if path is None or not path.is_file():
-        raise HTTPException(status_code=404, detail=f"No local copy of video {event_id} to "
-                                                    "take a poster frame from.")
-    jpeg = _poster(str(uri), path.stat().st_mtime_ns)
+    stored = _open(user, event_id)
+    with stored.handle:
+        jpeg = _POSTERS.get(stored.sha256)
+        if jpeg is None and stored.local:
+            jpeg = files.poster_jpeg(stored.handle)
     if jpeg is None:
-        raise HTTPException(status_code=404, detail="No poster frame (ffmpeg missing or failed).")
+        raise HTTPException(status_code=404, detail="No poster frame for this video.")
+    _POSTERS[stored.sha256] = jpeg
+    while len(_POSTERS) > _POSTERS_KEPT:
+        _POSTERS.popitem(last=False)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
 
 def create_app() -> FastAPI:
-    """The app the plugin mounts at ``kling_provider.gallery.URL_PREFIX``."""
-    app = FastAPI(title="Kling videos", description="Kling generations and their spend.")
+    """The app the plugin mounts at ``kling_provider.gallery.URL_PREFIX``.
+
+    No ``/docs``, ``/redoc`` or ``/openapi.json``: they would answer without a login.
+    """
+    app = FastAPI(title="Kling videos", description="Kling generations and their spend.",
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.add_api_route("/", gallery_page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route("/api/videos", list_videos, methods=["GET"])
     app.add_api_route("/videos/{event_id}.mp4", video_file, methods=["GET"])

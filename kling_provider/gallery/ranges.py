@@ -2,7 +2,9 @@
 
 Pure: the route turns the decision into 200, 206 + ``Content-Range``, or 416. A header this does
 not understand (another unit, several ranges, bad syntax) is ignored, which RFC 9110 allows: the
-whole file is sent with 200.
+whole file is sent with 200. Numbers are bounded before they are converted: a position of more
+than :data:`MAX_DIGITS` digits cannot name a byte of any file (and ``int()`` of thousands of
+digits raises), so it is unsatisfiable (416), never a 500.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import re
 from dataclasses import dataclass
 
 _SPEC = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+#: 18 digits address up to an exabyte; anything longer is absurd for a stored video.
+MAX_DIGITS = 18
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,8 @@ class ByteRange:
         return f"bytes {self.start}-{self.end}/{size}"
 
 
-#: The range lies wholly past the end of the file: answer 416 with ``bytes */size``.
+#: The range lies wholly past the end of the file (or names an absurd position): answer 416
+#: with ``bytes */size``.
 UNSATISFIABLE = "unsatisfiable"
 
 
@@ -42,6 +47,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | str | None:
     first, last = match.groups()
     if not first and not last:
         return None
+    if len(first) > MAX_DIGITS or len(last) > MAX_DIGITS:
+        return UNSATISFIABLE
     if not first:  # suffix range: the last N bytes
         suffix = int(last)
         if suffix == 0 or size == 0:

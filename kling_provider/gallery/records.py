@@ -37,6 +37,7 @@ class EventRow:
     source: TaskRef
     timestamp: datetime
     extra: Mapping[str, Any]
+    asset_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The gallery's database reads: ``kling://videos`` Asset events and generate tasks' XCom.
 
-Only DAGs the caller may read are queried (the caller passes the auth manager's answer), so a
-video of another DAG is never even loaded. Rows become the pure records of ``records``.
+Only DAGs (and Assets) the caller may read are queried (the caller passes the auth manager's
+answer, :mod:`~kling_provider.gallery.access`), so a video of another DAG is never even loaded.
+Rows become the pure records of ``records``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,20 @@ VIDEOS_ASSET_URIS = ("kling://videos", "kling://videos/")
 GENERATION_ID_KEY = "generation_id"
 
 
-def load_rows(dag_ids: Collection[str], *, limit: int = 500
+def videos_asset_ids() -> list[int]:
+    """The ids of the ``kling://videos`` Asset (the auth manager is asked about each)."""
+    from airflow.models.asset import AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return list(session.scalars(select(AssetModel.id)
+                                    .where(AssetModel.uri.in_(VIDEOS_ASSET_URIS))))
+
+
+def load_rows(dag_ids: Collection[str], asset_ids: Collection[int], *, limit: int = 500
               ) -> tuple[list[EventRow], list[GenerationRow]]:
-    """The newest ``limit`` events and generations of ``dag_ids``."""
-    from airflow.models.asset import AssetEvent, AssetModel
+    """The newest ``limit`` events (of ``asset_ids``) and generations of ``dag_ids``."""
+    from airflow.models.asset import AssetEvent
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -30,11 +41,12 @@ def load_rows(dag_ids: Collection[str], *, limit: int = 500
         return [], []
     with create_session() as session:
         events = session.scalars(
-            select(AssetEvent).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-            .where(AssetModel.uri.in_(VIDEOS_ASSET_URIS), AssetEvent.source_dag_id.in_(dag_ids))
-            .order_by(AssetEvent.timestamp.desc()).limit(limit)).all()
+            select(AssetEvent)
+            .where(AssetEvent.asset_id.in_(asset_ids), AssetEvent.source_dag_id.in_(dag_ids))
+            .order_by(AssetEvent.timestamp.desc()).limit(limit)).all() if asset_ids else []
         event_rows = [
             EventRow(event_id=e.id, timestamp=e.timestamp, extra=dict(e.extra or {}),
+                     asset_id=e.asset_id,
                      source=TaskRef(e.source_dag_id or "", e.source_run_id or "",
                                     e.source_task_id or "", _map_index(e.source_map_index)))
             for e in events if e.source_dag_id]
@@ -75,10 +87,29 @@ def load_event(event_id: int) -> EventRow | None:
         if event is None or not event.source_dag_id:
             return None  # events posted through the REST API name no DAG: never served
         return EventRow(event_id=event.id, timestamp=event.timestamp,
-                        extra=dict(event.extra or {}),
+                        extra=dict(event.extra or {}), asset_id=event.asset_id,
                         source=TaskRef(event.source_dag_id, event.source_run_id or "",
                                        event.source_task_id or "",
                                        _map_index(event.source_map_index)))
+
+
+def owner_dag(uri: str) -> str | None:
+    """The DAG whose task first recorded ``uri``: the oldest task-produced ``kling://videos``
+    event naming it. A later event of another DAG naming the same file does not make it theirs.
+    """
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetEvent.source_dag_id, AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri.in_(VIDEOS_ASSET_URIS), AssetEvent.source_dag_id.is_not(None))
+            .order_by(AssetEvent.id).execution_options(yield_per=500))
+        for dag_id, extra in rows:
+            if isinstance(extra, dict) and extra.get("uri") == uri:
+                return str(dag_id)
+    return None
 
 
 def _map_index(value: int | None) -> int:

@@ -23,7 +23,7 @@ import argparse
 import copy
 import json
 import signal
-import subprocess
+import subprocess  # nosec B404  # spawn() starts this module in our own interpreter
 import sys
 import threading
 import time
@@ -354,10 +354,10 @@ def spawn(api_key: str = DEFAULT_API_KEY, *, time_scale: float = 1.0) -> tuple[s
 
     For benchmarks: a server in another process keeps its CPU out of the measured process.
     """
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
+    process = subprocess.Popen(  # noqa: S603  # nosec B603  # our own interpreter and module, fixed args
         [sys.executable, "-m", "kling_provider.testing.simulator", "--port", "0",
          "--api-key", api_key, "--time-scale", str(time_scale)], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
+    assert process.stdout is not None  # nosec B101  # type narrowing: stdout=PIPE gives a stream
     return process, str(json.loads(process.stdout.readline())["base_url"])
 
 
