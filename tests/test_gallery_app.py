@@ -13,8 +13,9 @@ A hostile DAG author is modelled as what they can do: write ``kling://videos`` A
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,3 +157,54 @@ def test_the_size_served_is_the_open_files_not_the_paths(site: Site) -> None:
         stored.handle.close()
     with site.client("nobody") as client:  # and the replacement, without its sidecar match: no
         assert client.get(f"/videos/{event_id}.mp4").status_code == 404
+
+
+def test_a_client_gone_mid_stream_leaves_no_open_file(site: Site) -> None:
+    import asyncio
+
+    from kling_provider.gallery import app as gallery_app
+
+    video = site.store("gone.mp4", "gen-g")
+    event_id = site.event("public_dag", video.as_uri(), "gen-g")
+    with site.client("nobody") as client:
+        token = client.headers["Authorization"]
+    sent: list[str] = []
+    received: list[int] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        if received:  # the request was read; the client sends nothing more until it is cancelled
+            await asyncio.Event().wait()
+        received.append(1)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(str(message["type"]))
+        if message["type"] == "http.response.start":  # gone before the first byte
+            raise OSError("the client went away")
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": f"/videos/{event_id}.mp4", "raw_path": b"",
+             "query_string": b"", "root_path": "", "server": ("testserver", 80),
+             "client": ("127.0.0.1", 1), "headers": [(b"authorization", token.encode())]}
+    with pytest.raises(OSError, match="went away"):
+        asyncio.run(gallery_app.create_app()(scope, receive, send))
+    assert sent == ["http.response.start"]
+    assert _open_fds_on(video) == []
+
+
+def test_filters_bad_dates_and_headers(site: Site) -> None:
+    video = site.store("f.mp4", "gen-f")
+    site.event("public_dag", video.as_uri(), "gen-f", model="m1")
+    with site.client("nobody") as client:
+        assert [v["generation_id"] for v in client.get(
+            "/api/videos", params={"model": "m1"}).json()["videos"]] == ["gen-f"]
+        assert client.get("/api/videos", params={"model": "m2"}).json()["videos"] == []
+        bad = client.get("/api/videos", params={"since": "yesterday"})
+        assert (bad.status_code, bad.json()["detail"]) == (
+            400, "Invalid since='yesterday': expected a date as YYYY-MM-DD.")
+        assert client.get("/", params={"until": "2026-13-01"}).status_code == 400
+        page = client.get("/")
+        assert page.headers["cache-control"] == "no-store"
+        event_id = client.get("/api/videos").json()["videos"][0]["event_id"]
+        assert client.get(f"/videos/{event_id}.mp4").headers["cache-control"] == \
+            "private, max-age=300"
