@@ -272,7 +272,7 @@ def test_trigger_rows_hold_what_the_security_page_says() -> None:
     for ends in (True, False):
         task = KlingTextToVideoOperator(task_id=f"t{ends}", prompt="A raccoon",
                                         end_from_trigger=ends)
-        fields[ends] = set(task._end_in_triggerer().get("result_fields", {}))
+        fields[ends] = set(task._end_in_triggerer("A raccoon").get("result_fields", {}))
     assert fields == {True: {"model", "prompt", "generation_seconds", "estimated_usd"},
                       False: set()}
 

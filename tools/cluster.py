@@ -90,6 +90,8 @@ def cluster_env(home: Path, port: int, *, connection: str, videos: Path,
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
         "AIRFLOW_CONN_KLING_DEFAULT": connection,
         "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(videos),
+        # The videos page serves stored videos only from under these roots (docs/security.rst).
+        "AIRFLOW__KLING__VIDEO_ROOTS": str(videos),
         "KLING_POLL_INTERVAL": poll_interval,
         **(overrides or {}),
     }

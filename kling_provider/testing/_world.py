@@ -36,7 +36,7 @@ def neighbour_ids(own: str | None, count: int, seed: str) -> list[str | None]:
     provider's shape, a sibling whose map index starts with the task's own digits (index 1 and
     index 11: a prefix test takes one for the other).
     """
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # nosec B311  # simulated data, not a secret
     found = _INDEXED.fullmatch(own or "")
     ids: list[str | None] = []
     for i in range(count):
@@ -67,7 +67,7 @@ def unusable_rows(model: str, own: str | None, created_at: float, count: int,
     whose ``inference_id`` is ``null``, a request to another model, a row with an empty
     ``inference_id`` carrying the task's own client request id.
     """
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # nosec B311  # simulated data, not a secret
     rows = []
     for i in range(count):
         kind = i % 4
@@ -94,5 +94,6 @@ def refused_row(model: str, client_request_id: str | None, created_at: float) ->
     """The row of a create the API refused: failed, free, and naming no inference."""
     return {"created": log_time(created_at), "status": "failed", "origin": "api", "model": model,
             "cost": {"usd": 0, "credits": 0}, "tokens": {"input": 0, "output": 0, "total": 0},
-            "request_id": f"req-{random.getrandbits(48):012x}", "inference_id": None,
+            "request_id": f"req-{random.getrandbits(48):012x}",  # nosec B311  # a fake id
+            "inference_id": None,
             "client_request_id": client_request_id}
