@@ -12,6 +12,7 @@ configured root.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import shutil
 from collections.abc import Iterator
@@ -31,9 +32,28 @@ from kling_provider.gallery.plugin import KlingGalleryPlugin
 SAMPLE = Path(files.__file__).parent.parent / "testing" / "sample.mp4"
 SIMPLE = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 ENTITIES = "tests.gallery_auth.EntityDenyingAuthManager"
+DAG_DENYING = "tests.gallery_auth.DagDenyingAuthManager"
 USERS = {"admin": ("admin", None), "red": ("viewer", "red"), "blue": ("viewer", "blue"),
          "nobody": ("viewer", None), "no_xcom": ("viewer", None), "no_ti": ("viewer", None),
          "no_asset": ("viewer", None)}
+
+
+def _teams_supported() -> bool:
+    """SimpleAuthManager has teams (multi-team mode) from Airflow 3.2; on 3.1 the same per-DAG
+    refusals come from ``tests.gallery_auth.DagDenyingAuthManager``."""
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return "teams" in inspect.signature(SimpleAuthManagerUser.__init__).parameters
+
+
+TEAMS = _teams_supported()
+
+
+def _denied_without_teams() -> str:
+    """What teams would refuse, as ``KLING_TEST_DENIED_DAGS`` says it."""
+    return ",".join(
+        f"{name}=" + "|".join(d for d, team in DAGS.items() if team and team != own)
+        for name, (role, own) in USERS.items() if role != "admin")
 
 
 @dataclass
@@ -52,8 +72,9 @@ class Site:
             from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
             role, team = USERS[user]
+            teams = {"teams": [team] if team else []} if TEAMS else {}
             token = self.manager.generate_jwt(SimpleAuthManagerUser(
-                username=user, role=role, teams=[team] if team else []))
+                username=user, role=role, **teams))
             client.headers["Authorization"] = f"Bearer {token}"
         return client
 
@@ -102,7 +123,8 @@ def _seed(dags: dict[str, str | None]) -> None:
     with create_session() as session:
         for team_name in {t for t in dags.values() if t}:
             bundle = DagBundleModel(name=f"{team_name}_bundle")
-            bundle.teams = [Team(name=team_name)]
+            if TEAMS:
+                bundle.teams = [Team(name=team_name)]
             session.add(bundle)
         session.add(DagBundleModel(name="shared_bundle"))
         session.flush()
@@ -127,14 +149,17 @@ def make_site(tmp_path: Path, template: Path, auth_manager: str, **env: str) -> 
     root.mkdir()
     passwords = tmp_path / "passwords.json"
     passwords.write_text(json.dumps({name: f"{name}-pass" for name in USERS}))
+    if not TEAMS and auth_manager == SIMPLE:
+        auth_manager = DAG_DENYING
+        env = {"KLING_TEST_DENIED_DAGS": _denied_without_teams(), **env}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in {
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db}",
             "AIRFLOW__CORE__AUTH_MANAGER": auth_manager,
-            "AIRFLOW__CORE__MULTI_TEAM": "True",
+            "AIRFLOW__CORE__MULTI_TEAM": str(TEAMS),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
-                f"{name}:{role}" + (f":{team}" if team else "")
+                f"{name}:{role}" + (f":{team}" if team and TEAMS else "")
                 for name, (role, team) in USERS.items()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__API_AUTH__JWT_SECRET": "gallery-test-secret-0123456789abcdef",
