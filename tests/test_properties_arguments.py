@@ -303,6 +303,7 @@ def test_every_request_argument_is_templated(world: World) -> None:
 
 
 def test_parse_time_refusal_names_the_bad_field_whatever_the_family() -> None:
+    """It once named only the first family's problem: a field fine for the other family."""
     # ``provider`` is a field of the unified schema only; the bad value is image_url's.
     with pytest.raises(KlingValidationError, match="'image_url'"):
         KlingGenerateVideoOperator(task_id="generate",
