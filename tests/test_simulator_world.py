@@ -278,3 +278,16 @@ def test_every_endpoint_example_runs() -> None:
         assert ledger["by_path"]["POST " + tour.CREATE] == 2  # type: ignore[index]
         assert sim.generation_ids() == [generation_id]
         assert sim.faults.refusals == []
+
+
+def test_a_body_can_carry_its_own_refusals(simulator: KlingSimulator,
+                                           sim_hook: KlingHook) -> None:
+    faults = {"refusals": [403, 401]}
+    for cri in ("try-1", "try-2"):  # a new client request id does not escape them
+        with pytest.raises(KlingError):
+            create(sim_hook, cri, extra_params={"simulator_faults": faults})
+    assert simulator.generation_ids() == []
+    own = create(sim_hook, "try-3", extra_params={"simulator_faults": faults})
+    assert simulator.generation_ids() == [own]
+    statuses = [e.status for e in simulator.ledger.entries(method="POST")]
+    assert statuses == [403, 401, 200]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from kling_provider.catalogue import ENDPOINT_FAMILIES, endpoint_path
-from kling_provider.testing import _billing, _contract, logs
+from kling_provider.testing import _billing, _contract, _metrics, logs
 from kling_provider.testing._world import log_time
 from kling_provider.testing.records import Faults, LedgerEntry
 
@@ -274,7 +274,7 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         unknown = sorted(set(params) - {"aliases"})
         if unknown:
             return self._error(400, f"Unknown query parameter(s): {', '.join(unknown)}")
-        return self._send_json(200, self.simulator.metrics(params.get("aliases")))
+        return self._send_json(200, _metrics.answer(self.simulator, params.get("aliases")))
 
     def _logs(self, raw_query: str) -> None:
         if not self._authorised():
@@ -330,6 +330,11 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return self._error(400, str(exc))
         with sim._lock:
             refusal = sim.faults.refusals.pop(0) if sim.faults.refusals else None
+            if refusal is None and faults.refusals:  # per body: its first creates, in turn
+                key = json.dumps(request, sort_keys=True, default=str)
+                seen = sim._refused_bodies.get(key, 0)
+                sim._refused_bodies[key] = seen + 1
+                refusal = faults.refusals[seen] if seen < len(faults.refusals) else None
         if refusal is not None:  # a definite refusal: nothing is created
             sim._refuse(self.client_request_id(), model)
             return self._error(refusal, REFUSALS.get(refusal, HTTPStatus(refusal).phrase))

@@ -57,9 +57,11 @@ class Faults:
     create_status: int | None = None
     #: ... or answer 200 with an HTML page instead of the id ("created, then unreadable").
     create_garbled: bool = False
-    #: Global only: answer the next create POSTs with these definite refusals, in order, creating
-    #: nothing: 400 (body validation), 401 (bad key), 403 (out of credits), 404, each in the
-    #: API's error body with its documented message.
+    #: Answer creates with these definite refusals, in order, creating nothing: 400 (body
+    #: validation), 401 (bad key), 403 (out of credits), 404, each in the API's error body with
+    #: its documented message. Global: the next create POSTs, whatever they ask. In a request
+    #: body's ``simulator_faults``: the first creates of that same body (whatever their client
+    #: request id), so a task's retries meet them in turn.
     refusals: list[int] = field(default_factory=list)
 
     @classmethod

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kling_provider._timings import generation_id_path
-from kling_provider.catalogue import ENDPOINT_FAMILIES, endpoint_path
+from kling_provider.catalogue import ENDPOINT_FAMILIES
 from kling_provider.testing import _billing, _contract, _media, _world, logs
 from kling_provider.testing._billing import CREDITS_PER_USD
 from kling_provider.testing._http import FAULTS_FIELD, _handler, _Server
@@ -48,8 +48,6 @@ DEFAULT_API_KEY = "kling-simulator-key"
 #: logs rows 4 simulated minutes late, 140 unusable rows per create (the first logs page holds
 #: none of the task's), the service's clock 4 minutes ahead.
 HOSTILE: dict[str, Any] = {"neighbours": 6, "logs_lag": 240.0, "mixed_logs": 140, "skew": 240.0}
-#: The sliding window of ``/models/metrics``, in seconds (the published example's).
-METRICS_WINDOW = 300
 
 
 @dataclass
@@ -121,6 +119,8 @@ class KlingSimulator:
         self._logs_calls: dict[str, list[float]] = {}
         #: POSTs refused so far per client request id (``refuse_before_create``).
         self._refused: dict[str, int] = {}
+        #: Creates seen so far per request body (a body's ``refusals``).
+        self._refused_bodies: dict[str, int] = {}
         self.ledger = Ledger()
         self.video = sample_video()
         #: The model list with pricing this simulator serves and charges by (tests may edit it).
@@ -293,36 +293,6 @@ class KlingSimulator:
                           "content_type": "video/mp4", "file_name": "output.mp4",
                           "file_size": self._video_size(generation), "duration": generation.duration},
                 "meta": {"usage": usage}}
-
-    def _seconds_to_finish(self, generation: _Generation) -> float:
-        """Real seconds from creation to completion (what the live metrics measure)."""
-        generating = self.generating_seconds * (2 if generation.duration >= 10 else 1)
-        return (self.queued_seconds + generating) / self.time_scale
-
-    def metrics(self, aliases: list[str] | None) -> dict[str, Any]:
-        """``GET /models/metrics`` as published: ``duration_ms`` percentiles of the generations
-        that completed successfully in the last :data:`METRICS_WINDOW` seconds, per model; a
-        model without one is absent (no data), not zero."""
-        now = self.clock()
-        finished: dict[str, list[float]] = {}
-        with self._lock:
-            for g in self._generations.values():
-                took = self._seconds_to_finish(g)
-                if g.faults.error is None and now - METRICS_WINDOW <= g.created + took <= now:
-                    finished.setdefault(g.model, []).append(took * 1000)
-        models = []
-        for model, times in sorted(finished.items()):
-            if aliases is not None and model not in aliases:
-                continue
-            times.sort()
-            percentiles = {f"p{q}": round(times[min(len(times) - 1, len(times) * q // 100)])
-                           for q in (50, 75, 90, 99)}
-            models.append({"alias": model, "endpoint": endpoint_path(self._family_of(model)),
-                           "metrics": {"duration_ms": percentiles}})
-        return {"window_seconds": METRICS_WINDOW,
-                "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
-                                              time.gmtime(self.service_time())),
-                "models": models}
 
     def _family_of(self, model: str) -> str:
         return next((f for f in ENDPOINT_FAMILIES if model in _contract.create_schemas(f)),
