@@ -162,7 +162,7 @@ def make_site(tmp_path: Path, template: Path, auth_manager: str, **env: str) -> 
                 f"{name}:{role}" + (f":{team}" if team and TEAMS else "")
                 for name, (role, team) in USERS.items()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__API_AUTH__JWT_SECRET": "gallery-test-secret-0123456789abcdef",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "gallery-test-secret-" + "0123456789abcdef" * 4,
             "AIRFLOW__KLING__VIDEO_ROOTS": str(root),
             **env,
         }.items():

@@ -12,6 +12,7 @@ A hostile DAG author is modelled as what they can do: write ``kling://videos`` A
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
@@ -208,3 +209,41 @@ def test_filters_bad_dates_and_headers(site: Site) -> None:
         event_id = client.get("/api/videos").json()["videos"][0]["event_id"]
         assert client.get(f"/videos/{event_id}.mp4").headers["cache-control"] == \
             "private, max-age=300"
+
+
+def test_the_page_and_list_point_at_the_routes_and_say_why_a_file_is_not_served(
+        site: Site, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from kling_provider.gallery import app as gallery_app
+
+    video = site.store("p.mp4", "gen-p")
+    event_id = site.event("public_dag", video.as_uri(), "gen-p")
+    outside = site.event("public_dag", "file:///etc/passwd")
+    with site.client("nobody") as client:
+        listed = {v["event_id"]: v["url"] for v in client.get("/api/videos").json()["videos"]}
+        assert listed == {event_id: f"/kling/videos/{event_id}.mp4",
+                          outside: f"/kling/videos/{outside}.mp4"}
+        page = client.get("/").text
+        assert '<option value="public_dag">public_dag</option>' in page
+        assert (f'poster="/kling/videos/{event_id}/poster.jpg"' in page) == \
+            (shutil.which("ffmpeg") is not None)
+        with caplog.at_level("WARNING", logger="kling_provider.gallery"):
+            assert client.get(f"/videos/{outside}.mp4").status_code == 404
+        assert f"not serving the file of Asset event {outside}: " in caplog.text
+        assert "under no [kling] video_roots entry" in caplog.text
+        if shutil.which("ffmpeg") is None:
+            return
+        monkeypatch.setattr(gallery_app, "_POSTERS_KEPT", 1)
+        first = client.get(f"/videos/{event_id}/poster.jpg")
+        assert first.headers["cache-control"] == "private, max-age=300"
+        monkeypatch.setattr(files, "poster_jpeg", lambda handle: None)  # ffmpeg not run again:
+        again = client.get(f"/videos/{event_id}/poster.jpg")
+        assert (again.status_code, again.content) == (200, first.content)  # kept by SHA-256
+        other = site.store("q.mp4", "gen-q", data=SAMPLE.read_bytes() + b"\0")
+        monkeypatch.setattr(files, "poster_jpeg", lambda handle: b"\xff\xd8other")
+        second = site.event("public_dag", other.as_uri(), "gen-q")
+        assert client.get(f"/videos/{second}/poster.jpg").content == b"\xff\xd8other"
+        # One kept: the first poster was dropped, so it is made again.
+        assert list(gallery_app._POSTERS) == [hashlib.sha256(other.read_bytes()).hexdigest()]
+        assert client.get(f"/videos/{event_id}/poster.jpg").content == b"\xff\xd8other"

@@ -244,6 +244,7 @@ def test_object_storage_copies_are_served_only_under_their_root() -> None:
 def test_poster_frame_with_ffmpeg(monkeypatch: pytest.MonkeyPatch) -> None:
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed here (tools/ensure-ffmpeg.sh installs it)")
+    assert (files.POSTER_TIMEOUT, files.POSTER_LIMIT) == (30.0, 2_000_000)  # docs/security.rst
     with SAMPLE.open("rb") as handle:
         jpeg = files.poster_jpeg(handle)
         assert jpeg is not None and jpeg[:2] == b"\xff\xd8"
