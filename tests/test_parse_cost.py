@@ -43,10 +43,18 @@ EXECUTE_TIME_MODULES = (
 )
 
 PARSE = """
-import json, sys
+import builtins, json, sys
 import airflow.sdk
 from airflow.sdk import DAG, Asset, BaseOperator, BaseSensorOperator, BaseOperatorLink
 before = set(sys.modules)
+# airflow.sdk has already loaded some execute-time modules (httpx), so `loaded` cannot show the
+# provider importing them: the provider's own import statements are recorded as well.
+real_import, imported = builtins.__import__, set()
+def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if level == 0 and str((globals or {}).get("__name__", "")).startswith("kling_provider"):
+        imported.update([name, *(f"{name}.{item}" for item in fromlist or ())])
+    return real_import(name, globals, locals, fromlist, level)
+builtins.__import__ = recording_import
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.operators.kling import (
     KlingDownloadVideoOperator, KlingImageToVideoOperator, KlingTextToVideoOperator)
@@ -59,6 +67,7 @@ with DAG("parse_cost", schedule=None):
     KlingDownloadVideoOperator(task_id="d", generation_id="{{ ti.xcom_pull('t') }}",
                                destination="/tmp/videos/{{ run_id }}/")
     KlingGenerationSensor(task_id="s", generation_id="abc", poll_schedule="fixed")
+builtins.__import__ = real_import
 loaded = sorted(set(sys.modules) - before)
 # The checks still run in this same parse: a bad literal fails at construction.
 try:
@@ -66,7 +75,7 @@ try:
     refused = None
 except KlingValidationError as exc:
     refused = str(exc)
-print(json.dumps({"loaded": loaded, "refused": refused}))
+print(json.dumps({"loaded": loaded, "imported": sorted(imported), "refused": refused}))
 """
 
 
@@ -86,5 +95,8 @@ def test_parsing_loads_no_execute_time_module_and_still_checks_literals() -> Non
     # imports it while the DAG is built), so there it says nothing about this provider.
     airflow_loads = {"airflow.providers.common.compat.sdk"} if AIRFLOW_3_1 else set()
     assert [m for m in EXECUTE_TIME_MODULES if m in loaded and m not in airflow_loads] == []
+    imported = result["imported"]
+    assert isinstance(imported, list) and "kling_provider.exceptions" in imported
+    assert [m for m in EXECUTE_TIME_MODULES if m in imported] == []
     refused = str(result["refused"])
     assert "'duration'=7" in refused and "must be one of" in refused

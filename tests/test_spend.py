@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -369,13 +370,26 @@ def test_timeouts_count_as_failures_with_their_reason(monkeypatch: pytest.Monkey
                             {"model": "m", "reason": "timeout"})]
 
 
-def test_metrics_never_fail_a_task(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_never_fail_a_task(monkeypatch: pytest.MonkeyPatch,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    tried: list[str] = []
+
     class Broken:
-        def incr(self, *args: Any, **kwargs: Any) -> None:
+        def incr(self, stat: str, *args: Any, **kwargs: Any) -> None:
+            tried.append(stat)
             raise OSError("statsd down")
 
+        timing = incr
+
     monkeypatch.setattr(metrics, "_stats", lambda: Broken())
-    metrics.generation_submitted("m")  # no exception
+    with caplog.at_level(logging.DEBUG, logger="kling_provider"):
+        metrics.generation_submitted("m")
+        metrics.generation_completed("m", seconds=60.0, credits_used=140.4, usd_spent=1.4)
+    # Each metric was really sent and failed; none stopped the next one or the task.
+    assert tried == [metrics.GENERATION_SUBMITTED, metrics.GENERATION_COMPLETED, metrics.DURATION,
+                     metrics.CREDITS_USED, metrics.USD_SPENT]
+    assert [r.getMessage() for r in caplog.records] == [f"Could not send metric {stat}"
+                                                        for stat in tried]
 
 
 def test_mapped_generate_tasks_are_labelled_by_prompt() -> None:
