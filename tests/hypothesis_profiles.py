@@ -21,7 +21,7 @@ _SHARED: dict[str, Any] = {"deadline": None, "print_blob": True,
            "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                      HealthCheck.data_too_large, HealthCheck.filter_too_much]}
 
-settings.register_profile("ci", max_examples=25, stateful_step_count=12, derandomize=True,
+settings.register_profile("ci", max_examples=50, stateful_step_count=12, derandomize=True,
                           database=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
                           **_SHARED)
 settings.register_profile("fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "500")),

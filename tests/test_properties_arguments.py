@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import DAG
-from hypothesis import event, given, note, settings
+from hypothesis import assume, event, given, note, settings
 from hypothesis import strategies as st
 
 from kling_provider import _protocol
@@ -46,6 +46,7 @@ from tests.properties import (
     model_fields,
     non_finite_value,
     numeric,
+    unsendable_uri,
     valid_value,
 )
 from tests.test_never_paying_twice import drive
@@ -54,6 +55,8 @@ from tests.test_never_paying_twice import drive
 NAMED = ("prompt", "negative_prompt", "aspect_ratio", "duration", "cfg_scale", "camera_control",
          "image_url", "tail_image_url", "image_list")
 FORMS = ("literal", "text", "native")
+URI_FINDING = ("FINDINGS: a 'format: uri' field is not checked before paying: image_url='False' "
+               "(a rendered boolean) is POSTed and refused by the API with 400")
 
 class Bodies:
     """Records each create body the hook hands to the protocol (the call goes through)."""
@@ -161,6 +164,7 @@ def run_once(data: st.DataObject, world: World, values_of: Values,
             rendered = name in extra or name in templated
             arrives = operator.render_template(written[name], context) if rendered else value
             verdicts[name] = classify(arrives, props[name], required=name in needed)
+            assume(not unsendable_uri(arrives, props[name]))  # URI_FINDING, until fixed
             note(f"{name}: {forms[name]} {value!r} arrives as {arrives!r}: {verdicts[name]}")
         operator.render_template_fields(context)
         result = drive(operator, context)
@@ -253,6 +257,8 @@ def test_oracle_examples() -> None:
     for bad in ("nan", math.nan, math.inf, "inf", "-1e400", 1.5, -0.1, "1e400", "", None):
         assert classify(bad, cfg, required=True).kind == INVALID, bad
     assert classify("0.5", cfg, required=False) == Verdict(VALID, 0.5)
+    assert classify(10**400, cfg, required=False).kind == INVALID  # no float form at all
+    assert classify("False", {"type": "string", "format": "uri"}, required=True).kind == EITHER
     prompt = {"type": "string", "maxLength": 10}
     assert classify("   ", prompt, required=True).kind == INVALID
     assert classify("x" * 11, prompt, required=False).kind == INVALID
@@ -323,3 +329,18 @@ def test_the_budget_of_this_run() -> None:
     assert not fuzz.derandomize and fuzz.max_examples >= 10 * ci.max_examples
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
     assert "HYPOTHESIS_PROFILE=fuzz" in makefile.split("\nfuzz:", 1)[1].split("\n\n", 1)[0]
+
+
+@pytest.mark.xfail(strict=True, reason=URI_FINDING)
+def test_non_url_in_a_uri_field_is_refused_before_paying(world: World) -> None:
+    context = context_for(StateStoreStub())
+
+    def parse_and_run() -> None:
+        operator = KlingGenerateVideoOperator(
+            task_id="generate", model="klingai/video-v3-omni-720p-image-to-video",
+            prompt="a raccoon", image_url="False", deferrable=False)
+        operator.execute(context)
+
+    with pytest.raises(KlingValidationError, match="'image_url'"):
+        parse_and_run()
+    assert world.sim.ledger.count(method="POST") == 0
