@@ -5,16 +5,25 @@
 Runs the provider's own wait (``_waiting.wait_steps``, the generator every waiting path drives) on
 a virtual clock: no server, no real waiting. Each simulated generation draws a model and a video
 length, then a duration around the model page's documented time (80 % inside the documented
-range, 10 % up to 20 % faster, 10 % up to 50 % slower) or, for 2 %, an immediate failure
-(moderation) after 3 s. Detection lag = when the wait saw the end - when it happened.
+range, 10 % up to 20 % faster, 10 % up to 50 % slower) or, for 2 %, a fast failure (moderation,
+a bad image) 8-30 s after submission. Detection lag = when the wait saw the end - when it
+happened.
 
 Rows: the seed loop of the docs (poll at once, then every 10 s), and the adaptive schedule with
 the documented table only and with live ``/models/metrics`` figures (the metrics answer is built
-from the same draws, as the live endpoint would report them). Numbers are printed, not asserted.
+from the same draws, as the live endpoint would report them). Columns besides GETs and lag:
+
+- ``fail found``: the median seconds after submission at which 1,000 fast failures (8-30 s,
+  drawn apart from the mix above) were seen;
+- ``lockstep``: 1,000 generations of one model submitted in the same second (a mapped task):
+  the largest number of their polls that fall in any one second of their wait.
+
+Numbers are printed, not asserted.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import statistics
@@ -59,7 +68,7 @@ def draw(rng: random.Random) -> Drawn:
     else:
         ends = rng.uniform(fastest, slowest)
     fails = rng.random() < 0.02
-    return Drawn(model, duration, 3.0 if fails else ends, fails)
+    return Drawn(model, duration, rng.uniform(8.0, 30.0) if fails else ends, fails)
 
 
 def metrics_body(drawn: list[Drawn]) -> dict[str, Any]:
@@ -77,11 +86,11 @@ def metrics_body(drawn: list[Drawn]) -> dict[str, Any]:
     return {"window_seconds": 300, "generated_at": "2026-11-22T00:00:00Z", "models": models}
 
 
-def run_one(gen: Drawn, schedule: str, interval: float,
-            metrics: dict[str, Any] | None, cache: _timings.MetricsCache) -> tuple[int, float]:
-    """Drive one wait on a virtual clock; return (generation GETs, detection lag)."""
+def run_one(gen: Drawn, schedule: str, interval: float, metrics: dict[str, Any] | None,
+            cache: _timings.MetricsCache, number: int = 0) -> list[float]:
+    """Drive one wait on a virtual clock; return when it polled (seconds after submission)."""
     clock = [T0]
-    gid = f"00000000-0000-4000-8000-000000000000:{_timings.generation_id_path(gen.model)}"
+    gid = f"00000000-0000-4000-8000-{number:012d}:{_timings.generation_id_path(gen.model)}"
 
     def answer(request: _protocol.ApiRequest) -> httpx.Response:
         if request.operation == "metrics":
@@ -100,12 +109,14 @@ def run_one(gen: Drawn, schedule: str, interval: float,
         policy=_protocol.RetryPolicy(), conn_id="bench", poll_schedule=schedule,  # type: ignore[arg-type]
         started_at=T0, model=gen.model, duration=gen.duration, timings=cache,
         live_timings=metrics is not None)
-    gets, reply = 0, None
+    polls: list[float] = []
+    reply = None
     try:
         while True:
             step = steps.send(reply)
             if isinstance(step, _protocol.ApiRequest):
-                gets += step.operation == "fetch"
+                if step.operation == "fetch":
+                    polls.append(clock[0] - T0)
                 reply = answer(step)
             else:
                 clock[0] += step
@@ -114,33 +125,45 @@ def run_one(gen: Drawn, schedule: str, interval: float,
         pass
     except KlingGenerationFailedError:
         pass
-    return gets, clock[0] - T0 - gen.ends_after
+    return polls
+
+
+def lockstep(run: Callable[[Drawn, int], list[float]]) -> int:
+    """The most polls in one second of 1,000 waits of one model submitted in the same second."""
+    same = Drawn(MASTER[0], 5, 330.0, False)
+    per_second = collections.Counter(int(t) for n in range(1000) for t in run(same, n))
+    return max(per_second.values())
 
 
 def main() -> None:
     logging.getLogger("kling_provider").setLevel(logging.WARNING)  # one line per status otherwise
     rng = random.Random(SEED)
     drawn = [draw(rng) for _ in range(GENERATIONS)]
+    failing = [Drawn(MASTER[0], 5, rng.uniform(8.0, 30.0), True) for _ in range(1000)]
     live = metrics_body(drawn)
-    rows: list[tuple[str, Callable[[Drawn], tuple[int, float]]]] = []
     documented, with_live = _timings.MetricsCache(), _timings.MetricsCache()
-    rows = [
-        ("seed loop: fixed, every 10 s", lambda g: run_one(g, "fixed", 10, None, documented)),
-        ("adaptive, documented table", lambda g: run_one(g, "adaptive", 60, None, documented)),
-        ("adaptive, live /models/metrics", lambda g: run_one(g, "adaptive", 60, live, with_live)),
+    rows: list[tuple[str, Callable[[Drawn, int], list[float]]]] = [
+        ("seed loop: fixed, every 10 s", lambda g, n: run_one(g, "fixed", 10, None, documented, n)),
+        ("adaptive, documented table",
+         lambda g, n: run_one(g, "adaptive", 60, None, documented, n)),
+        ("adaptive, live /models/metrics",
+         lambda g, n: run_one(g, "adaptive", 60, live, with_live, n)),
     ]
     print(f"\n{GENERATIONS} simulated generations (seed {SEED}), virtual clock; "
           "lag = seconds from the end of a generation to the poll that saw it")
-    print(f"{'schedule':<34}{'GETs/gen':>10}{'vs seed':>9}{'median lag':>12}{'p95 lag':>9}"
-          f"{'max lag':>9}")
-    seed_gets = None
+    print(f"{'schedule':<32}{'GETs/gen':>9}{'vs seed':>8}{'median lag':>11}{'p95 lag':>8}"
+          f"{'vs seed':>8}{'max lag':>8}{'fail found':>11}{'lockstep':>9}")
+    seed: dict[str, float] = {}
     for name, run in rows:
-        results = [run(g) for g in drawn]
-        gets = statistics.mean(r[0] for r in results)
-        lags = sorted(r[1] for r in results)
-        seed_gets = seed_gets or gets
-        print(f"{name:<34}{gets:>10.1f}{gets / seed_gets:>9.0%}{statistics.median(lags):>12.1f}"
-              f"{lags[int(0.95 * len(lags))]:>9.1f}{lags[-1]:>9.1f}")
+        polls = [run(g, n) for n, g in enumerate(drawn)]
+        gets = statistics.mean(len(p) for p in polls)
+        lags = sorted(p[-1] - g.ends_after for p, g in zip(polls, drawn, strict=True))
+        p95 = lags[int(0.95 * len(lags))]
+        found = statistics.median(run(g, n)[-1] for n, g in enumerate(failing))
+        seed = seed or {"gets": gets, "p95": p95}
+        print(f"{name:<32}{gets:>9.1f}{gets / seed['gets']:>8.0%}{statistics.median(lags):>11.1f}"
+              f"{p95:>8.1f}{p95 / seed['p95']:>7.2f}x{lags[-1]:>8.1f}{found:>10.1f}s"
+              f"{lockstep(run):>9}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from kling_provider._protocol import (
     generation_failed,
     log,
 )
-from kling_provider._schedule import PollSchedule, PollScheduleKind
+from kling_provider._schedule import PollSchedule, PollScheduleKind, phase_of
 from kling_provider.exceptions import KlingError, KlingTimeoutError, KlingValidationError
 from kling_provider.types import Generation, StatusClass
 
@@ -83,7 +83,7 @@ def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadlin
             model, duration, timings if timings is not None else _timings.MetricsCache(),
             now=now, conn_id=conn_id, live=live_timings)
     schedule = PollSchedule(poll_schedule, now() if started_at is None else started_at,
-                            float(poll_interval), expectation)
+                            float(poll_interval), expectation, phase_of(generation_id))
     first = min(schedule.first_delay(now()), deadline - now())
     if first > 0:
         yield first

@@ -11,8 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from kling_provider._schedule import EARLY_POLL, PollSchedule, check_poll_schedule
+from kling_provider._schedule import (
+    DENSE_GAP,
+    PROBES,
+    PollSchedule,
+    check_poll_schedule,
+    phase_of,
+)
 from kling_provider._timings import (
     Expectation,
     MetricsCache,
@@ -50,27 +58,64 @@ def metrics_body(model: str, p50: float, p90: float, p99: float) -> dict[str, An
 @pytest.mark.parametrize(("model", "duration"), [(MASTER, 5), (MASTER, 10),
                                                  ("klingai/video-o1-image-to-video", 5),
                                                  ("klingai/not-in-any-table", 5)])
-def test_no_gap_exceeds_poll_interval(max_gap: float, model: str, duration: int) -> None:
+@pytest.mark.parametrize("phase", [0.0, 0.37, 0.999])
+def test_no_gap_exceeds_poll_interval(max_gap: float, model: str, duration: int,
+                                      phase: float) -> None:
     offsets = first(PollSchedule("adaptive", 0.0, max_gap,
-                                 documented_expectation(model, duration)), 1000)
+                                 documented_expectation(model, duration), phase), 1000)
     gaps = [b - a for a, b in itertools.pairwise(offsets)]
-    assert offsets[0] == min(EARLY_POLL, max_gap)
+    assert 0 < offsets[0] <= max_gap
     assert all(0 < gap <= max_gap + 1e-9 for gap in gaps)
     assert offsets[-1] > 1800  # the schedule goes on as long as a wait may last
 
 
-def test_polls_are_dense_around_the_documented_finish_and_few_before() -> None:
+@given(phase=st.floats(0.0, 1.0, exclude_max=True), max_gap=st.floats(1.0, 900.0),
+       early=st.floats(1.0, 3000.0), width=st.floats(0.0, 3000.0))
+def test_any_jitter_keeps_polls_increasing_and_within_poll_interval(
+        phase: float, max_gap: float, early: float, width: float) -> None:
+    expected = Expectation.from_range(early, early + width, "documented")
+    offsets = first(PollSchedule("adaptive", 0.0, max_gap, expected, phase), 400)
+    gaps = [b - a for a, b in itertools.pairwise(offsets)]
+    assert 0 < offsets[0] <= max_gap and all(0 < gap <= max_gap + 1e-6 for gap in gaps)
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.5, 0.999])
+def test_two_probes_in_the_first_half_minute_catch_fast_failures(phase: float) -> None:
+    """Moderation refusals and bad images fail 8-30 s after submission."""
+    offsets = first(PollSchedule("adaptive", 0.0, 60.0, documented_expectation(MASTER, 5),
+                                 phase), 3)
+    assert offsets[0] <= 16 and offsets[1] <= 26 < 30 < offsets[2]
+    assert offsets[0] == pytest.approx(PROBES[0] + phase * (PROBES[1] - PROBES[0]))
+
+
+def test_polls_are_densest_at_the_end_of_the_documented_window_and_few_before() -> None:
     schedule = PollSchedule("adaptive", 0.0, 60.0, documented_expectation(MASTER, 5))
-    offsets = first(schedule, 40)
-    before = [t for t in offsets if t < 300]  # the page says 5-6 min for a 5 s video
-    window = [t for t in offsets if 300 <= t <= 360]
-    assert len(before) == 5  # the early poll, then at most 60 s apart
-    assert len(window) >= 8 and max(b - a for a, b in itertools.pairwise(window)) <= 9
-    # The seed loop polls 36 times by the end of the documented window; this, 14 times.
-    assert len([t for t in offsets if t <= 360]) <= 0.4 * 36
-    tail = [t for t in offsets if t > 360][:8]
+    offsets = first(schedule, 60)
+    before = [t for t in offsets if t <= 270]  # the page says 5-6 min for a 5 s video
+    assert len(before) == 7  # two probes, then at most 60 s apart
+    end_of_window = [t for t in offsets if 315 <= t <= 360]
+    assert max(b - a for a, b in itertools.pairwise(end_of_window)) <= DENSE_GAP
+    start_of_window = [t for t in offsets if 270 < t < 315]
+    assert len(start_of_window) < len(end_of_window) / 2
+    # Seen at the poll after 330 s (mid-window): the seed loop's 35th, this schedule's 13th.
+    assert len([t for t in offsets if t <= 330]) + 1 <= 0.4 * 35
+    tail = [t for t in offsets if t > 360][:12]
     gaps = [b - a for a, b in itertools.pairwise(tail)]
     assert gaps == sorted(gaps) and gaps[-1] == 60.0  # backs off up to poll_interval
+
+
+def test_phase_is_fixed_by_the_generation_id_and_spreads_simultaneous_submissions() -> None:
+    ids = [f"{n:08x}-0000-4000-8000-000000000000:{generation_id_path(MASTER)}"
+           for n in range(1000)]
+    assert [phase_of(i) for i in ids] == [phase_of(i) for i in ids]  # every process, every run
+    assert all(0 <= phase_of(i) < 1 for i in ids)
+    expected = documented_expectation(MASTER, 5)
+    per_second: dict[int, int] = {}
+    for generation_id in ids:  # a mapped task: 1,000 generations submitted in one second
+        schedule = PollSchedule("adaptive", 0.0, 60.0, expected, phase_of(generation_id))
+        for offset in itertools.takewhile(lambda t: t < 900, schedule.offsets()):
+            per_second[int(offset)] = per_second.get(int(offset), 0) + 1
+    assert max(per_second.values()) <= 250  # in lockstep, all 1,000 would poll in one second
 
 
 def test_requested_duration_scales_the_schedule() -> None:
@@ -84,7 +129,8 @@ def test_requested_duration_scales_the_schedule() -> None:
 
 def test_resuming_later_keeps_the_same_poll_times() -> None:
     """What a triggerer hand-over relies on: the schedule depends on absolute times only."""
-    schedule = PollSchedule("adaptive", 1_000.0, 60.0, documented_expectation(MASTER, 5))
+    schedule = PollSchedule("adaptive", 1_000.0, 60.0, documented_expectation(MASTER, 5),
+                            phase_of(GID))
     planned = [1_000.0 + t for t in first(schedule, 30)]
     resumed_at = 1_000.0 + 250.0
     resumed = [resumed_at + schedule.first_delay(resumed_at)]
@@ -235,11 +281,12 @@ def test_worker_wait_polls_on_the_adaptive_schedule(sim_hook: KlingHook, simulat
     generation_id = sim_hook.create_generation(MASTER, prompt="p")
     sim_hook.wait_for_generation(generation_id, model=MASTER, duration=5, submitted_at=start)
     polls = simulator.ledger.count(method="GET", generation_id=generation_id)
-    planned = first(PollSchedule("adaptive", 0, 60, documented_expectation(MASTER, 5)), 40)
+    planned = first(PollSchedule("adaptive", 0, 60, documented_expectation(MASTER, 5),
+                                 phase_of(generation_id)), 40)
     # The simulator finishes at 320 s: found by the first planned poll after it.
     finished = simulator.queued_seconds + simulator.generating_seconds
-    assert clock.now() - start == next(t for t in planned if t >= finished)
-    assert polls == len([t for t in planned if t <= clock.now() - start]) <= 13  # seed: 33
+    assert clock.now() - start == pytest.approx(next(t for t in planned if t >= finished))
+    assert polls == len([t for t in planned if t <= clock.now() - start + 1e-6]) <= 13  # seed: 33
 
 
 @pytest.mark.integration
@@ -261,7 +308,8 @@ def test_trigger_hand_over_resumes_the_same_schedule(airflow_sim: KlingSimulator
 
     events = run_async(collect)
     planned = [start + t for t in first(PollSchedule("adaptive", 0, 60,
-                                                     documented_expectation(MASTER, 5)), 40)]
+                                                     documented_expectation(MASTER, 5),
+                                                     phase_of(generation_id)), 40)]
     assert events[0]["status"] == "success"
     assert clock.now() in planned  # ended on a planned poll, not 250 s + n * interval
 
@@ -277,7 +325,8 @@ def test_sensor_in_poke_mode_follows_the_schedule(airflow_sim: KlingSimulator,
         gaps.append(gap)
         elapsed[0] += gap
         clock.t += gap
-    planned = first(PollSchedule("adaptive", 0, 60, documented_expectation(MASTER)), 8)
+    planned = first(PollSchedule("adaptive", 0, 60, documented_expectation(MASTER),
+                                 phase_of(GID)), 8)
     assert [round(x, 6) for x in itertools.accumulate(gaps)] == [round(t, 6) for t in planned]
     fixed = KlingGenerationSensor(task_id="w2", generation_id=GID, deferrable=False,
                                   poll_schedule="fixed", poke_interval=15)

@@ -144,7 +144,7 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
         and what only a worker can do is skipped: OpenLineage facets and the "delivered" mark of
         durable submission (so clearing the task returns the same video). Failures still resume
         on a worker.
-    :param poll_schedule: ``adaptive`` (default): poll early once, then around when this model
+    :param poll_schedule: ``adaptive`` (default): poll twice early, then around when this model
         should finish (live ``/models/metrics`` or the documented times, scaled by ``duration``),
         backing off past it; ``fixed``: every ``poll_interval`` seconds, like the API docs' loop.
     :param timeout: seconds to wait for the video before failing (default 30 min; the generation

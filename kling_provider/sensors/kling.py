@@ -175,7 +175,7 @@ class KlingGenerationSensor(BaseSensorOperator):
         """
         if self.poll_schedule == "fixed" or self.exponential_backoff:
             return float(super()._get_next_poke_interval(started_at, run_duration, poke_count))
-        from kling_provider._schedule import PollSchedule
+        from kling_provider._schedule import PollSchedule, phase_of
         from kling_provider._timings import model_from_generation_id
 
         hook = self.hook
@@ -183,7 +183,7 @@ class KlingGenerationSensor(BaseSensorOperator):
             self._expectation = hook.expected_duration(model_from_generation_id(self._check_id()))
         now = hook.clock.now()
         schedule = PollSchedule("adaptive", now - run_duration(), float(self.poke_interval),
-                                self._expectation)
+                                self._expectation, phase_of(self._check_id()))
         return schedule.delay_after_poll(now)
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
