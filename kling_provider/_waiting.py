@@ -84,14 +84,17 @@ def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadlin
             now=now, conn_id=conn_id, live=live_timings)
     schedule = PollSchedule(poll_schedule, now() if started_at is None else started_at,
                             float(poll_interval), expectation, phase_of(generation_id))
+    # Only for the progress lines of a fixed schedule, which places no poll from it (pure).
+    expected = expectation or _timings.documented_expectation(
+        model or _timings.model_from_generation_id(generation_id), duration)
     first = min(schedule.first_delay(now()), deadline - now())
     if first > 0:
         yield first
     polls = 0
-    last_status: str | None = None
     while True:
         polls += 1
         retry_soon = False
+        status: str | None = None  # set when this poll's progress line is due
         try:
             generation = yield from fetch_steps(family, generation_id, policy, conn_id=conn_id,
                                                 secrets=secrets)
@@ -113,9 +116,8 @@ def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadlin
                 retry_soon = True
                 log.warning("Generation %s is completed but has no video URL yet; polling on.",
                             generation_id)
-            elif generation.status != last_status:  # once per status, not per poll
-                log.info("Generation %s is %s (poll %d)", generation_id, generation.status, polls)
-            last_status = generation.status
+            else:
+                status = generation.status
             # Not kept across the sleep: a triggerer holds thousands of waits, and every object
             # they keep (the answer's whole body here) lengthens each full garbage collection.
             del generation
@@ -127,7 +129,32 @@ def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadlin
                 "KlingGenerationSensor(generation_id=...) or a larger timeout."
             )
         delay = schedule.delay_after_poll(now())
-        yield min(min(delay, URL_LAG_RECHECK) if retry_soon else delay, remaining)
+        delay = min(min(delay, URL_LAG_RECHECK) if retry_soon else delay, remaining)
+        if status is not None:
+            log_progress(generation_id, status, polls=polls,
+                         elapsed=now() - schedule.started_at, expected=expected,
+                         next_poll=delay)
+        yield delay
+
+
+def log_progress(generation_id: str, status: str, *, polls: int, elapsed: float,
+                 expected: _timings.Expectation, next_poll: float) -> None:
+    """One info line per poll (never per unit of time): status, time since submission, the
+    expected finish window and when the next poll is."""
+    late = ": running late" if elapsed > expected.late else ""
+    window = (f"expected done {seconds_text(expected.early)}-{seconds_text(expected.late)} in, "
+              f"{expected.source} times{late}")
+    log.info("Generation %s is %s (poll %d, %s in; %s; next poll in %s)", generation_id, status,
+             polls, seconds_text(elapsed), window, seconds_text(next_poll))
+
+
+def seconds_text(seconds: float) -> str:
+    """``4 min 10 s``, ``45 s``: durations as a reader of the task log wants them."""
+    whole = max(0, round(seconds))
+    minutes, rest = divmod(whole, 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
 #: Seconds before looking again at a completed generation whose video URL is not there yet.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import logging
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ from kling_provider._timings import (
     live_expectation,
     model_from_generation_id,
 )
+from kling_provider._waiting import seconds_text
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.hooks import kling as hook_module
 from kling_provider.hooks.kling import KlingHook
@@ -249,6 +251,69 @@ def test_a_waiting_trigger_keeps_nothing_of_the_last_answer_while_it_sleeps(
     assert event.payload["status"] == "success"
     assert len(refs) == 3
     assert kept == [[], []]  # one sleep after each of the two unfinished answers
+
+
+# -- progress in the task log: one line per poll, never per unit of time ---------------------------
+
+def progress_lines(hook: KlingHook, clock: FakeClock, caplog: pytest.LogCaptureFixture, *,
+                   poll_interval: float, schedule: Any = "fixed") -> list[str]:
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="kling_provider"):
+        hook.wait_for_generation(GID, poll_interval=poll_interval, timeout=86_400,
+                                 poll_schedule=schedule, submitted_at=clock.now(), model=MASTER,
+                                 duration=5)
+    return [r.getMessage() for r in caplog.records if "(poll " in r.getMessage()]
+
+
+def answers(*statuses: str) -> Script:
+    done = {"id": GID, "status": "completed", "video": {"url": "https://cdn.test/v.mp4"}}
+    return Script(*(ok({"id": GID, "status": status}) for status in statuses), ok(done))
+
+
+def test_each_poll_logs_status_elapsed_expected_window_and_next_poll(
+        mock_hook: Callable[..., KlingHook], clock: FakeClock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    hook = mock_hook(answers("queued", "generating", "generating"), live_timings=False)
+    lines = progress_lines(hook, clock, caplog, poll_interval=200)
+    assert lines == [
+        f"Generation {GID} is queued (poll 1, 0 s in; expected done 5 min-6 min in, "
+        "documented times; next poll in 3 min 20 s)",
+        f"Generation {GID} is generating (poll 2, 3 min 20 s in; expected done 5 min-6 min in, "
+        "documented times; next poll in 3 min 20 s)",
+        f"Generation {GID} is generating (poll 3, 6 min 40 s in; expected done 5 min-6 min in, "
+        "documented times: running late; next poll in 3 min 20 s)",
+    ]
+
+
+@pytest.mark.parametrize("schedule", ["fixed", "adaptive"])
+def test_log_lines_grow_with_polls_never_with_time(mock_hook: Callable[..., KlingHook],
+                                                   clock: FakeClock,
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   schedule: str) -> None:
+    """Five unfinished answers give five lines, whether they span a minute or five hours."""
+    counts = []
+    for poll_interval in (10, 3600):
+        hook = mock_hook(answers(*["generating"] * 5), live_timings=False)
+        counts.append(len(progress_lines(hook, clock, caplog, poll_interval=poll_interval,
+                                         schedule=schedule)))
+    assert counts == [5, 5]
+
+
+def test_next_poll_in_the_log_is_the_sleep_that_follows(mock_hook: Callable[..., KlingHook],
+                                                        clock: FakeClock,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    slept: list[float] = []
+    tick = clock.sleep
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        tick(seconds)
+
+    clock.sleep = sleep  # type: ignore[method-assign]
+    hook = mock_hook(answers(*["generating"] * 12), live_timings=False)
+    lines = progress_lines(hook, clock, caplog, poll_interval=60, schedule="adaptive")
+    logged = [line.rsplit("next poll in ", 1)[1].rstrip(")") for line in lines]
+    assert logged == [seconds_text(s) for s in slept[1:]]  # the first sleep precedes any poll
 
 
 # -- the simulator serves /models/metrics as published -------------------------------------------
