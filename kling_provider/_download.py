@@ -17,7 +17,6 @@ under one name at the same moment each end with their own video.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -30,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from kling_provider._checks import DEFAULT_MAX_BYTES
+from kling_provider._hashing import BackgroundSha256
 from kling_provider._hosts import HostPolicy, check_url
 from kling_provider._identity import (
     VideoIdentity,
@@ -226,9 +226,8 @@ def _stage(response: httpx.Response, target: WritablePath, identity: VideoIdenti
     temporary = target.parent / f"{part_prefix(target, identity)}{uuid.uuid4().hex}{PART_SUFFIX}"
     written = 0
     head = b""
-    digest = hashlib.sha256()
     try:
-        with temporary.open("wb") as sink:
+        with temporary.open("wb") as sink, BackgroundSha256() as digest:
             for chunk in response.iter_bytes():  # as they arrive: stop at the limit, not past it
                 if len(head) < 12:
                     head += chunk[: 12 - len(head)]
@@ -239,7 +238,8 @@ def _stage(response: httpx.Response, target: WritablePath, identity: VideoIdenti
                         if want is not None else
                         f"The video exceeded max_bytes={max_bytes}; download stopped.")
                 sink.write(chunk)
-                digest.update(chunk)
+                digest.update(chunk)  # hashed in a thread while the next chunk arrives
+            sha256 = digest.hexdigest()
         if want is not None and written != want:
             raise _RetryableError(f"got {written} of {want} bytes")
         if verify_mp4 and head[4:8] != b"ftyp":
@@ -250,7 +250,7 @@ def _stage(response: httpx.Response, target: WritablePath, identity: VideoIdenti
     except BaseException:
         _discard(temporary)
         raise
-    return _Staged(temporary, written, digest.hexdigest())
+    return _Staged(temporary, written, sha256)
 
 
 def _place(staged: _Staged, target: WritablePath, identity: VideoIdentity, *,

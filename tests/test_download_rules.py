@@ -8,12 +8,14 @@ no temporary file of a killed attempt left behind; no URL credentials in logs or
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -224,3 +226,15 @@ def test_url_credentials_reach_neither_logs_nor_lineage(
     assert dataset_id("https://u:pw@img.test:8443/a.png?sig=1#x") == (
         "https://img.test:8443", "/a.png")
     assert dataset_id("s3://key:secret@bucket/videos/a.mp4") == ("s3://bucket", "videos/a.mp4")
+
+
+def test_the_recorded_sha256_is_that_of_the_stored_bytes(sim_hook: KlingHook,
+                                                          simulator: KlingSimulator,
+                                                          tmp_path: Path) -> None:
+    generation = ready(sim_hook, {"video_size": 5_000_000})  # many chunks through the thread
+    result = sim_hook.download_video(generation.video_url or "", tmp_path / "v.mp4",
+                                     generation_id=generation.generation_id)
+    video = simulator.video_of(generation.generation_id)
+    assert (tmp_path / "v.mp4").read_bytes() == video
+    assert result.sha256 == hashlib.sha256(video).hexdigest()
+    assert not [t for t in threading.enumerate() if t.name == "kling-sha256"]  # thread ended

@@ -553,19 +553,16 @@ class KlingHook(BaseHook):
         settings = self.settings
         headers = settings.auth_headers() if settings.api_key else {}
         policy = settings.download_hosts
-        # Its own client: its transport refuses addresses the policy does not allow.
+        # Its own client: its transport (shared per process, never closed here) refuses the
+        # addresses the policy does not allow.
         client = httpx.Client(timeout=settings.httpx_timeout, headers={"User-Agent": USER_AGENT},
                               transport=self._transport or _hosts.guarded_transport(policy))
-        try:
-            return _download.download(
-                client, video_url, destination, auth_headers=headers,
-                api_url=settings.base_url, expected_size=expected_size, file_name=file_name,
-                generation_id=generation_id, overwrite=overwrite, max_bytes=max_bytes,
-                verify_mp4=verify_mp4, sleep=self.clock.sleep, hosts=policy,
-            )
-        finally:
-            if self._transport is None:  # an injected transport belongs to its owner
-                client.close()
+        return _download.download(
+            client, video_url, destination, auth_headers=headers,
+            api_url=settings.base_url, expected_size=expected_size, file_name=file_name,
+            generation_id=generation_id, overwrite=overwrite, max_bytes=max_bytes,
+            verify_mp4=verify_mp4, sleep=self.clock.sleep, hosts=policy,
+        )
 
     # -- spend -------------------------------------------------------------------------------
 
