@@ -15,7 +15,7 @@ import logging
 import shutil
 from collections import OrderedDict
 from dataclasses import asdict
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Annotated, Any
 
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from kling_provider.gallery import access, files, page, ranges, store
+from kling_provider.gallery import access, files, inflight, page, ranges, store
 from kling_provider.gallery.access import User
 from kling_provider.gallery.records import EventRow, Filters, Video, build_videos, summarise
 
@@ -89,7 +89,9 @@ def gallery_page(request: Request,
     html = page.render(shown, summarise(shown), filters,
                        dag_ids={v.source.dag_id for v in everything},
                        models={v.model for v in everything if v.model},
-                       posters=shutil.which("ffmpeg") is not None)
+                       posters=shutil.which("ffmpeg") is not None,
+                       in_flight=inflight.render(_in_flight(user, filters),
+                                                 inflight.latest_video(access.shown_dag_ids(user))))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
@@ -115,6 +117,18 @@ class _FileResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.stored.handle.close()
+
+
+def _in_flight(user: BaseUser, filters: Filters) -> list[inflight.InFlight]:
+    return inflight.load(access.shown_dag_ids(user), filters.generation_id, filters.dag_id)
+
+
+def list_in_flight(request: Request, user: User) -> dict[str, Any]:
+    """The generations in flight (same filters as the page), for the page's moving bars."""
+    now = datetime.now(timezone.utc)
+    return {"in_flight": [inflight.as_json(item, now)
+                          for item in _in_flight(user, _filters(request))],
+            "latest_video": inflight.latest_video(access.shown_dag_ids(user))}
 
 
 def video_file(event_id: int, request: Request, user: User) -> Response:
@@ -160,6 +174,7 @@ def create_app() -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.add_api_route("/", gallery_page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route("/api/videos", list_videos, methods=["GET"])
+    app.add_api_route("/api/in-flight", list_in_flight, methods=["GET"])
     app.add_api_route("/videos/{event_id}.mp4", video_file, methods=["GET"])
     app.add_api_route("/videos/{event_id}/poster.jpg", video_poster, methods=["GET"])
     return app

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from urllib.parse import quote
 
-from kling_provider.gallery import URL_PREFIX
+from kling_provider.gallery import URL_PREFIX, inflight
 from kling_provider.gallery.records import Filters, Spend, SpendLine, TaskRef, Video
 
 _STYLE = """
@@ -149,13 +149,14 @@ def _card(video: Video, index: int, focus: str | None, posters: bool) -> str:
 
 
 def render(videos: Sequence[Video], spend: Spend, filters: Filters, *, dag_ids: Iterable[str],
-           models: Iterable[str], posters: bool) -> str:
-    """The whole page for ``videos`` (already authorised and filtered)."""
+           models: Iterable[str], posters: bool, in_flight: str = "") -> str:
+    """The whole page for ``videos`` (already authorised and filtered); ``in_flight`` is the
+    section of :func:`kling_provider.gallery.inflight.render`, shown on top."""
     cards = "".join(_card(v, i, filters.generation_id, posters) for i, v in enumerate(videos))
     body = (f'<div class="grid">{cards}</div>' if videos else
             '<p class="empty">No Kling videos match (or none you may see). Videos appear here '
             "when a Kling generate or download task has run.</p>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Kling videos</title>"
-            f"<style>{_STYLE}</style></head><body><h1>Kling videos</h1>"
-            f"{_filters(filters, dag_ids, models)}{_spend(spend)}<h2>Generations</h2>{body}"
-            f"<script>{_SCRIPT}</script></body></html>")
+            f"<style>{_STYLE}{inflight.STYLE}</style></head><body><h1>Kling videos</h1>"
+            f"{_filters(filters, dag_ids, models)}{in_flight}{_spend(spend)}"
+            f"<h2>Generations</h2>{body}<script>{_SCRIPT}{inflight.SCRIPT}</script></body></html>")
