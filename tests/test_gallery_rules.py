@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 from datetime import date, datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +147,12 @@ def test_spend_per_day_and_model() -> None:
         generation("d", at(11, day=21), {"model": "m2"})])
     spend = summarise(videos)
     assert [(line.label, line.count, line.credits, line.usd) for line in spend.by_day] == [
-        ("2026-11-21", 3, 350.0, 1.5), ("2026-11-20", 1, 100.0, 0.5)]
+        ("2026-11-21", 3, Decimal(350), Decimal("1.5")),
+        ("2026-11-20", 1, Decimal(100), Decimal("0.5"))]
     assert [(line.label, line.count, line.credits, line.usd) for line in spend.by_model] == [
-        ("m1", 2, 400.0, 2.0), ("m2", 2, 50.0, None)]
-    assert (spend.total.count, spend.total.credits, spend.total.usd) == (4, 450.0, 2.0)
+        ("m1", 2, Decimal(400), Decimal("2.0")), ("m2", 2, Decimal(50), None)]
+    assert (spend.total.count, spend.total.credits, spend.total.usd) == (4, Decimal(450),
+                                                                        Decimal("2.0"))
 
 
 def test_page_escapes_what_users_wrote_and_links_into_airflow() -> None:

@@ -8,6 +8,7 @@ the Airflow UI shows this page in an iframe.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from html import escape
 from urllib.parse import quote
 
@@ -60,7 +61,7 @@ def task_url(ref: TaskRef) -> str:
     return f"{url}/mapped/{ref.map_index}" if ref.map_index >= 0 else url
 
 
-def _money(value: float | None, unit: str) -> str:
+def _money(value: float | Decimal | None, unit: str) -> str:
     if value is None:
         return "-"
     return f"${value:,.2f}" if unit == "usd" else f"{value:,.0f}"

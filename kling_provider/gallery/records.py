@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 #: The XCom / extra fields the money side writes (absent on older runs: shown as "-").
@@ -96,19 +97,23 @@ class Filters:
 
 @dataclass
 class SpendLine:
-    """Credits and USD of a group of generations; ``None`` sums: nothing reported."""
+    """Credits and USD of a group of generations; ``None`` sums: nothing reported.
+
+    Summed as decimals of the figures as reported (``Decimal(str(x))``): three $1.40 videos are
+    $4.20, not the binary float sum 4.199999999999999.
+    """
 
     label: str
     count: int = 0
-    credits: float | None = None
-    usd: float | None = None
+    credits: Decimal | None = None
+    usd: Decimal | None = None
 
     def add(self, video: Video) -> None:
         self.count += 1
         if video.credits_used is not None:
-            self.credits = (self.credits or 0.0) + video.credits_used
+            self.credits = (self.credits or Decimal(0)) + Decimal(str(video.credits_used))
         if video.usd_spent is not None:
-            self.usd = (self.usd or 0.0) + video.usd_spent
+            self.usd = (self.usd or Decimal(0)) + Decimal(str(video.usd_spent))
 
 
 @dataclass
@@ -212,5 +217,5 @@ def summarise(videos: Iterable[Video]) -> Spend:
         models.setdefault(model, SpendLine(model)).add(video)
         spend.total.add(video)
     spend.by_day = [days[d] for d in sorted(days, reverse=True)]
-    spend.by_model = sorted(models.values(), key=lambda line: (-(line.usd or 0.0), line.label))
+    spend.by_model = sorted(models.values(), key=lambda line: (-(line.usd or 0), line.label))
     return spend
