@@ -128,6 +128,14 @@ class Browser:
         self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
         self.call("Input.insertText", text=text)
 
+    def log_in(self, base_url: str, username: str, password: str) -> None:
+        """Airflow's login page (SimpleAuthManager's form), filled in and sent as a user does."""
+        self.open(f"{base_url}/auth/login")
+        self.type_into("input[name=username]", username)
+        self.type_into("input[name=password]", password)
+        self.evaluate("document.querySelector('button[type=submit]').click()")
+        self.wait_for("the login to finish", "!location.pathname.startsWith('/auth/')")
+
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
