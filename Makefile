@@ -53,7 +53,7 @@ demo: $(STAMP)
 
 # The same whole local Airflow as `make airflow`, on the demo's home: its runs, logs and videos.
 gallery: $(STAMP)
-	$(BIN)/python tools/local_airflow.py start --home .airflow-demo
+	$(BIN)/python tools/local_airflow.py start --home .airflow-demo --videos demo-output
 
 pipeline: $(STAMP)
 	bash tools/ensure-ffmpeg.sh

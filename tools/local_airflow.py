@@ -101,13 +101,12 @@ def start_simulator(home: Path, time_scale: float, api_key: str
     sys.exit(f"airflow: the simulator did not start; see {log}:\n{log.read_text()[-2000:]}")
 
 
-def start(home: Path, time_scale: float, port: int) -> None:
+def start(home: Path, time_scale: float, port: int, videos: Path) -> None:
     began = time.monotonic()
     if (state := running(home)) is not None:
         print("airflow: already running.")
         announce(state)
         return
-    videos = home / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     kept = _private_json(home / "secrets.json", {
         **shared_secrets(), "KLING_SIMULATOR_KEY": f"sk-local-{secrets.token_hex(8)}"})
@@ -164,6 +163,9 @@ def main() -> None:
     parser.add_argument("command", choices=["start", "stop"])
     parser.add_argument("--home", type=Path, default=os.environ.get("KLING_AIRFLOW_HOME"),
                         help=f"Airflow's home (default {HOME}; stop: every home it knows)")
+    parser.add_argument("--videos", type=Path,
+                        help="where downloads go and the videos page serves from (default: "
+                             "videos/ in the home; make gallery: the demo's demo-output/)")
     parser.add_argument("--time-scale", type=float,
                         default=float(os.environ.get("TIME_SCALE", "10")),
                         help="simulated seconds per real second (1: real speed; default 10)")
@@ -176,7 +178,9 @@ def main() -> None:
         return
     if args.time_scale <= 0:
         sys.exit(f"airflow: --time-scale={args.time_scale} must be > 0 (1 = real speed).")
-    start(Path(args.home or HOME).resolve(), args.time_scale, args.port or _default_port())
+    home = Path(args.home or HOME).resolve()
+    start(home, args.time_scale, args.port or _default_port(),
+          (args.videos or home / "videos").resolve())
 
 
 def _default_port() -> int:
