@@ -114,7 +114,8 @@ def test_a_refused_balance_read_says_what_was_read_without_the_key(
     script = Script(api_error(401, f"invalid key {SECRET_KEY}"))
     with pytest.raises(KlingAuthenticationError) as refused:
         balance_hook(script).get_balance()
-    assert "while reading the account balance: invalid key " in str(refused.value)
+    assert "connection 'kling_default' (401) while reading the account balance: invalid key " in (
+        str(refused.value))
     assert SECRET_KEY not in str(refused.value)
 
 
@@ -310,3 +311,23 @@ def test_a_cleared_task_keeps_looking_in_the_logs_through_their_lag() -> None:
     assert action(1000.0 + timeout + lag - 1) is _submission.Action.RECOVER
     assert action(1000.0 + timeout + lag) is _submission.Action.SUBMIT
     assert _submission.lookup_deadline(1000.0, timeout) == 1000.0 + timeout + lag
+
+
+def test_rates_that_overflow_or_are_not_rates_leave_the_price_unknown() -> None:
+    huge = [{"unit": "second", "price": 1e308}, {"unit": "second", "price": 1e308}]
+    found = estimate_price(V2_MASTER, {"kind": "fixed", "units": huge}, {"duration": 10},
+                           source="s")
+    assert found.usd is None
+    assert found.basis == f"the price list's rates do not add up to a finite price ({huge!r})"
+    junk = estimate_price(V2_MASTER, {"kind": "fixed", "units": ["junk"]}, {"duration": 5},
+                          source="s")
+    assert junk.usd is None and junk.basis.startswith("a rate's unit is not per second")
+
+
+def test_a_false_dimension_reads_false_and_an_unpriced_variant_ranks_below_a_cheap_one() -> None:
+    pricing = {"kind": "variants", "variants": [
+        {"when": {"generate_audio": False}, "unit": "video", "price": None},
+        {"when": {"generate_audio": "false"}, "unit": "video", "price": 0.5}]}
+    found = estimate_price(V2_MASTER, pricing, {"generate_audio": False}, source="s")
+    assert (found.usd, found.basis) == (
+        0.5, "$0.50 per 1 video, generate_audio=false, duration 5 s assumed")
