@@ -69,7 +69,8 @@ def task_prefix(dag_id: str, run_id: str, task_id: str, map_index: int | None) -
     Readable (``kling:<dag>:<run>:<task>:<map index>``) so a user can search for it in the
     dashboard's logs, and valid for the header whatever the ids contain: characters outside
     ``A-Za-z0-9._:-`` become ``_``, and when that changed anything, or the result is too long,
-    it is cut and a hash of the exact ids appended, so two task instances never share a prefix.
+    it is cut in the middle (the task id and map index stay readable) and a hash of the exact
+    ids appended, so two task instances never share a prefix.
     """
     index = -1 if map_index is None else int(map_index)
     raw = f"kling:{dag_id}:{run_id}:{task_id}:{index}"
@@ -77,7 +78,11 @@ def task_prefix(dag_id: str, run_id: str, task_id: str, map_index: int | None) -
     if clean == raw and len(raw) <= _PREFIX_MAX:
         return raw
     digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
-    return f"{clean[:_PREFIX_MAX - 17]}-{digest}"
+    room = _PREFIX_MAX - 17
+    if len(clean) > room:  # cut in the middle (the run id): the task id and map index stay
+        head = room // 3
+        clean = f"{clean[:head]}.{clean[len(clean) - (room - head - 1):]}"
+    return f"{clean}-{digest}"
 
 
 def client_request_id(prefix: str, try_number: int, attempt: int = 0, nonce: str = "") -> str:

@@ -182,6 +182,12 @@ def test_two_deployments_with_the_same_ids_never_adopt_each_others_generation(
     assert ids[store.data[STATE_KEY]["client_request_id"]] == [second["generation_id"]]
 
 
+def test_a_cut_task_part_keeps_the_task_id_and_map_index() -> None:
+    prefix = _submission.task_prefix("kling_retry_rows", "manual__2026-11-30T01:13:40.123456+00:00",
+                                     "answer_lost_then_retry", 3)
+    assert ":answer_lost_then_retry:3-" in prefix and prefix.startswith("kling:kling_retry_rows:")
+
+
 def test_client_request_ids_carry_a_random_part_and_stay_valid_for_the_header() -> None:
     prefix = _submission.task_prefix("d" * 300, "r" * 300, "t", 12345)
     ids = {_submission.next_client_request_id(prefix, 99999, None) for _ in range(50)}
