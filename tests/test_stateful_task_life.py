@@ -159,6 +159,7 @@ class TaskLife(RuleBasedStateMachine):
 
     def _run(self, task: Task, fault: Any, deferrable: bool) -> None:
         task.try_number += 1
+        task.needs_human = False  # what the last try ended with
         extra: dict[str, Any] | None = None
         operator = MortalOperator(task_id=task.name, model=MODEL, prompt="a raccoon",
                                   deferrable=deferrable, poll_interval=60, timeout=1800)
