@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ from kling_provider.operators.kling import KlingGenerateVideoOperator
 from kling_provider.sensors.kling import KlingGenerationSensor
 from kling_provider.testing.simulator import Faults, KlingSimulator
 from kling_provider.triggers.kling import KlingGenerationTrigger
+from kling_provider.types import Generation
 from tests.conftest import StateStoreStub, context_for
 from tests.test_airflow_layer import RACCOON, defer, submit
 from tests.test_spend import RecordingStats
@@ -151,3 +153,21 @@ def test_sensor_can_start_in_the_triggerer() -> None:
     assert trigger.end_from_trigger
     assert abs(trigger.deadline - (time.time() + 600)) < 5
 
+
+
+def test_ending_in_the_triggerer_logs_no_url_credentials(caplog: pytest.LogCaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A video URL's ``user:password@`` and signed query stay out of the triggerer's log."""
+    trigger = KlingGenerationTrigger(kling_conn_id="kling_default", generation_id="g-1",
+                                     poll_interval=10, timeout=60, end_from_trigger=True,
+                                     result_fields={"model": RACCOON["model"]})
+    # A plain logger caplog sees (Airflow's own goes through structlog).
+    monkeypatch.setattr(trigger, "_log", logging.getLogger("tests.trigger"))
+    url = "https://mirror-user:mirror-secret@cdn.example/videos/g-1.mp4?signature=sig-secret"
+    with caplog.at_level(logging.INFO, logger="tests.trigger"):
+        event = trigger._task_success(Generation(generation_id="g-1", status="completed",
+                                                 video_url=url))
+    assert isinstance(event, TaskSuccessEvent)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "https://cdn.example/videos/g-1.mp4" in logged
+    assert "mirror-secret" not in logged and "sig-secret" not in logged

@@ -162,8 +162,10 @@ class KlingGenerationTrigger(BaseTrigger):
         if paying_task and self.submitted_at is not None:
             fields["generation_seconds"] = max(0.0, time.time() - self.submitted_at)
         result.update(fields)
+        from kling_provider._network import redact_url  # httpx: loaded by run() already
+
         self.log.info("Generation %s completed: %s (task ended in the triggerer)",
-                      generation.generation_id, (generation.video_url or "").split("?", 1)[0])
+                      generation.generation_id, redact_url(generation.video_url or ""))
         if paying_task:  # what the worker's completion would have reported and counted
             from kling_provider import metrics
             from kling_provider._spend import spend_summary
