@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Collection, Mapping
 from functools import cache
 from importlib import resources
@@ -24,6 +25,9 @@ from typing import Any, Literal, NamedTuple
 
 from kling_provider._checks import require_json
 from kling_provider.exceptions import KlingValidationError
+
+#: What a ``format: uri`` field takes: an absolute URI (RFC 3986: a scheme, then no blanks).
+_ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]+")
 
 __all__ = [
     "ENDPOINT_FAMILIES",
@@ -277,6 +281,13 @@ def _check(value: Any, schema: Mapping[str, Any], name: str, where: str) -> Any:
             f"Invalid parameter {name!r}={given!r} for {where}: must be {allowed}."
         )
     if kind == "string":
+        if schema.get("format") == "uri" and not _ABSOLUTE_URI.fullmatch(value):
+            # The API refuses it with a 400 only after the POST; a rendered template that gave
+            # "False" or "None" must fail here, before paying.
+            raise KlingValidationError(
+                f"Invalid parameter {name!r}={given!r} for {where}: must be a URL (an absolute "
+                f"URI such as https://example.com/image.png, or a data: URI)."
+            )
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             raise KlingValidationError(
                 f"Invalid parameter {name!r} for {where}: {len(value)} characters, at most "

@@ -24,6 +24,8 @@ _SHARED: dict[str, Any] = {"deadline": None, "print_blob": True,
 settings.register_profile("ci", max_examples=50, stateful_step_count=12, derandomize=True,
                           database=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
                           **_SHARED)
+# derandomize=False said outright: with CI set, Hypothesis's own default (which a profile
+# inherits) is derandomized.
 settings.register_profile("fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "500")),
-                          stateful_step_count=30, **_SHARED)
+                          stateful_step_count=30, derandomize=False, **_SHARED)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

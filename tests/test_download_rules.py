@@ -9,6 +9,7 @@ no temporary file of a killed attempt left behind; no URL credentials in logs or
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import ipaddress
 import json
 import os
@@ -217,7 +218,11 @@ def test_url_credentials_reach_neither_logs_nor_lineage(
                                           destination=str(tmp_path / "v.mp4"))
     operator.execute(context_for(None))
     lineage = operator.get_openlineage_facets_on_complete(None)
-    shown = json.dumps([[d.namespace, d.name] for d in lineage.inputs + lineage.outputs])
+    if importlib.util.find_spec("airflow.providers.openlineage") is None:
+        assert lineage is None  # no OpenLineage provider (it needs Python 3.11+): no facets
+        shown = ""  # what a namespace would show is still checked through dataset_id below
+    else:
+        shown = json.dumps([[d.namespace, d.name] for d in lineage.inputs + lineage.outputs])
     for secret in ("hunter2", "s3cr3t"):
         assert secret not in str(error.value)
         assert secret not in caplog.text
