@@ -2,10 +2,13 @@
 ``retries=3``, each index with its own create fault, then a download of every video.
 
 Index ``i`` gets ``FAULTS[i % 6]``: the create answer lost after creating, a 502 after creating,
-two 429s before creating, a 5xx burst on its polls, nothing; index ``IN_FLIGHT_INDEX`` answers its
-create late, so the test can SIGKILL the Celery worker while that request is in flight.
-``generate_timeout`` fails on purpose (its 5 s timeout is shorter than the generation), so the
-test can clear a *failed* task whose generation still runs.
+two 429s before creating, a 5xx burst on its polls, nothing, or a definite refusal of its first
+create (403, out of credits: nothing created); index ``IN_FLIGHT_INDEX`` answers its create late,
+so the test can SIGKILL the Celery worker while that request is in flight. Every ``generate``
+task's ``duration`` is a template (``{{ params.duration }}``: 10). ``generate_timeout`` fails on
+purpose (its 5 s timeout is shorter than the generation), so the test can clear a *failed* task
+whose generation still runs. ``kling_chaos_neighbour`` is another DAG generating the same model
+at the same time, so recoveries search usage logs holding strangers' rows.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ FAULTS: list[dict[str, Any]] = [
     {"refuse_before_create": 2},
     {"statuses": [500, 502, 503, 504]},
     {},
-    {},
+    {"refusals": [403]},
 ]
+NEIGHBOURS = int(os.environ.get("KLING_CHAOS_NEIGHBOURS", "6"))
 
 
 def faults(index: int) -> dict[str, Any]:
@@ -38,10 +42,11 @@ def faults(index: int) -> dict[str, Any]:
 
 
 with DAG(dag_id="kling_chaos", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
-         max_active_tasks=32,
+         max_active_tasks=32, params={"duration": 10},
          default_args={"retries": 3, "retry_delay": timedelta(seconds=2)}):
     videos = KlingTextToVideoOperator.partial(
         task_id="generate", model="klingai/v2-master-text-to-video",
+        duration="{{ params.duration }}",
         poll_interval=float(os.environ.get("KLING_POLL_INTERVAL", "10")), timeout=600,
     ).expand_kwargs([
         {"prompt": f"A raccoon, take {i}", "extra_params": {"simulator_faults": faults(i)}}
@@ -53,3 +58,10 @@ with DAG(dag_id="kling_chaos", schedule=None, start_date=datetime(2026, 1, 1), c
         task_id="download",
         destination="{{ var.value.get('kling_output_dir', '/tmp/kling') }}/chaos/",
     ).expand(generation=videos.output)
+
+with DAG(dag_id="kling_chaos_neighbour", schedule=None, start_date=datetime(2026, 1, 1),
+         catchup=False, max_active_tasks=16, default_args={"retries": 3}):
+    KlingTextToVideoOperator.partial(
+        task_id="generate", model="klingai/v2-master-text-to-video",
+        poll_interval=float(os.environ.get("KLING_POLL_INTERVAL", "10")), timeout=600,
+    ).expand(prompt=[f"A neighbour's fox, take {i}" for i in range(NEIGHBOURS)])
