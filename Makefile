@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit matrix docs dist bench pipeline gallery airflow stop clean fuzz
+.PHONY: demo test lint typecheck unit matrix docs dist bench pipeline gallery airflow stop clean fuzz \
+	screenshots
 
 # tools/bootstrap.py: venv, pinned uv, `uv pip sync` trusting the system certificate store; on a
 # network failure it names the step and what to check (proxy, CA). Stdlib only.
@@ -68,6 +69,13 @@ airflow: $(STAMP)
 stop: $(STAMP)
 	$(BIN)/python tools/local_airflow.py stop
 
+# The README's and docs' pictures, taken in headless Chromium from a fresh `make demo` and its
+# Airflow (tools/screenshots.py): docs/images/*.png and the figures they show, screenshots.json.
+screenshots: $(STAMP)
+	bash tools/ensure-ffmpeg.sh
+	bash tools/ensure-chromium.sh
+	$(BIN)/python tools/screenshots.py
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/polling.py
 	$(BIN)/python benchmarks/parse_cost.py
@@ -76,7 +84,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/download.py
 
 clean:
-	rm -rf $(VENV) .venv-* dist docs/_build mutants .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .venv-* .screenshots dist docs/_build mutants .mypy_cache .pytest_cache .ruff_cache build *.egg-info
 
 # Mutation testing of the paid path (tools/mutation.py): per-module kill rates; fails under 90 %.
 # Slow (minutes per module), so not part of `make test`. One module: make mutation MODULES=_guard.py

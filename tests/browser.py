@@ -128,6 +128,11 @@ class Browser:
         self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
         self.call("Input.insertText", text=text)
 
+    def set_viewport(self, width: int, height: int) -> None:
+        """The page's size in CSS pixels, whatever the window's (pictures of a known size)."""
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+
     def log_in(self, base_url: str, username: str, password: str) -> None:
         """Airflow's login page (SimpleAuthManager's form), filled in and sent as a user does."""
         self.open(f"{base_url}/auth/login")
@@ -136,8 +141,14 @@ class Browser:
         self.evaluate("document.querySelector('button[type=submit]').click()")
         self.wait_for("the login to finish", "!location.pathname.startsWith('/auth/')")
 
-    def screenshot(self, path: Path) -> Path:
-        data = self.call("Page.captureScreenshot", format="png")["data"]
+    def screenshot(self, path: Path, scale: float = 1.0) -> Path:
+        """The viewport as a PNG, its pixels times ``scale`` (docs pictures: smaller files)."""
+        options: dict[str, Any] = {"format": "png"}
+        if scale != 1.0:
+            size = self.evaluate("[window.innerWidth, window.innerHeight]")
+            options["clip"] = {"x": 0, "y": 0, "width": size[0], "height": size[1],
+                               "scale": scale}
+        data = self.call("Page.captureScreenshot", **options)["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path

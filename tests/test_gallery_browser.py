@@ -202,7 +202,7 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
     profile = gallery.airflow.home / "chromium-profile"
     profile.mkdir()
     with Browser(chromium, profile) as browser:
-        log_in(browser, gallery, "admin")
+        browser.log_in(gallery.base, "admin", PASSWORDS["admin"])
         # The nav entry, then the page as Airflow shows it: inside its UI, in an iframe.
         browser.open(f"{gallery.base}/")
         browser.wait_for("the Kling videos nav entry",
@@ -239,7 +239,7 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
     profile = gallery.airflow.home / "chromium-profile-outsider"
     profile.mkdir()
     with Browser(chromium, profile) as browser:
-        log_in(browser, gallery, "outsider")
+        browser.log_in(gallery.base, "outsider", PASSWORDS["outsider"])
         browser.open(f"{gallery.base}/plugin/kling-videos")
         frame = "document.querySelector('iframe').contentDocument"
         browser.wait_for("the empty gallery inside the Airflow UI",
@@ -247,11 +247,3 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
         assert browser.evaluate(f"{frame}.querySelectorAll('video').length") == 0
         status = browser.evaluate(f"fetch('{state['src']}').then(r => r.status)")
     assert status == 404
-
-
-def log_in(browser: Browser, gallery: Gallery, user: str) -> None:
-    browser.open(f"{gallery.base}/auth/login")
-    browser.type_into("input[name=username]", user)
-    browser.type_into("input[name=password]", PASSWORDS[user])
-    browser.evaluate("document.querySelector('button[type=submit]').click()")
-    browser.wait_for("the login to finish", "!location.pathname.startsWith('/auth/')")

@@ -27,18 +27,19 @@ OUTPUT = ROOT / "demo-output"
 BIN = Path(sys.executable).parent
 
 
-def airflow_env(connection: str, poll_interval: str) -> dict[str, str]:
+def airflow_env(connection: str, poll_interval: str, *, home: Path = HOME,
+                output: Path = OUTPUT) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
-        "AIRFLOW_HOME": str(HOME),
+        "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{HOME / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW_CONN_KLING_DEFAULT": connection,
-        "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(OUTPUT),
+        "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(output),
         # The videos page serves stored videos only from under these roots (docs/security.rst).
-        "AIRFLOW__KLING__VIDEO_ROOTS": str(OUTPUT),
+        "AIRFLOW__KLING__VIDEO_ROOTS": str(output),
         "KLING_POLL_INTERVAL": poll_interval,
     })
     return env
@@ -74,10 +75,10 @@ def task_logs(text: str) -> dict[str, list[str]]:
     return found
 
 
-def write_task_logs(log: Path) -> None:
+def write_task_logs(log: Path, home: Path) -> None:
     """Each task's lines of the ``dags test`` log where the api-server reads task logs."""
     for relative, lines in task_logs(log.read_text(errors="replace")).items():
-        path = HOME / "logs" / relative
+        path = home / "logs" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
 
@@ -108,11 +109,15 @@ def describe(video: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pipeline", action="store_true", help="run kling_media_pipeline")
+    # make screenshots runs the demo on a fresh home of its own (tools/screenshots.py).
+    parser.add_argument("--home", type=Path, default=HOME, help=f"Airflow's home ({HOME})")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help=f"the videos ({OUTPUT})")
     args = parser.parse_args()
     dag_id = "kling_media_pipeline" if args.pipeline else "kling_raccoon"
     started = time.monotonic()
-    HOME.mkdir(exist_ok=True)
-    OUTPUT.mkdir(exist_ok=True)
+    home, output = args.home.resolve(), args.output.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    output.mkdir(parents=True, exist_ok=True)
     key = os.environ.get("AIMLAPI_KEY", "").strip()
     simulator = None
     if key:
@@ -129,39 +134,39 @@ def main() -> None:
         print(f"demo: offline simulator at {simulator.base_url} (videos from {simulator.cdn_url})")
         connection = simulator.connection_uri()
         poll = "0.5"
-    env = airflow_env(connection, poll)
+    env = airflow_env(connection, poll, home=home, output=output)
     airflow = str(BIN / "airflow")
     try:
-        if not (HOME / ".migrated").exists():
+        if not (home / ".migrated").exists():
             print("demo: creating the Airflow metadata database (first run only)...")
-            run([airflow, "db", "migrate"], env, HOME / "migrate.log")
-            (HOME / ".migrated").touch()
-        before = set(OUTPUT.rglob("*.mp4"))
+            run([airflow, "db", "migrate"], env, home / "migrate.log")
+            (home / ".migrated").touch()
+        before = set(output.rglob("*.mp4"))
         print(f"demo: airflow dags test {dag_id} (generate -> wait in trigger -> download)...")
-        run([airflow, "dags", "test", dag_id], env, HOME / f"{dag_id}.log")
-        write_task_logs(HOME / f"{dag_id}.log")
+        run([airflow, "dags", "test", dag_id], env, home / f"{dag_id}.log")
+        write_task_logs(home / f"{dag_id}.log", home)
     finally:
         posts = simulator.ledger.count(method="POST") if simulator else None
         if simulator:
             simulator.stop()
     # Every run makes new generations, stored under their own names: new files each time.
-    videos = sorted(set(OUTPUT.rglob("*.mp4")) - before, key=lambda p: p.stat().st_mtime)
+    videos = sorted(set(output.rglob("*.mp4")) - before, key=lambda p: p.stat().st_mtime)
     if not videos:
-        sys.exit(f"demo: the DAG run finished but no new MP4 is under {OUTPUT}; "
-                 f"see {HOME / (dag_id + '.log')}")
+        sys.exit(f"demo: the DAG run finished but no new MP4 is under {output}; "
+                 f"see {home / (dag_id + '.log')}")
     for video in videos:
         print(f"demo: video: {video} ({video.stat().st_size} bytes; {describe(video)})")
     if args.pipeline:
-        for report in sorted(OUTPUT.rglob("*.probe.json")):
+        for report in sorted(output.rglob("*.probe.json")):
             if report.stat().st_mtime >= videos[0].stat().st_mtime - 60:
                 print(f"demo: pipeline report: {report}")
     if posts is not None:
         print(f"demo: the simulator received {posts} create request(s).")
     if not args.pipeline:
         print("demo: `make pipeline` runs the media pipeline (3 prompts -> videos -> ffprobe + "
-              f"thumbnails) the same way; its results land in {OUTPUT / 'pipeline'}.")
+              f"thumbnails) the same way; its results land in {output / 'pipeline'}.")
     print(f"demo: done in {time.monotonic() - started:.1f} s; Airflow log: "
-          f"{HOME / (dag_id + '.log')}")
+          f"{home / (dag_id + '.log')}")
     print("demo: see the videos, their spend and the task logs in Airflow: `make gallery` (then "
           "`make stop`)")
 
