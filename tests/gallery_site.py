@@ -139,12 +139,16 @@ def _seed(dags: dict[str, str | None]) -> None:
 DAGS = {"red_dag": "red", "blue_dag": "blue", "public_dag": None}
 
 
-def make_site(tmp_path: Path, template: Path, auth_manager: str, **env: str) -> Iterator[Site]:
+def make_site(tmp_path: Path, template: Path, auth_manager: str, *, database: str | None = None,
+              **env: str) -> Iterator[Site]:
+    """The site on a copy of the SQLite ``template``, or on ``database`` (a SQLAlchemy URL of a
+    migrated, empty metadata DB: :func:`postgres_database`)."""
     from airflow import settings
     from airflow.api_fastapi.app import init_auth_manager, purge_cached_app
 
     db = tmp_path / "airflow.db"
-    shutil.copy(template, db)
+    if database is None:
+        shutil.copy(template, db)
     root = tmp_path / "videos"
     root.mkdir()
     passwords = tmp_path / "passwords.json"
@@ -154,7 +158,7 @@ def make_site(tmp_path: Path, template: Path, auth_manager: str, **env: str) -> 
         env = {"KLING_TEST_DENIED_DAGS": _denied_without_teams(), **env}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in {
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database or f"sqlite:///{db}",
             "AIRFLOW__CORE__AUTH_MANAGER": auth_manager,
             "AIRFLOW__CORE__MULTI_TEAM": str(TEAMS),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
@@ -180,3 +184,57 @@ def make_site(tmp_path: Path, template: Path, auth_manager: str, **env: str) -> 
             settings.dispose_orm(do_log=False)
     settings.configure_vars()  # type: ignore[no-untyped-call]
     settings.configure_orm()  # type: ignore[no-untyped-call]
+
+
+#: Airflow's production metadata DB: PostgreSQL on loopback, trust auth (skipped when absent).
+POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+
+
+def postgres_admin(sql: str) -> None:
+    """Run ``sql`` on the server's ``postgres`` database (CREATE / DROP DATABASE)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres",
+                            connect_timeout=3)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        conn.close()
+
+
+def postgres_template(tmp: Path) -> Iterator[str]:
+    """A PostgreSQL database migrated by ``airflow db migrate`` (the name), dropped afterwards;
+    skips when no PostgreSQL answers on 127.0.0.1:5432."""
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    try:
+        postgres_admin("SELECT 1")
+    except Exception as exc:  # psycopg2.OperationalError, or psycopg2 missing
+        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432 ({exc})".strip())
+    name = f"kling_gallery_{secrets.token_hex(4)}"
+    postgres_admin(f"CREATE DATABASE {name}")
+    try:
+        env = {**os.environ, "AIRFLOW_HOME": str(tmp), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{POSTGRES}/{name}"}
+        subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env,
+                       check=True, capture_output=True, timeout=600)
+        yield name
+    finally:
+        postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def postgres_database(template: str) -> Iterator[str]:
+    """A fresh copy of the migrated ``template`` (PostgreSQL copies it in a second): its URL."""
+    import secrets
+
+    name = f"{template}_{secrets.token_hex(3)}"
+    postgres_admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

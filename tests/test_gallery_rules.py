@@ -100,7 +100,9 @@ def test_event_and_generate_xcom_make_one_video_with_the_spend() -> None:
     video = videos[0]
     assert (video.event_id, video.stored, video.source, video.generate_task) == \
         (7, True, DOWNLOAD, GENERATE)
-    assert (video.credits_used, video.usd_spent, video.size) == (420000.0, 2.1, 2853)
+    # Money as the decimal that was reported (not the binary float's expansion of 2.1).
+    assert (video.credits_used, video.usd_spent, video.size) == (Decimal(420000),
+                                                                  Decimal("2.1"), 2853)
     assert video.generation_seconds == 312.4
     html = page.render(videos, summarise(videos), Filters(), dag_ids=[], models=[], posters=False)
     assert "<dt>generated in</dt><dd>312 s</dd>" in html and "$2.10" in html
@@ -110,7 +112,7 @@ def test_event_and_generate_xcom_make_one_video_with_the_spend() -> None:
 def test_event_values_win_and_missing_spend_stays_unknown() -> None:
     videos = build_videos([event(1, at(11), generation_id="g1", usd_spent=3.0)],
                           [generation("g1", at(10), {"status": "completed"})])
-    assert (videos[0].usd_spent, videos[0].credits_used) == (3.0, None)
+    assert (videos[0].usd_spent, videos[0].credits_used) == (Decimal("3.0"), None)
 
 
 def test_pending_and_foreign_videos_are_listed_newest_first() -> None:

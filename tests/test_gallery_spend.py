@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from kling_provider.gallery import page
-from kling_provider.gallery.records import Filters, TaskRef, Video, summarise
+from kling_provider.gallery.records import Filters, TaskRef, Video, money, summarise
 
 WHEN = datetime(2026, 11, 30, tzinfo=timezone.utc)
 
@@ -15,7 +15,7 @@ WHEN = datetime(2026, 11, 30, tzinfo=timezone.utc)
 def video(n: int, usd: float) -> Video:
     return Video(timestamp=WHEN, source=TaskRef("kling_media_pipeline", "run", "generate", n),
                  generation_id=f"g{n}", model="klingai/v2-master-text-to-video",
-                 credits_used=2_800_000, usd_spent=usd)
+                 credits_used=money(2_800_000), usd_spent=money(usd))
 
 
 def test_three_videos_at_1_40_cost_4_20_in_the_json_and_on_the_page() -> None:

@@ -23,9 +23,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from kling_provider.gallery import access, files, inflight, page, ranges, store
+from kling_provider.gallery import access, files, inflight, page, queries, ranges, store
 from kling_provider.gallery.access import User
-from kling_provider.gallery.records import EventRow, Filters, Video, build_videos, summarise
+from kling_provider.gallery.records import EventRow, Filters, Spend, Video, build_videos, rollup
 
 log = logging.getLogger("kling_provider.gallery")
 
@@ -45,14 +45,29 @@ def _day(name: str, value: str | None) -> date | None:
 
 def _filters(request: Request) -> Filters:
     query = request.query_params
-    return Filters(dag_id=query.get("dag_id") or None, model=query.get("model") or None,
+    return Filters(dag_id=query.get("dag_id") or None, run_id=query.get("run_id") or None,
+                   model=query.get("model") or None,
                    since=_day("since", query.get("since")), until=_day("until", query.get("until")),
                    generation_id=query.get("generation_id") or None)
 
 
-def _videos(user: BaseUser) -> list[Video]:
+def _page_number(request: Request) -> int:
+    value = request.query_params.get("page") or "1"
+    if not value.isdigit() or not 1 <= int(value) <= 1_000_000:
+        raise HTTPException(status_code=400, detail=f"Invalid page={value!r}: expected a page "
+                                                    "number from 1.")
+    return int(value)
+
+
+def _listing(user: BaseUser, filters: Filters, number: int
+             ) -> tuple[list[Video], Spend, queries.Listing]:
+    """The page ``number`` of cards and the spend of every video matching ``filters``."""
     assets = access.readable_assets(user, store.videos_asset_ids())
-    return build_videos(*store.load_rows(access.shown_dag_ids(user), assets))
+    found = queries.listing(access.shown_dag_ids(user), assets, filters,
+                            offset=(number - 1) * page.PER_PAGE, limit=page.PER_PAGE)
+    videos = build_videos(found.events, found.generations)
+    runs = {(v.source.dag_id, v.source.run_id) for v in videos}
+    return videos, rollup(found.groups, runs), found
 
 
 def _stored_event(user: BaseUser, event_id: int) -> EventRow:
@@ -83,25 +98,24 @@ def gallery_page(request: Request,
     if user is None:
         login = access.auth_manager().get_url_login(next_url=str(request.url))
         return RedirectResponse(login, status_code=303)
-    filters = _filters(request)
-    everything = _videos(user)
-    shown = [v for v in everything if filters.accepts(v)]
-    html = page.render(shown, summarise(shown), filters,
-                       dag_ids={v.source.dag_id for v in everything},
-                       models={v.model for v in everything if v.model},
-                       posters=shutil.which("ffmpeg") is not None,
+    filters, number = _filters(request), _page_number(request)
+    videos, spend, found = _listing(user, filters, number)
+    html = page.render(videos, spend, filters, dag_ids=found.dag_ids, models=found.models,
+                       number=number, posters=shutil.which("ffmpeg") is not None,
                        in_flight=inflight.render(_in_flight(user, filters),
                                                  inflight.latest_video(access.shown_dag_ids(user))))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
 def list_videos(request: Request, user: User) -> dict[str, Any]:
-    filters = _filters(request)
-    shown = [v for v in _videos(user) if filters.accepts(v)]
-    spend = summarise(shown)
+    """One page of the matching videos (``page``, :data:`~kling_provider.gallery.page.PER_PAGE`
+    each) and the spend of all of them (``by_run``: the runs of this page's videos)."""
+    number = _page_number(request)
+    videos, spend, _ = _listing(user, _filters(request), number)
     return {"videos": [{**asdict(v), "url": page.video_url(v.event_id) if v.event_id else None}
-                       for v in shown],
-            "spend": asdict(spend)}
+                       for v in videos],
+            "page": number, "per_page": page.PER_PAGE,
+            "pages": page.pages(spend.total.count), "spend": asdict(spend)}
 
 
 class _FileResponse(StreamingResponse):

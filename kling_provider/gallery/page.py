@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from html import escape
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from kling_provider.gallery import URL_PREFIX, inflight
 from kling_provider.gallery.records import Filters, Spend, SpendLine, TaskRef, Video
@@ -30,7 +30,7 @@ td:first-child,th:first-child{text-align:left}
 border-radius:4px;color:#4a5568} .prompt{font-weight:600;margin:6px 0}
 dl{display:grid;grid-template-columns:auto 1fr;gap:2px 8px;font-size:.8rem;margin:4px 0}
 dt{color:#718096} dd{margin:0;overflow-wrap:anywhere} .links a{margin-right:10px;font-size:.85rem}
-.empty{color:#718096}
+.empty{color:#718096} .pager a{margin-left:10px}
 """
 
 # Fills "duration" from the player when neither the task nor the event reported it.
@@ -42,6 +42,15 @@ document.querySelectorAll('video').forEach(function (v) {
   });
 });
 """
+
+
+#: Cards per page (the spend on top always covers every matching video).
+PER_PAGE = 30
+
+
+def pages(count: int) -> int:
+    """How many pages ``count`` matching videos fill (at least one, the empty page)."""
+    return max(1, -(-count // PER_PAGE))
 
 
 def video_url(event_id: int) -> str:
@@ -61,10 +70,13 @@ def task_url(ref: TaskRef) -> str:
     return f"{url}/mapped/{ref.map_index}" if ref.map_index >= 0 else url
 
 
-def _money(value: float | Decimal | None, unit: str) -> str:
+def _money(value: Decimal | None, unit: str) -> str:
+    """``$4.20`` (sub-cent amounts keep their digits: ``$0.00124``), ``8,400,000`` credits."""
     if value is None:
         return "-"
-    return f"${value:,.2f}" if unit == "usd" else f"{value:,.0f}"
+    if unit != "usd":
+        return f"{value:,.0f}"
+    return f"${value:,.2f}" if value == 0 or abs(value) >= Decimal("0.01") else f"${value:f}"
 
 
 def _seconds(seconds: float | None) -> str:
@@ -85,11 +97,21 @@ def _options(name: str, values: Iterable[str], chosen: str | None) -> str:
     return f'<select name="{name}">{"".join(items)}</select>'
 
 
+def _query(filters: Filters, **changes: object) -> str:
+    """The page's URL for ``filters`` with ``changes`` (a page number, a run)."""
+    values = {"dag_id": filters.dag_id, "run_id": filters.run_id, "model": filters.model,
+              "since": filters.since, "until": filters.until,
+              "generation_id": filters.generation_id, **changes}
+    return f"{URL_PREFIX}/?" + urlencode({k: str(v) for k, v in values.items() if v})
+
+
 def _filters(filters: Filters, dag_ids: Iterable[str], models: Iterable[str]) -> str:
     since = filters.since.isoformat() if filters.since else ""
     until = filters.until.isoformat() if filters.until else ""
     return (f'<form method="get" action="{URL_PREFIX}/">'
             f'<label>DAG{_options("dag_id", dag_ids, filters.dag_id)}</label>'
+            f'<label>DAG run<input name="run_id" value="{escape(filters.run_id or "")}" '
+            'placeholder="any run id"></label>'
             f'<label>Model{_options("model", models, filters.model)}</label>'
             f'<label>From<input type="date" name="since" value="{since}"></label>'
             f'<label>To<input type="date" name="until" value="{until}"></label>'
@@ -97,15 +119,36 @@ def _filters(filters: Filters, dag_ids: Iterable[str], models: Iterable[str]) ->
             f'<a href="{URL_PREFIX}/">reset</a></form>')
 
 
-def _spend_table(title: str, lines: Sequence[SpendLine]) -> str:
-    rows = "".join(f"<tr><td>{escape(line.label)}</td><td>{line.count}</td>"
-                   f"<td>{_money(line.credits, 'credits')}</td><td>{_money(line.usd, 'usd')}</td>"
-                   "</tr>" for line in lines)
-    return (f'<table><tr><th>{title}</th><th>videos</th><th>credits</th><th>USD</th></tr>'
-            f"{rows}</table>")
+def _spend_table(title: str, lines: Sequence[SpendLine], filters: Filters | None = None,
+                 table_id: str = "") -> str:
+    rows = []
+    for line in lines:
+        label = escape(line.label)
+        if filters is not None and line.dag_id is not None:  # a run: its link narrows to it
+            label = (f'<a href="{escape(_query(Filters(), dag_id=line.dag_id, run_id=line.run_id))}"'
+                     f">{label}</a>")
+        rows.append(f"<tr><td>{label}</td><td>{line.count}</td>"
+                    f"<td>{_money(line.credits, 'credits')}</td><td>{_money(line.usd, 'usd')}</td>"
+                    "</tr>")
+    ident = f' id="{table_id}"' if table_id else ""
+    return (f'<table{ident}><tr><th>{title}</th><th>videos</th><th>credits</th><th>USD</th></tr>'
+            f'{"".join(rows)}</table>')
 
 
-def _spend(spend: Spend) -> str:
+def _pager(filters: Filters, number: int, count: int) -> str:
+    last = pages(count)
+    first_card = min(count, (number - 1) * PER_PAGE + 1)
+    shown = f"{first_card:,}-{min(count, number * PER_PAGE):,} of {count:,}" if count else "0"
+    links = []
+    if number > 1:
+        links.append(f'<a rel="prev" href="{escape(_query(filters, page=number - 1))}">newer</a>')
+    if number < last:
+        links.append(f'<a rel="next" href="{escape(_query(filters, page=number + 1))}">older</a>')
+    return (f'<p class="pager" id="pager">Page {number:,} of {last:,} ({shown} generations) '
+            f'{" ".join(links)}</p>')
+
+
+def _spend(spend: Spend, filters: Filters) -> str:
     total = spend.total
     amounts = [f"{_money(total.usd, 'usd')}"] if total.usd is not None else []
     if total.credits is not None:
@@ -113,7 +156,8 @@ def _spend(spend: Spend) -> str:
     spent = " = ".join(amounts) or "not reported"
     return (f"<h2>Spend: {spent} for {total.count} generation(s)</h2>"
             f'<div class="spend" id="spend">{_spend_table("day (UTC)", spend.by_day)}'
-            f'{_spend_table("model", spend.by_model)}</div>')
+            f'{_spend_table("model", spend.by_model)}'
+            f'{_spend_table("DAG run (of this page)", spend.by_run, filters, "runs")}</div>')
 
 
 def _player(video: Video, key: str, posters: bool) -> str:
@@ -150,14 +194,16 @@ def _card(video: Video, index: int, focus: str | None, posters: bool) -> str:
 
 
 def render(videos: Sequence[Video], spend: Spend, filters: Filters, *, dag_ids: Iterable[str],
-           models: Iterable[str], posters: bool, in_flight: str = "") -> str:
-    """The whole page for ``videos`` (already authorised and filtered); ``in_flight`` is the
-    section of :func:`kling_provider.gallery.inflight.render`, shown on top."""
+           models: Iterable[str], posters: bool, in_flight: str = "", number: int = 1) -> str:
+    """Page ``number`` of the cards, ``videos`` (already authorised and filtered), under the
+    ``spend`` of every matching video; ``in_flight`` is the section of
+    :func:`kling_provider.gallery.inflight.render`, shown on top."""
     cards = "".join(_card(v, i, filters.generation_id, posters) for i, v in enumerate(videos))
     body = (f'<div class="grid">{cards}</div>' if videos else
             '<p class="empty">No Kling videos match (or none you may see). Videos appear here '
             "when a Kling generate or download task has run.</p>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Kling videos</title>"
             f"<style>{_STYLE}{inflight.STYLE}</style></head><body><h1>Kling videos</h1>"
-            f"{_filters(filters, dag_ids, models)}{in_flight}{_spend(spend)}"
-            f"<h2>Generations</h2>{body}<script>{_SCRIPT}{inflight.SCRIPT}</script></body></html>")
+            f"{_filters(filters, dag_ids, models)}{in_flight}{_spend(spend, filters)}"
+            f"<h2>Generations</h2>{_pager(filters, number, spend.total.count)}{body}"
+            f"<script>{_SCRIPT}{inflight.SCRIPT}</script></body></html>")

@@ -9,7 +9,7 @@ a path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -66,8 +66,8 @@ class Video:
     uri: str | None = None
     size: int | None = None
     duration: float | None = None
-    credits_used: float | None = None
-    usd_spent: float | None = None
+    credits_used: Decimal | None = None
+    usd_spent: Decimal | None = None
     generation_seconds: float | None = None
 
     @property
@@ -77,9 +77,11 @@ class Video:
 
 @dataclass(frozen=True)
 class Filters:
-    """What the user narrowed the list to (all optional; dates are UTC days, inclusive)."""
+    """What the user narrowed the list to (all optional; dates are UTC days, inclusive). The
+    database applies the same rules to every video (:mod:`~kling_provider.gallery.queries`)."""
 
     dag_id: str | None = None
+    run_id: str | None = None
     model: str | None = None
     since: date | None = None
     until: date | None = None
@@ -89,6 +91,8 @@ class Filters:
         day = video.timestamp.date()
         return ((self.dag_id is None or self.dag_id in (video.source.dag_id,
                                                           _dag_of(video.generate_task)))
+                and (self.run_id is None or self.run_id in (video.source.run_id,
+                                                            _run_of(video.generate_task)))
                 and (self.model is None or video.model == self.model)
                 and (self.since is None or day >= self.since)
                 and (self.until is None or day <= self.until)
@@ -99,7 +103,7 @@ class Filters:
 class SpendLine:
     """Credits and USD of a group of generations; ``None`` sums: nothing reported.
 
-    Summed as decimals of the figures as reported (``Decimal(str(x))``): three $1.40 videos are
+    Sums of decimals (the figures as reported, ``Decimal(str(x))``): three $1.40 videos are
     $4.20, not the binary float sum 4.199999999999999.
     """
 
@@ -107,26 +111,74 @@ class SpendLine:
     count: int = 0
     credits: Decimal | None = None
     usd: Decimal | None = None
+    dag_id: str | None = None  # a DAG run's line: which run (the page links to it)
+    run_id: str | None = None
 
-    def add(self, video: Video) -> None:
-        self.count += 1
-        if video.credits_used is not None:
-            self.credits = (self.credits or Decimal(0)) + Decimal(str(video.credits_used))
-        if video.usd_spent is not None:
-            self.usd = (self.usd or Decimal(0)) + Decimal(str(video.usd_spent))
+    def add(self, count: int, credits: Decimal | None, usd: Decimal | None) -> None:
+        self.count += count
+        if credits is not None:
+            self.credits = (self.credits or Decimal(0)) + credits
+        if usd is not None:
+            self.usd = (self.usd or Decimal(0)) + usd
+
+
+@dataclass(frozen=True)
+class SpendGroup:
+    """The videos of one UTC day, model and DAG run, summed (by the database, or by
+    :func:`summarise` from listed videos): what :func:`rollup` builds the summary from."""
+
+    day: str
+    model: str | None
+    dag_id: str
+    run_id: str
+    count: int
+    credits: Decimal | None
+    usd: Decimal | None
+    newest: datetime
 
 
 @dataclass
 class Spend:
-    """The summary on top of the page: per UTC day (newest first), per model, and in total."""
+    """The summary on top of the page: per UTC day (newest first), per model, per DAG run
+    (newest first), and in total."""
 
     by_day: list[SpendLine] = field(default_factory=list)
     by_model: list[SpendLine] = field(default_factory=list)
+    by_run: list[SpendLine] = field(default_factory=list)
     total: SpendLine = field(default_factory=lambda: SpendLine("total"))
 
 
 def _dag_of(ref: TaskRef | None) -> str | None:
     return ref.dag_id if ref else None
+
+
+def _run_of(ref: TaskRef | None) -> str | None:
+    return ref.run_id if ref else None
+
+
+def money(value: Any) -> Decimal | None:
+    """A reported amount as the decimal it was written as (``1.4`` is ``Decimal("1.4")``, not
+    the binary float's expansion); ``None`` for anything but a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        return None
+    exact = Decimal(str(value))
+    return exact if exact.is_finite() else None
+
+
+def plain(value: Decimal | None) -> Decimal | None:
+    """``value`` without trailing zeros or an exponent: ``2.50`` and ``2.500000`` are ``2.5``,
+    ``1E+2`` is ``100`` (how the page's JSON writes every sum)."""
+    if value is None:
+        return None
+    exact = value.normalize()
+    return exact.quantize(Decimal(1)) if exact == exact.to_integral_value() else exact
+
+
+def _money(values: Mapping[str, Any], keys: Iterable[str]) -> Decimal | None:
+    for key in keys:
+        if isinstance(values.get(key), (int, float)) and not isinstance(values.get(key), bool):
+            return money(values[key])
+    return None
 
 
 def _number(values: Mapping[str, Any], keys: Iterable[str]) -> float | None:
@@ -156,8 +208,8 @@ def _from_event(row: EventRow) -> Video:
         timestamp=row.timestamp, source=row.source, event_id=row.event_id,
         generation_id=_text(extra, "generation_id"), model=_text(extra, "model"),
         prompt=_text(extra, "prompt"), uri=_text(extra, "uri"), size=_size(extra),
-        duration=_number(extra, ("duration",)), credits_used=_number(extra, CREDITS_KEYS),
-        usd_spent=_number(extra, USD_KEYS))
+        duration=_number(extra, ("duration",)), credits_used=_money(extra, CREDITS_KEYS),
+        usd_spent=_money(extra, USD_KEYS))
 
 
 def _from_generation(row: GenerationRow) -> Video:
@@ -167,8 +219,8 @@ def _from_generation(row: GenerationRow) -> Video:
         timestamp=row.timestamp, source=row.source, generation_id=row.generation_id,
         generate_task=row.source, status=status, model=_text(result, "model"),
         prompt=_text(result, "prompt"), uri=_text(result, "uri"), size=_size(result),
-        duration=_number(result, ("duration",)), credits_used=_number(result, CREDITS_KEYS),
-        usd_spent=_number(result, USD_KEYS),
+        duration=_number(result, ("duration",)), credits_used=_money(result, CREDITS_KEYS),
+        usd_spent=_money(result, USD_KEYS),
         generation_seconds=_number(result, ("generation_seconds",)))
 
 
@@ -206,16 +258,40 @@ def build_videos(events: Iterable[EventRow], generations: Iterable[GenerationRow
 
 
 def summarise(videos: Iterable[Video]) -> Spend:
-    """Per-day and per-model spend of the listed generations (each counted once)."""
+    """The spend of the listed generations (each counted once), as :func:`rollup` sums the
+    database's groups."""
+    groups = [SpendGroup(day=v.timestamp.date().isoformat(), model=v.model,
+                         dag_id=v.source.dag_id, run_id=v.source.run_id, count=1,
+                         credits=v.credits_used, usd=v.usd_spent, newest=v.timestamp)
+              for v in videos]
+    return rollup(groups)
+
+
+def rollup(groups: Iterable[SpendGroup], runs: Collection[tuple[str, str]] | None = None
+           ) -> Spend:
+    """Per-day, per-model, per-run and total spend of ``groups``; ``by_run`` lists only
+    ``runs`` (``(dag_id, run_id)``; ``None``: every run), newest first."""
     days: dict[str, SpendLine] = {}
     models: dict[str, SpendLine] = {}
+    by_run: dict[tuple[str, str], SpendLine] = {}
+    newest: dict[tuple[str, str], datetime] = {}
     spend = Spend()
-    for video in videos:
-        day = video.timestamp.date().isoformat()
-        days.setdefault(day, SpendLine(day)).add(video)
-        model = video.model or "(unknown model)"
-        models.setdefault(model, SpendLine(model)).add(video)
-        spend.total.add(video)
+    for group in groups:
+        amounts = (group.count, group.credits, group.usd)
+        days.setdefault(group.day, SpendLine(group.day)).add(*amounts)
+        model = group.model or "(unknown model)"
+        models.setdefault(model, SpendLine(model)).add(*amounts)
+        run = (group.dag_id, group.run_id)
+        if runs is None or run in runs:
+            line = by_run.setdefault(run, SpendLine(f"{group.dag_id} / {group.run_id}",
+                                                    dag_id=group.dag_id, run_id=group.run_id))
+            line.add(*amounts)
+            newest[run] = max(newest.get(run, group.newest), group.newest)
+        spend.total.add(*amounts)
+    for line in [*days.values(), *models.values(), *by_run.values(), spend.total]:
+        line.credits, line.usd = plain(line.credits), plain(line.usd)
     spend.by_day = [days[d] for d in sorted(days, reverse=True)]
     spend.by_model = sorted(models.values(), key=lambda line: (-(line.usd or 0), line.label))
+    spend.by_run = [by_run[r] for r in sorted(by_run, key=lambda r: (newest[r], r),
+                                              reverse=True)]
     return spend

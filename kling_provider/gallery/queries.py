@@ -1,0 +1,259 @@
+"""The videos page's list and spend, computed in the metadata database over every generation.
+
+One SQL view of "a video" (:func:`_videos`): each ``kling://videos`` Asset event of a readable
+DAG (the newest event per generation id; events naming no generation stand alone), completed
+from its generate task's XCom, plus each generation whose task pushed its id but has no stored
+event yet. The access rules are part of the query (only the DAG ids and Asset ids the caller
+passes, :mod:`~kling_provider.gallery.access`), and so are the filters, so the spend sums, the
+filter options and the pages of cards all cover every matching generation, however many.
+
+Money is summed exactly: each amount becomes an integer count of millionths in SQL
+(:data:`SCALE`) and the sums come back as :class:`~decimal.Decimal`, on SQLite and PostgreSQL
+alike (JSON numbers are binary floats in SQLite). Only the page's rows are then read in full and
+built into cards by the pure :func:`~kling_provider.gallery.records.build_videos`.
+
+Used by :mod:`~kling_provider.gallery.app`; the benchmark ``benchmarks/gallery_views.py`` times
+it at 100,000 stored events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Numeric,
+    Select,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import CTE
+
+from kling_provider.gallery.records import (
+    CREDITS_KEYS,
+    USD_KEYS,
+    EventRow,
+    Filters,
+    GenerationRow,
+    SpendGroup,
+    TaskRef,
+    plain,
+)
+from kling_provider.gallery.store import GENERATION_ID_KEY, VIDEOS_ASSET_URIS, event_row
+
+#: Amounts are summed as integers of this many parts of a unit (USD to the millionth of a
+#: dollar): exact on every database, up to 9.2e12 units in one sum.
+SCALE = 10**6
+
+
+class _Json:
+    """JSON field reads of one dialect: SQLite's ``json_extract`` or PostgreSQL's ``jsonb``."""
+
+    def __init__(self, dialect: str) -> None:
+        self.postgres = dialect == "postgresql"
+
+    def text(self, column: Any, key: str | None = None) -> ColumnElement[Any]:
+        """The string at ``key`` (the whole value when ``None``); ``NULL`` for any other type."""
+        if self.postgres:
+            value = cast(column, JSONB)
+            item = value if key is None else value.op("->")(key)
+            raw = value.op("#>>")("{}") if key is None else value.op("->>")(key)
+            return case((func.jsonb_typeof(item) == "string", raw))
+        path = "$" if key is None else f'$."{key}"'
+        return case((func.json_type(column, path) == "text", func.json_extract(column, path)))
+
+    def units(self, column: Any, keys: Sequence[str]) -> ColumnElement[Any]:
+        """The first number among ``keys``, in :data:`SCALE` units (booleans are no number)."""
+        found: list[ColumnElement[Any]] = []
+        for key in keys:
+            if self.postgres:
+                item = cast(column, JSONB).op("->")(key)
+                found.append(case((func.jsonb_typeof(item) == "number",
+                                   cast(cast(column, JSONB).op("->>")(key), Numeric))))
+            else:
+                path = f'$."{key}"'
+                found.append(case((func.json_type(column, path).in_(("integer", "real")),
+                                   func.json_extract(column, path))))
+        number = found[0] if len(found) == 1 else func.coalesce(*found)
+        return cast(func.round(number * SCALE), BigInteger)
+
+    def day(self, column: Any) -> ColumnElement[Any]:
+        """The UTC day of a timestamp, as ``YYYY-MM-DD`` text."""
+        if self.postgres:
+            return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+        return func.date(column)
+
+
+def _videos(session: Session, dag_ids: Collection[str], asset_ids: Collection[int]) -> CTE:
+    """One row per video the caller may see (columns: see the ``stored`` select)."""
+    from airflow.models.asset import AssetEvent
+    from airflow.models.xcom import XComModel
+
+    json = _Json(session.get_bind().dialect.name)
+    generation = json.text(AssetEvent.extra, "generation_id")
+    events = select(
+        AssetEvent.id.label("event_id"), AssetEvent.timestamp,
+        AssetEvent.source_dag_id.label("dag_id"), AssetEvent.source_run_id.label("run_id"),
+        generation.label("generation_id"), json.text(AssetEvent.extra, "model").label("model"),
+        json.units(AssetEvent.extra, USD_KEYS).label("usd"),
+        json.units(AssetEvent.extra, CREDITS_KEYS).label("credits"),
+        func.row_number().over(partition_by=generation, order_by=(
+            AssetEvent.timestamp.desc(), AssetEvent.id.desc())).label("newest_first"),
+    ).where(AssetEvent.asset_id.in_(list(asset_ids) or [-1]),
+            AssetEvent.source_dag_id.in_(list(dag_ids))).cte("kling_events")
+    pushed = json.text(XComModel.value)
+    generations = select(
+        XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index,
+        XComModel.dag_run_id, XComModel.timestamp, pushed.label("generation_id"),
+        func.row_number().over(partition_by=pushed, order_by=XComModel.timestamp.desc())
+        .label("newest_first"),
+    ).where(XComModel.key == GENERATION_ID_KEY, XComModel.dag_id.in_(list(dag_ids))).subquery()
+    results = select(
+        XComModel.dag_run_id, XComModel.task_id, XComModel.map_index,
+        json.text(XComModel.value, "model").label("model"),
+        json.units(XComModel.value, USD_KEYS).label("usd"),
+        json.units(XComModel.value, CREDITS_KEYS).label("credits"),
+    ).where(XComModel.key == "return_value", XComModel.dag_id.in_(list(dag_ids))).subquery()
+    generated = select(
+        generations.c.dag_id, generations.c.run_id, generations.c.task_id,
+        generations.c.map_index, generations.c.timestamp, generations.c.generation_id,
+        results.c.model, results.c.usd, results.c.credits,
+    ).select_from(generations.outerjoin(results, and_(
+        results.c.dag_run_id == generations.c.dag_run_id,
+        results.c.task_id == generations.c.task_id,
+        results.c.map_index == generations.c.map_index))).where(
+        generations.c.newest_first == 1, generations.c.generation_id.is_not(None)).cte("kling_generated")
+    e, g = events.c, generated.c
+    stored = select(
+        e.event_id, e.timestamp, e.dag_id, e.run_id, e.generation_id,
+        func.coalesce(e.model, g.model).label("model"), func.coalesce(e.usd, g.usd).label("usd"),
+        func.coalesce(e.credits, g.credits).label("credits"),
+        g.dag_id.label("generate_dag_id"), g.run_id.label("generate_run_id"),
+        g.task_id.label("generate_task_id"), g.map_index.label("generate_map_index"),
+    ).select_from(events.outerjoin(generated, g.generation_id == e.generation_id)).where(
+        or_(e.newest_first == 1, e.generation_id.is_(None)))
+    pending = select(
+        null().label("event_id"), g.timestamp, g.dag_id, g.run_id, g.generation_id, g.model,
+        g.usd, g.credits, g.dag_id.label("generate_dag_id"), g.run_id.label("generate_run_id"),
+        g.task_id.label("generate_task_id"), g.map_index.label("generate_map_index"),
+    ).where(~exists(select(literal(1)).where(e.generation_id == g.generation_id)))
+    return union_all(stored, pending).cte("kling_videos")
+
+
+def _where(query: Select[Any], videos: CTE, filters: Filters) -> Select[Any]:
+    v = videos.c
+    if filters.dag_id:
+        query = query.where(or_(v.dag_id == filters.dag_id, v.generate_dag_id == filters.dag_id))
+    if filters.run_id:
+        query = query.where(or_(v.run_id == filters.run_id, v.generate_run_id == filters.run_id))
+    if filters.model:
+        query = query.where(v.model == filters.model)
+    if filters.generation_id:
+        query = query.where(v.generation_id == filters.generation_id)
+    if filters.since:
+        query = query.where(v.timestamp >= datetime.combine(filters.since, time(),
+                                                            tzinfo=timezone.utc))
+    if filters.until:
+        query = query.where(v.timestamp < datetime.combine(filters.until + timedelta(days=1),
+                                                           time(), tzinfo=timezone.utc))
+    return query
+
+
+def _amount(units: Any) -> Decimal | None:
+    """A sum of :data:`SCALE` units as the exact decimal it is (``None``: nothing reported)."""
+    return None if units is None else plain(Decimal(int(units)) / SCALE)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What one request of the page needs: its cards' rows, the spend of every match, the
+    filter options (every video the user may see, unfiltered)."""
+
+    events: list[EventRow]
+    generations: list[GenerationRow]
+    groups: list[SpendGroup]
+    dag_ids: list[str]
+    models: list[str]
+
+
+def listing(dag_ids: Collection[str], asset_ids: Collection[int], filters: Filters, *,
+            offset: int, limit: int) -> Listing:
+    """The page ``offset``/``limit`` of the matching videos, newest first, with the spend groups
+    (per UTC day, model and DAG run) of every match."""
+    from airflow.utils.session import create_session
+
+    if not dag_ids:
+        return Listing([], [], [], [], [])
+    with create_session() as session:
+        videos = _videos(session, dag_ids, asset_ids)
+        v = videos.c
+        day = _Json(session.get_bind().dialect.name).day(v.timestamp)
+        grouped = _where(select(
+            day, v.model, v.dag_id, v.run_id, func.count(), func.sum(v.usd), func.sum(v.credits),
+            func.max(v.timestamp)), videos, filters).group_by(day, v.model, v.dag_id, v.run_id)
+        groups = [SpendGroup(day=str(row[0]), model=row[1], dag_id=row[2], run_id=row[3] or "",
+                             count=row[4], usd=_amount(row[5]), credits=_amount(row[6]),
+                             newest=row[7]) for row in session.execute(grouped)]
+        options = session.execute(select(v.dag_id, v.model).distinct()).all()
+        shown = session.execute(_where(select(
+            v.event_id, v.generate_dag_id, v.generate_run_id, v.generate_task_id,
+            v.generate_map_index), videos, filters)
+            .order_by(v.timestamp.desc(), v.event_id.desc()).offset(offset).limit(limit)).all()
+        events = _events(session, [row[0] for row in shown if row[0] is not None])
+        generations = _generations(session, [tuple(row[1:]) for row in shown if row[1]])
+    return Listing(events, generations, groups,
+                   dag_ids=sorted({row[0] for row in options}),
+                   models=sorted({row[1] for row in options if row[1]}))
+
+
+def _events(session: Session, event_ids: list[int]) -> list[EventRow]:
+    from airflow.models.asset import AssetEvent, AssetModel
+
+    if not event_ids:
+        return []
+    return [event_row(event) for event in session.scalars(
+        select(AssetEvent).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+        .where(AssetEvent.id.in_(event_ids), AssetModel.uri.in_(VIDEOS_ASSET_URIS)))]
+
+
+def _generations(session: Session, tasks: list[tuple[Any, ...]]) -> list[GenerationRow]:
+    """The generate XComs (id and return value) of the page's generate task instances."""
+    from airflow.models.xcom import XComModel
+
+    if not tasks:
+        return []
+    rows = session.scalars(select(XComModel).where(
+        XComModel.key.in_((GENERATION_ID_KEY, "return_value")),
+        tuple_(XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index)
+        .in_(tasks))).all()
+    found: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row.dag_id, row.run_id, row.task_id, row.map_index)
+        found.setdefault(key, {"timestamp": row.timestamp})[row.key] = \
+            XComModel.deserialize_value(row)
+        if row.key == GENERATION_ID_KEY:
+            found[key]["timestamp"] = row.timestamp
+    generations = []
+    for key, values in found.items():
+        generation_id, result = values.get(GENERATION_ID_KEY), values.get("return_value")
+        if isinstance(generation_id, str) and generation_id:
+            generations.append(GenerationRow(
+                source=TaskRef(*key), timestamp=values["timestamp"], generation_id=generation_id,
+                result=result if isinstance(result, dict) else None))
+    return generations

@@ -1,0 +1,108 @@
+"""Generations written into a metadata DB as a real run leaves them, in bulk (tests, benchmark).
+
+Each DAG run maps a generate task over ``per_run`` prompts and a download task over their
+results: per generation a ``generate`` task instance with the ``generation_id`` XCom and the
+return value (model, status, credits, USD, as the operators push them through the Task SDK:
+native JSON), and, once stored, a ``kling://videos`` Asset event of the ``download`` task with
+the extra the download writes. Rows go in with bulk inserts (100,000 in seconds).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+MODEL = "klingai/v2-master-text-to-video"
+
+
+@dataclass(frozen=True)
+class Runs:
+    """What to write: ``runs`` runs of ``dag_id`` with ``per_run`` generations each, a minute
+    apart from ``start``, each costing ``usd`` and ``credits`` as reported; the last ``pending``
+    generations of each run have no stored event (their download has not run)."""
+
+    dag_id: str
+    runs: int
+    per_run: int
+    start: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    usd: float = 1.4
+    credits: int = 2_800_000
+    model: str = MODEL
+    pending: int = 0
+    spend_in_event: bool = True
+    step: timedelta = timedelta(minutes=1)
+
+    def run_id(self, run: int) -> str:
+        return f"manual__{self.dag_id}_{run:06d}"
+
+    def generation_id(self, run: int, index: int) -> str:
+        return f"{self.dag_id}-{run:06d}-{index:04d}:kling/{MODEL}"
+
+
+def _chunks(rows: list[dict[str, Any]], size: int = 5000) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+def seed(session: Any, plan: Runs, asset_id: int) -> int:
+    """Write ``plan``'s runs; the number of stored (event) generations."""
+    from airflow.models.asset import AssetEvent
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import insert, select
+
+    runs, instances, xcoms, events = [], [], [], []
+    for run in range(plan.runs):
+        when = plan.start + run * plan.step * plan.per_run
+        runs.append({"dag_id": plan.dag_id, "run_id": plan.run_id(run), "run_type": "manual",
+                     "state": "success", "run_after": when, "logical_date": None,
+                     "clear_number": 0})
+    for chunk in _chunks(runs):
+        session.execute(insert(DagRun.__table__), chunk)
+    ids = dict(session.execute(select(DagRun.run_id, DagRun.id).where(
+        DagRun.dag_id == plan.dag_id)).all())
+    for run in range(plan.runs):
+        for index in range(plan.per_run):
+            when = plan.start + (run * plan.per_run + index) * plan.step
+            generation_id = plan.generation_id(run, index)
+            ref = {"dag_id": plan.dag_id, "run_id": plan.run_id(run), "map_index": index}
+            instances.append({**ref, "id": uuid.uuid4(), "task_id": "generate", "pool": "default",
+                              "pool_slots": 1, "state": "success", "try_number": 1})
+            result = {"generation_id": generation_id, "model": plan.model, "status": "completed",
+                      "credits_used": plan.credits, "usd_spent": plan.usd,
+                      "prompt": f"prompt {run}/{index}"}
+            for key, value in (("generation_id", generation_id), ("return_value", result)):
+                xcoms.append({**ref, "dag_run_id": ids[plan.run_id(run)], "task_id": "generate",
+                              "key": key, "value": value, "timestamp": when})
+            if index < plan.per_run - plan.pending:
+                extra = {"generation_id": generation_id, "model": plan.model,
+                         "uri": f"file:///videos/{generation_id}.mp4", "size": 2853}
+                if plan.spend_in_event:
+                    extra.update(credits_used=plan.credits, usd_spent=plan.usd)
+                events.append({"asset_id": asset_id, "extra": extra,
+                               "source_dag_id": plan.dag_id, "source_task_id": "download",
+                               "source_run_id": plan.run_id(run), "source_map_index": index,
+                               "timestamp": when + plan.step / 2})
+    for table, rows in ((TaskInstance.__table__, instances), (XComModel.__table__, xcoms),
+                        (AssetEvent.__table__, events)):
+        for chunk in _chunks(rows):
+            session.execute(insert(table), chunk)
+    return len(events)
+
+
+def videos_asset(session: Any) -> int:
+    """The ``kling://videos`` Asset's id (created when missing)."""
+    from airflow.models.asset import AssetModel
+    from sqlalchemy import select
+
+    found = session.scalar(select(AssetModel.id).where(AssetModel.uri == "kling://videos/"))
+    if found is None:
+        asset = AssetModel(name="kling_videos", uri="kling://videos/", group="asset")
+        session.add(asset)
+        session.flush()
+        found = asset.id
+    return int(found)
