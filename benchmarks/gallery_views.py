@@ -1,7 +1,15 @@
-"""Benchmark: the gallery as an ``external_views`` page vs. as a ``react_apps`` component.
+"""Benchmarks of the videos page: how it is shown, and how it answers over all of history.
 
     make demo && .venv/bin/python benchmarks/gallery_views.py [rounds]
+    .venv/bin/python benchmarks/gallery_views.py history [events] [rounds]
 
+``history``: a metadata DB (SQLite, and PostgreSQL on 127.0.0.1:5432 when it answers) seeded with
+``events`` stored videos (default 100,000) as mapped runs leave them (``tests.gallery_seed``: 25
+generations a run, each with its generate task's XCom and its ``kling://videos`` event), then
+the plugin's app (in process, a real SimpleAuthManager token) answers the page and its JSON,
+unfiltered and filtered, ``rounds`` times each (default 5): median and worst seconds per answer.
+
+The default mode:
 Starts Airflow's api-server on the demo's home (``.airflow-demo/``, all-admins login) with the
 provider's plugin (the shipped page: server-rendered HTML in the UI's iframe) plus a throw-away
 ``react_apps`` prototype written to a temporary plugins folder: a JavaScript module that renders
@@ -21,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -75,7 +84,97 @@ def free_port() -> int:
         return port
 
 
+HISTORY_REQUESTS = {
+    "page 1 (HTML)": ("/", {}),
+    "JSON page 1": ("/api/videos", {}),
+    "JSON page 2,000": ("/api/videos", {"page": "2000"}),
+    "HTML one DAG run": ("/", {"dag_id": "bench_dag", "run_id": "manual__bench_dag_001234"}),
+    "JSON one day": ("/api/videos", {"since": "2026-01-20", "until": "2026-01-20"}),
+    "JSON one model": ("/api/videos", {"model": "klingai/v2-master-text-to-video"}),
+}
+
+
+def history(events: int, rounds: int) -> None:
+    """Seed ``events`` stored videos on each database, then time the page's answers."""
+    from tests.gallery_seed import Runs
+    from tests.gallery_site import postgres_template
+
+    per_run = 25
+    plan = Runs("bench_dag", runs=events // per_run, per_run=per_run)
+    rows: list[tuple[str, str, float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / "template" / "airflow.db"
+        template.parent.mkdir()
+        env = {**os.environ, "AIRFLOW_HOME": str(template.parent),
+               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{template}"}
+        subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env,
+                       check=True, capture_output=True, timeout=600)
+        backends: list[tuple[str, str | None]] = [("sqlite", None)]
+        pg_template = postgres_template(Path(tmp) / "pg")
+        try:
+            backends.append(("postgresql", next(pg_template)))
+        except BaseException as exc:  # pytest's Skipped: no PostgreSQL here
+            print(f"PostgreSQL skipped: {exc}")
+        try:
+            for backend, pg_name in backends:
+                rows += _history_on(backend, pg_name, Path(tmp), template, plan, rounds)
+        finally:
+            pg_template.close()  # drops the migrated template database
+    print(f"\nThe videos page over {events:,} stored videos ({events // per_run:,} runs of "
+          f"{per_run}, with their generate XComs), in-process app, {rounds} rounds each")
+    print(f"{'database':<12}{'answer':<20}{'median s':>10}{'worst s':>10}")
+    for backend, name, median, worst in rows:
+        print(f"{backend:<12}{name:<20}{median:>10.3f}{worst:>10.3f}")
+
+
+def _history_on(backend: str, pg_name: str | None, tmp: Path, template: Path, plan: Any,
+                rounds: int) -> list[tuple[str, str, float, float]]:
+    from tests.gallery_site import SIMPLE, make_site, postgres_database
+
+    home = tmp / backend
+    home.mkdir()
+    rows: list[tuple[str, str, float, float]] = []
+    for url in (postgres_database(pg_name) if pg_name else iter([None])):
+        for site in make_site(home, template, SIMPLE, database=url):
+            rows += _time_history(site, plan, backend, rounds)
+    return rows
+
+
+def _time_history(site: Any, plan: Any, backend: str, rounds: int
+                  ) -> list[tuple[str, str, float, float]]:
+    from airflow.utils.session import create_session
+
+    from tests.gallery_seed import add_dag, seed, videos_asset
+
+    started = time.monotonic()
+    with create_session() as session:
+        add_dag(session, plan.dag_id)
+        stored = seed(session, plan, videos_asset(session))
+    if backend == "postgresql":  # as autovacuum would after a bulk load: planner statistics
+        with create_session() as session:
+            session.connection().exec_driver_sql("ANALYZE")
+    print(f"{backend}: seeded {stored:,} events in {time.monotonic() - started:.0f} s")
+    rows = []
+    with site.client("admin") as client:
+        for name, (path, params) in HISTORY_REQUESTS.items():
+            times = []
+            for _ in range(rounds):
+                began = time.monotonic()
+                answer = client.get(path, params=params)
+                times.append(time.monotonic() - began)
+                assert answer.status_code == 200, answer.text[:300]
+            rows.append((backend, name, statistics.median(times), max(times)))
+        total = client.get("/api/videos").json()["spend"]["total"]
+        assert total["count"] == stored, total
+        print(f"{backend}: total {total}")
+    return rows
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "history":
+        history(int(sys.argv[2]) if len(sys.argv) > 2 else 100_000,
+                int(sys.argv[3]) if len(sys.argv) > 3 else 5)
+        return
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 7
     chromium = find_chromium()
     if chromium is None or not (HOME / ".migrated").exists():

@@ -94,6 +94,21 @@ def seed(session: Any, plan: Runs, asset_id: int) -> int:
     return len(events)
 
 
+def add_dag(session: Any, dag_id: str) -> None:
+    """A DAG row for ``dag_id`` (Airflow's auth manager lists DAGs from these)."""
+    from airflow.models.dag import DagModel
+    from airflow.models.dagbundle import DagBundleModel
+
+    if session.get(DagBundleModel, "bench_bundle") is None:
+        session.add(DagBundleModel(name="bench_bundle"))
+        session.flush()
+    session.add(DagModel(  # type: ignore[no-untyped-call]
+        dag_id=dag_id, bundle_name="bench_bundle", is_stale=False,
+                         max_active_tasks=16, max_consecutive_failed_dag_runs=0,
+                         has_task_concurrency_limits=False))
+    session.flush()
+
+
 def videos_asset(session: Any) -> int:
     """The ``kling://videos`` Asset's id (created when missing)."""
     from airflow.models.asset import AssetModel

@@ -15,7 +15,7 @@ import hashlib
 import inspect
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -204,7 +204,7 @@ def postgres_admin(sql: str) -> None:
         conn.close()
 
 
-def postgres_template(tmp: Path) -> Iterator[str]:
+def postgres_template(tmp: Path) -> Generator[str, None, None]:
     """A PostgreSQL database migrated by ``airflow db migrate`` (the name), dropped afterwards;
     skips when no PostgreSQL answers on 127.0.0.1:5432."""
     import os

@@ -32,13 +32,13 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    exists,
     func,
     literal,
     null,
     or_,
     select,
     tuple_,
+    type_coerce,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -101,59 +101,60 @@ class _Json:
 
 
 def _videos(session: Session, dag_ids: Collection[str], asset_ids: Collection[int]) -> CTE:
-    """One row per video the caller may see (columns: see the ``stored`` select)."""
+    """One row per video the caller may see: each generation once, with its newest event (the
+    highest id) and what its generate task reported, and each event naming no generation.
+
+    Grouped, not joined, on the generation id read out of the JSON: a join on a computed value
+    has no index, and SQLite would compare every pair.
+    """
     from airflow.models.asset import AssetEvent
     from airflow.models.xcom import XComModel
 
     json = _Json(session.get_bind().dialect.name)
-    generation = json.text(AssetEvent.extra, "generation_id")
+    dags = list(dag_ids)
     events = select(
-        AssetEvent.id.label("event_id"), AssetEvent.timestamp,
+        literal(2).label("side"), AssetEvent.id.label("event_id"), AssetEvent.timestamp,
         AssetEvent.source_dag_id.label("dag_id"), AssetEvent.source_run_id.label("run_id"),
-        generation.label("generation_id"), json.text(AssetEvent.extra, "model").label("model"),
+        null().label("task_id"), null().label("map_index"),
+        json.text(AssetEvent.extra, "generation_id").label("generation_id"),
+        json.text(AssetEvent.extra, "model").label("model"),
         json.units(AssetEvent.extra, USD_KEYS).label("usd"),
         json.units(AssetEvent.extra, CREDITS_KEYS).label("credits"),
-        func.row_number().over(partition_by=generation, order_by=(
-            AssetEvent.timestamp.desc(), AssetEvent.id.desc())).label("newest_first"),
-    ).where(AssetEvent.asset_id.in_(list(asset_ids) or [-1]),
-            AssetEvent.source_dag_id.in_(list(dag_ids))).cte("kling_events")
-    pushed = json.text(XComModel.value)
-    generations = select(
-        XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index,
-        XComModel.dag_run_id, XComModel.timestamp, pushed.label("generation_id"),
-        func.row_number().over(partition_by=pushed, order_by=XComModel.timestamp.desc())
-        .label("newest_first"),
-    ).where(XComModel.key == GENERATION_ID_KEY, XComModel.dag_id.in_(list(dag_ids))).subquery()
-    results = select(
-        XComModel.dag_run_id, XComModel.task_id, XComModel.map_index,
-        json.text(XComModel.value, "model").label("model"),
-        json.units(XComModel.value, USD_KEYS).label("usd"),
-        json.units(XComModel.value, CREDITS_KEYS).label("credits"),
-    ).where(XComModel.key == "return_value", XComModel.dag_id.in_(list(dag_ids))).subquery()
+    ).where(AssetEvent.asset_id.in_(list(asset_ids) or [-1]), AssetEvent.source_dag_id.in_(dags))
+    pushed = select(XComModel).where(XComModel.key == GENERATION_ID_KEY,
+                                     XComModel.dag_id.in_(dags)).subquery("pushed")
+    result = select(XComModel).where(XComModel.key == "return_value",
+                                     XComModel.dag_id.in_(dags)).subquery("result")
+    p, r = pushed.c, result.c
     generated = select(
-        generations.c.dag_id, generations.c.run_id, generations.c.task_id,
-        generations.c.map_index, generations.c.timestamp, generations.c.generation_id,
-        results.c.model, results.c.usd, results.c.credits,
-    ).select_from(generations.outerjoin(results, and_(
-        results.c.dag_run_id == generations.c.dag_run_id,
-        results.c.task_id == generations.c.task_id,
-        results.c.map_index == generations.c.map_index))).where(
-        generations.c.newest_first == 1, generations.c.generation_id.is_not(None)).cte("kling_generated")
-    e, g = events.c, generated.c
-    stored = select(
-        e.event_id, e.timestamp, e.dag_id, e.run_id, e.generation_id,
-        func.coalesce(e.model, g.model).label("model"), func.coalesce(e.usd, g.usd).label("usd"),
-        func.coalesce(e.credits, g.credits).label("credits"),
-        g.dag_id.label("generate_dag_id"), g.run_id.label("generate_run_id"),
-        g.task_id.label("generate_task_id"), g.map_index.label("generate_map_index"),
-    ).select_from(events.outerjoin(generated, g.generation_id == e.generation_id)).where(
-        or_(e.newest_first == 1, e.generation_id.is_(None)))
-    pending = select(
-        null().label("event_id"), g.timestamp, g.dag_id, g.run_id, g.generation_id, g.model,
-        g.usd, g.credits, g.dag_id.label("generate_dag_id"), g.run_id.label("generate_run_id"),
-        g.task_id.label("generate_task_id"), g.map_index.label("generate_map_index"),
-    ).where(~exists(select(literal(1)).where(e.generation_id == g.generation_id)))
-    return union_all(stored, pending).cte("kling_videos")
+        literal(1), null(), p.timestamp, p.dag_id, p.run_id, p.task_id, p.map_index,
+        json.text(p.value), json.text(r.value, "model"), json.units(r.value, USD_KEYS),
+        json.units(r.value, CREDITS_KEYS),
+    ).select_from(pushed.outerjoin(result, and_(
+        r.dag_run_id == p.dag_run_id, r.task_id == p.task_id, r.map_index == p.map_index)))
+    s = union_all(events, generated).subquery("kling_sides").c
+
+    def event_side(column: Any) -> ColumnElement[Any]:
+        return func.max(case((s.side == 2, column)))
+
+    def task_side(column: Any) -> ColumnElement[Any]:
+        return func.max(case((s.side == 1, column)))
+
+    def either(column: Any) -> ColumnElement[Any]:
+        return func.coalesce(event_side(column), task_side(column))
+
+    anonymous = case((s.generation_id.is_(None), s.event_id))  # its own group
+    return select(
+        event_side(s.event_id).label("event_id"),
+        type_coerce(either(s.timestamp), AssetEvent.timestamp.type).label("timestamp"),
+        either(s.dag_id).label("dag_id"), either(s.run_id).label("run_id"),
+        func.max(s.generation_id).label("generation_id"), either(s.model).label("model"),
+        either(s.usd).label("usd"), either(s.credits).label("credits"),
+        task_side(s.dag_id).label("generate_dag_id"),
+        task_side(s.run_id).label("generate_run_id"),
+        task_side(s.task_id).label("generate_task_id"),
+        task_side(s.map_index).label("generate_map_index"),
+    ).group_by(s.generation_id, anonymous).cte("kling_videos")
 
 
 def _where(query: Select[Any], videos: CTE, filters: Filters) -> Select[Any]:
