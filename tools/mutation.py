@@ -2,14 +2,21 @@
 
 Runs mutmut (pinned in the locks; shared settings in pyproject's ``[tool.mutmut]``) once per module
 below, each time from a fresh ``mutants/`` directory, with the unit tests that exercise the module,
-and prints one table: mutants, killed, timed out, survived, not reached by any test, and the kill
-rate ((killed + timed out) / mutants). Exits non-zero when a module is under the floor (90 %) or a
-run could not be measured. Each module's survivors (with their diffs) are written to
-``build/mutation/<module>.txt``.
+and prints one table: mutants, killed, timed out (split by what stopped the run: its CPU limit,
+or a hang), survived, not reached by any test, other, and the kill rate ((killed + timed out) /
+mutants). Exits non-zero when a module is under the floor (90 %) or a run could not be measured.
+While a module runs, a progress line every 30 s says its phase, the verdicts so far and the
+mutants running with their wall, CPU and blocked seconds. Each module's survivors (with their
+diffs) and timeouts (with their seconds and where each one was stopped) are written to
+``build/mutation/<module>.txt``; mutmut's own output to ``build/mutation/<module>.log``.
 
 Why each run starts from nothing: mutmut keeps verdicts and the test-to-function map between runs
 and re-runs only what it thinks changed, so a test added since a run can leave a mutant recorded
 as surviving that the suite now kills. Every figure printed here comes from one fresh run.
+
+Why a timeout is a kill here: mutmut's own wall-clock limit counts time spent waiting for a core
+(a false kill under ``nice``), so ``tools/mutation_child.py`` replaces it by a watchdog that
+counts only the time a mutant's processes were blocked; see that module.
 
 Usage: ``python tools/mutation.py [MODULE ...] [--workers N]`` (modules as paths under
 ``kling_provider/``, e.g. ``_guard.py``; default: all of them).
@@ -25,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR = 0.90
@@ -37,7 +45,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "_pricing.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
     "_schedule.py": ("tests/test_poll_schedule.py", "tests/test_hook_rules.py",
                      "tests/test_paid_path_rules.py"),
-    "_submission.py": ("tests/test_submission.py", "tests/test_never_paying_twice.py",
+    "_submission.py": ("tests/test_submission.py", "tests/test_submission_rules.py",
+                       "tests/test_logs_lookup.py", "tests/test_never_paying_twice.py",
                        "tests/test_terminal_answers.py", "tests/test_paid_path_rules.py"),
     "operators/_submission.py": ("tests/test_submission.py", "tests/test_never_paying_twice.py",
                                  "tests/test_checks_before_paying.py", "tests/test_spend.py",
@@ -48,31 +57,25 @@ MODULES: dict[str, tuple[str, ...]] = {
     "gallery/ranges.py": ("tests/test_gallery_rules.py", "tests/test_paid_path_rules.py"),
 }
 
-# mutmut's exit-code classes (mutmut.stats.status_by_exit_code), folded into our columns.
-KILLED, TIMEOUT, SURVIVED, NO_TESTS = "killed", "timeout", "survived", "no tests"
+# The child (tools/mutation_child.py) runs mutmut with the module and its tests, and replaces
+# mutmut's wall-clock timeout by a watchdog that counts only time the mutant's processes were
+# blocked (not running, not waiting for a core): see that module for why.
+CHILD = ROOT / "tools" / "mutation_child.py"
+#: Seconds between progress lines while a module runs.
+PROGRESS_SECONDS = 30.0
+#: The log lines mutmut starts each phase with, and what a progress line calls them.
+PHASES = (("Generating mutants", "generating mutants"), ("Running stats", "stats run"),
+          ("Running clean tests", "clean tests"), ("Running forced fail", "forced-fail test"),
+          ("Running mutation testing", "mutants"))
 
-# The child: mutmut's own run, with the module and its tests put into mutmut's loaded settings.
-# Its command-line has no option for either, and one run per module needs both.
-#
-# Timeouts: mutmut stops a mutant's run at a CPU-time limit ((tests' time + timeout_constant) x
-# timeout_multiplier x 2 CPU seconds: a mutated loop that never ends burns CPU and hits it in
-# seconds) and at a wall-clock limit of half that. The wall-clock one counts time this process
-# waited for a core, so on a loaded machine it stopped ordinary runs (an unreachable line's
-# mutant "timed out"); it is widened here to a safety net for runs that hang without computing.
-WALL_FACTOR = 10
-_RUN = f"""
-import dataclasses, sys
-from mutmut import configuration
-from mutmut.__main__ import _run
-from mutmut.workers import isolation
-register = isolation.register_timeout
-isolation.register_timeout = lambda pid, timeout_s: register(pid, timeout_s * {WALL_FACTOR})
-module, workers, tests = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-configuration._config = dataclasses.replace(
-    configuration._load_config(), only_mutate=[module],
-    pytest_add_cli_args_test_selection=tests)
-_run((), workers)
-"""
+# mutmut's exit-code classes (mutmut.stats.status_by_exit_code), folded into our columns. A
+# timeout is split by what stopped it (the watchdog's record): "cpu" (it computed past its CPU
+# limit: a loop) or "hang" (it was blocked, neither running nor waiting for a core, for the
+# whole budget). One stopped by the wall-clock net only ("wall") proves nothing: not a kill.
+KILLED, SURVIVED, NO_TESTS = "killed", "survived", "no tests"
+CPU, HANG, OTHER = "timeout cpu", "timeout hang", "other"
+DETECTED = (KILLED, CPU, HANG)
+COLUMNS = (KILLED, CPU, HANG, SURVIVED, NO_TESTS, OTHER)
 
 
 @dataclass
@@ -91,38 +94,84 @@ class Result:
 
     @property
     def rate(self) -> float:
-        detected = self.counts.get(KILLED, 0) + self.counts.get(TIMEOUT, 0)
+        detected = sum(self.counts.get(status, 0) for status in DETECTED)
         return detected / self.total if self.total else 0.0
 
 
-def _status(exit_code: int | None) -> str:
+def _status(exit_code: int | None, run: dict[str, Any] | None = None) -> str:
     from mutmut.stats import status_by_exit_code
 
     status = status_by_exit_code[exit_code]
-    return status if status in (KILLED, TIMEOUT, SURVIVED, NO_TESTS) else "other"
+    if status == "timeout":
+        cause = (run or {}).get("cause")
+        return {None: CPU, "cpu": CPU, "blocked": HANG}.get(cause, OTHER)  # None: the rlimit
+    return status if status in (KILLED, SURVIVED, NO_TESTS) else OTHER
+
+
+def _stem(module: str) -> str:
+    return module.replace("/", ".")
+
+
+def _progress(module: str, log: Path, meta: Path, running: Path, elapsed: float) -> str:
+    """One line: the phase mutmut is in, the verdicts so far and the mutants running now."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    phase = next((name for marker, name in reversed(PHASES) if marker in text), "starting")
+    line = f"  {module}: {elapsed:.0f} s, {phase}"
+    if phase == "mutants" and meta.exists():
+        try:
+            verdicts = json.loads(meta.read_text())["exit_code_by_key"]
+        except (ValueError, KeyError):
+            return line
+        done = [c for c in verdicts.values() if c is not None]
+        from mutmut.stats import status_by_exit_code
+
+        counts: dict[str, int] = {}
+        for exit_code in done:
+            status = status_by_exit_code[exit_code]
+            counts[status] = counts.get(status, 0) + 1
+        line += f" {len(done)}/{len(verdicts)} (" + ", ".join(
+            f"{n} {status}" for status, n in sorted(counts.items())) + ")"
+        try:
+            now = json.loads(running.read_text()) if running.exists() else []
+        except ValueError:
+            now = []
+        line += "".join(f"; {r['mutant'].rpartition('.')[2]} {r['wall']:.0f} s wall, "
+                        f"{r['cpu']:.1f} s cpu, {r['blocked']:.0f}/{r['blocked_limit']:.0f} s blocked"
+                        for r in now)
+    return line
 
 
 def run_module(module: str, workers: int, out: Path) -> Result:
     path = f"kling_provider/{module}"
     tests = [t for t in MODULES[module] if (ROOT / t).exists()]
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    shutil.rmtree(out / f"{_stem(module)}.stacks", ignore_errors=True)
     start = time.monotonic()
-    log = out / (module.replace("/", ".") + ".log")
-    with log.open("w") as sink:
-        code = subprocess.call([sys.executable, "-c", _RUN, path, str(workers), *tests],
-                               cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
-    seconds = time.monotonic() - start
+    log = out / f"{_stem(module)}.log"
     meta = ROOT / "mutants" / (path + ".meta")
+    with log.open("w") as sink:
+        child = subprocess.Popen([sys.executable, str(CHILD), path, str(workers), str(out), *tests],
+                                 cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                code = child.wait(PROGRESS_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                print(_progress(module, log, meta, out / f"{_stem(module)}.running.json",
+                                time.monotonic() - start), flush=True)
+    seconds = time.monotonic() - start
     if code != 0 or not meta.exists():
         return Result(module, {}, [], seconds, f"mutmut exited {code}; see {log}")
     verdicts = json.loads(meta.read_text())["exit_code_by_key"]
+    runs_file = out / f"{_stem(module)}.runs.jsonl"
+    runs = {r["mutant"]: r for r in map(json.loads, runs_file.read_text().splitlines())}
+    statuses = {name: _status(c, runs.get(name)) for name, c in verdicts.items()}
     counts: dict[str, int] = {}
-    for exit_code in verdicts.values():
-        status = _status(exit_code)
+    for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
-    survivors = sorted((name for name, c in verdicts.items() if _status(c) != KILLED
-                        and _status(c) != TIMEOUT), key=_natural)
-    _write_survivors(module, survivors, verdicts, out)
+    survivors = sorted((n for n, s in statuses.items() if s not in DETECTED), key=_natural)
+    timeouts = sorted((n for n, s in statuses.items() if s in (CPU, HANG)), key=_natural)
+    _write_survivors(module, survivors, statuses, timeouts, runs, out)
     return Result(module, counts, survivors, seconds)
 
 
@@ -131,28 +180,43 @@ def _natural(name: str) -> tuple[str, int]:
     return (head, int(number) if number.isdigit() else 0)
 
 
-def _write_survivors(module: str, survivors: list[str], verdicts: dict[str, int | None],
-                     out: Path) -> None:
+def _where(stack: Path) -> str:
+    """The innermost frame of the provider or its tests in a stopped mutant's stack."""
+    frames = [line.strip() for line in stack.read_text().splitlines()
+              if line.strip().startswith("File ")] if stack.exists() else []
+    ours = [f for f in frames if "/kling_provider/" in f or "/tests/" in f]
+    return (ours or frames or ["no stack"])[0]
+
+
+def _write_survivors(module: str, survivors: list[str], statuses: dict[str, str],
+                     timeouts: list[str], runs: dict[str, dict[str, Any]], out: Path) -> None:
+    """Survivors with their diffs, then each timeout with what stopped it and where it was."""
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     parts = []
     for name in survivors:
         shown = subprocess.run([mutmut, "show", name], cwd=ROOT, capture_output=True, text=True)
-        parts.append(shown.stdout or f"# {name}: {_status(verdicts[name])}\n")
-    (out / (module.replace("/", ".") + ".txt")).write_text("\n".join(parts))
+        parts.append(shown.stdout or f"# {name}: {statuses[name]}\n")
+    parts.append("# timeouts: what stopped each (seconds of its run) and where it was\n")
+    for name in timeouts:
+        run = runs.get(name, {})
+        figures = ", ".join(f"{k} {run[k]}" for k in ("wall", "cpu", "wait", "blocked") if k in run)
+        where = _where(out / f"{_stem(module)}.stacks" / f"{name}.txt")
+        parts.append(f"{name}: {statuses[name]} ({figures}) at {where}")
+    (out / f"{_stem(module)}.txt").write_text("\n".join(parts) + "\n")
 
 
 def table(results: list[Result]) -> str:
-    head = (f"{'module':<26} {'mutants':>7} {'killed':>6} {'timeout':>7} {'survived':>8} "
-            f"{'no tests':>8} {'other':>5} {'kill rate':>9} {'seconds':>7}")
+    head = (f"{'module':<26} {'mutants':>7} {'killed':>6} {'t/o cpu':>7} {'t/o hang':>8} "
+            f"{'survived':>8} {'no tests':>8} {'other':>5} {'kill rate':>9} {'seconds':>7}")
     rows = [head, "-" * len(head)]
     for r in results:
         if r.error:
             rows.append(f"{r.module:<26} not measured: {r.error}")
             continue
         c = r.counts
-        rows.append(f"{r.module:<26} {r.total:>7} {c.get(KILLED, 0):>6} {c.get(TIMEOUT, 0):>7} "
-                    f"{c.get(SURVIVED, 0):>8} {c.get(NO_TESTS, 0):>8} {c.get('other', 0):>5} "
-                    f"{r.rate:>8.1%} {r.seconds:>7.0f}")
+        rows.append(f"{r.module:<26} {r.total:>7} {c.get(KILLED, 0):>6} {c.get(CPU, 0):>7} "
+                    f"{c.get(HANG, 0):>8} {c.get(SURVIVED, 0):>8} {c.get(NO_TESTS, 0):>8} "
+                    f"{c.get(OTHER, 0):>5} {r.rate:>8.1%} {r.seconds:>7.0f}")
     return "\n".join(rows)
 
 
