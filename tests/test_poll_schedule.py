@@ -16,8 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kling_provider._schedule import (
+    BACKOFF,
     DENSE_GAP,
+    JITTER_SPAN,
     PROBES,
+    TAIL_GAP,
     PollSchedule,
     check_poll_schedule,
     phase_of,
@@ -145,6 +148,63 @@ def test_fixed_schedule_polls_at_once_then_every_interval() -> None:
     schedule = PollSchedule("fixed", 0.0, 10.0)
     assert schedule.first_delay(123.0) == 0.0
     assert schedule.delay_after_poll(130.0) == 10.0
+
+
+def test_fixed_schedule_ignores_an_expectation_and_polls_every_interval_from_each_poll() -> None:
+    schedule = PollSchedule("fixed", 100.0, 10.0, documented_expectation(MASTER, 5), 0.5)
+    assert first(schedule, 4) == [0.0, 10.0, 20.0, 30.0]
+    assert schedule.delay_after_poll(103.0) == 10.0  # from the poll, not from the grid
+    assert first(PollSchedule("adaptive", 0.0, 7.5), 3) == [0.0, 7.5, 15.0]  # nothing expected
+
+
+def test_a_wait_that_begins_on_a_poll_time_polls_at_once() -> None:
+    schedule = PollSchedule("adaptive", 0.0, 60.0, documented_expectation(MASTER, 5), 0.25)
+    offsets = first(schedule, 30)
+    for at, following in itertools.pairwise(offsets):
+        assert schedule.first_delay(at) == 0.0
+        assert schedule.first_delay(at - 0.5) == pytest.approx(0.5)
+        assert schedule.delay_after_poll(at) == pytest.approx(following - at)
+
+
+@pytest.mark.parametrize("phase", [0.3, 0.9])
+def test_each_poll_is_shifted_by_its_phase_of_the_gap_to_the_next_at_most_jitter_span(
+        phase: float) -> None:
+    expected = documented_expectation(MASTER, 5)
+    plain = first(PollSchedule("adaptive", 0.0, 600.0, expected), 31)
+    shifted = first(PollSchedule("adaptive", 0.0, 600.0, expected, phase), 30)
+    assert any(following - at < JITTER_SPAN for at, following in itertools.pairwise(plain))
+    assert shifted == pytest.approx([at + phase * min(following - at, JITTER_SPAN)
+                                     for at, following in itertools.pairwise(plain)])
+
+
+def test_under_a_short_poll_interval_the_probes_come_every_interval_then_evenly() -> None:
+    expected = Expectation.from_range(101.0, 120.0, "documented")  # the approach ends at 90.9 s
+    offsets = first(PollSchedule("adaptive", 0.0, 4.5, expected), 21)
+    assert offsets[:2] == [4.5, 9.0]
+    assert offsets[2:] == pytest.approx([9.0 + i * (90.9 - 9.0) / 19 for i in range(1, 20)])
+
+
+def test_a_poll_interval_under_the_dense_gap_holds_past_the_window_too() -> None:
+    expected = Expectation(early=300.0, typical=330.0, late=360.0, tail=420.0)
+    offsets = first(PollSchedule("adaptive", 0.0, 5.9, expected, 0.5), 120)
+    past = [t for t in offsets if t > 360.0][:20]
+    # Planned every 5.9 s from the window's end, each shifted by half of that gap.
+    assert past == pytest.approx([360.0 + 0.5 * 5.9 + 5.9 * k for k in range(20)])
+
+
+def test_past_the_window_gaps_grow_by_backoff_to_tail_gap_then_to_poll_interval() -> None:
+    expected = Expectation(early=300.0, typical=330.0, late=360.0, tail=420.0)
+    offsets = first(PollSchedule("adaptive", 0.0, 60.0, expected), 60)
+    past = [t for t in offsets if t >= expected.late][:12]
+    gaps = [b - a for a, b in itertools.pairwise(past)]
+    grown, want, at = DENSE_GAP, [], expected.late
+    for _ in gaps:
+        grown = min(grown * BACKOFF, TAIL_GAP if at < expected.tail else 60.0)
+        at += grown
+        want.append(grown)
+    assert gaps == pytest.approx(want)
+    assert gaps[:4] == pytest.approx([7.8, 10.14, 13.182, TAIL_GAP])  # then 15 s until 420 s
+    assert gaps[-1] == 60.0
 
 
 def test_unknown_schedule_is_refused_naming_the_choices() -> None:
