@@ -48,6 +48,9 @@ SAMPLE = Path(link_module.__file__).parent.parent / "testing" / "sample.mp4"
     ("bytes=0-" + "9" * 19, UNSATISFIABLE),
     ("bytes=-" + "9" * 19, UNSATISFIABLE),
     ("bytes=0-" + "9" * 18, ByteRange(0, 999)),
+    (" Bytes = 10 - 19 ", ByteRange(10, 19)),  # the unit is case-insensitive; spaces allowed
+    ("bytes=" + "0" * 17 + "5-", ByteRange(5, 999)),  # 18 digits: leading zeros still count
+    ("bytes=" + "0" * 18 + "5-", UNSATISFIABLE),  # 19: past the bound, whatever their value
 ])
 def test_parse_range(header: str | None, expected: object) -> None:
     assert parse_range(header, 1000) == expected
@@ -58,6 +61,8 @@ def test_byte_range_headers() -> None:
     assert isinstance(wanted, ByteRange)
     assert (wanted.length, wanted.content_range(1000)) == (10, "bytes 10-19/1000")
     assert parse_range("bytes=0-", 0) == UNSATISFIABLE
+    assert parse_range("bytes=-5", 0) == UNSATISFIABLE  # an empty file has no last bytes
+    assert parse_range("bytes=-5", 1) == ByteRange(0, 0)
 
 
 @settings(max_examples=300, derandomize=True)
