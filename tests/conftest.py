@@ -140,7 +140,15 @@ def context_for(store: StateStoreStub | None, *, try_number: int = 1,
 
 @pytest.fixture(scope="session")
 def airflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An Airflow metadata DB migrated once per session; tests copy it (migrating takes ~10 s)."""
+    """An Airflow metadata DB migrated once per session; tests copy it (migrating takes ~10 s).
+
+    ``KLING_TEST_AIRFLOW_DB`` names one already migrated (by this Airflow; tests only copy it):
+    ``tools/mutation.py`` sets it, since each mutant's tests are a pytest session of their own
+    and would otherwise spend their time migrating.
+    """
+    migrated = os.environ.get("KLING_TEST_AIRFLOW_DB")
+    if migrated:
+        return Path(migrated)
     home = tmp_path_factory.mktemp("airflow-template")
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}

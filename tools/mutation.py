@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,8 +54,10 @@ MODULES: dict[str, tuple[str, ...]] = {
                                  "tests/test_paid_path_rules.py"),
     "_download.py": ("tests/test_download.py", "tests/test_network_errors.py",
                      "tests/test_paid_path_rules.py"),
-    "gallery/app.py": ("tests/test_gallery_rules.py",),
-    "gallery/ranges.py": ("tests/test_gallery_rules.py", "tests/test_paid_path_rules.py"),
+    # The routes' tests run the plugin's app under a real auth manager on a migrated metadata DB.
+    "gallery/app.py": ("tests/test_gallery_app.py", "tests/test_gallery_routes.py",
+                       "tests/test_gallery_hostile.py", "tests/test_gallery_rules.py"),
+    "gallery/ranges.py": ("tests/test_gallery_rules.py", "tests/test_gallery_app.py"),
 }
 
 # The child (tools/mutation_child.py) runs mutmut with the module and its tests, and replaces
@@ -141,7 +144,23 @@ def _progress(module: str, log: Path, meta: Path, running: Path, elapsed: float)
     return line
 
 
-def run_module(module: str, workers: int, out: Path) -> Result:
+def migrated_db(out: Path) -> Path:
+    """An Airflow metadata DB migrated now, by this venv's Airflow, for the tests to copy.
+
+    Each mutant's tests are a pytest session of their own: without this (``KLING_TEST_AIRFLOW_DB``,
+    tests/conftest.py) every mutant of a gallery module would first migrate a DB (10-30 s).
+    """
+    home = out / "airflow-home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
+    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env,
+                   check=True, capture_output=True, timeout=600)
+    return home / "airflow.db"
+
+
+def run_module(module: str, workers: int, out: Path, env: dict[str, str]) -> Result:
     path = f"kling_provider/{module}"
     tests = [t for t in MODULES[module] if (ROOT / t).exists()]
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)
@@ -151,7 +170,7 @@ def run_module(module: str, workers: int, out: Path) -> Result:
     meta = ROOT / "mutants" / (path + ".meta")
     with log.open("w") as sink:
         child = subprocess.Popen([sys.executable, str(CHILD), path, str(workers), str(out), *tests],
-                                 cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+                                 cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env=env)
         while True:
             try:
                 code = child.wait(PROGRESS_SECONDS)
@@ -231,10 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown module(s) {unknown}; known: {', '.join(MODULES)}")
     out = ROOT / "build" / "mutation"
     out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if any(m.startswith("gallery/") for m in modules):
+        env["KLING_TEST_AIRFLOW_DB"] = str(migrated_db(out))
     results = []
     for module in modules:
         print(f"mutating kling_provider/{module} ...", flush=True)
-        results.append(run_module(module, args.workers, out))
+        results.append(run_module(module, args.workers, out, env))
     print(table(results))
     failed = [r.module for r in results if r.error or r.rate < FLOOR]
     if failed:
