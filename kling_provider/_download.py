@@ -17,6 +17,7 @@ under one name at the same moment each end with their own video.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -28,8 +29,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from kling_provider._body import body_chunks
 from kling_provider._checks import DEFAULT_MAX_BYTES
-from kling_provider._hashing import BackgroundSha256
 from kling_provider._hosts import HostPolicy, check_url
 from kling_provider._identity import (
     VideoIdentity,
@@ -227,10 +228,11 @@ def _stage(response: httpx.Response, target: WritablePath, identity: VideoIdenti
     written = 0
     head = b""
     try:
-        with temporary.open("wb") as sink, BackgroundSha256() as digest:
-            for chunk in response.iter_bytes():  # as they arrive: stop at the limit, not past it
+        digest = hashlib.sha256()  # hashed as written: SHA-NI hashes faster than loopback reads
+        with temporary.open("wb") as sink:
+            for chunk in body_chunks(response, limit):  # stops at the limit, not past it
                 if len(head) < 12:
-                    head += chunk[: 12 - len(head)]
+                    head += bytes(chunk[: 12 - len(head)])
                 written += len(chunk)
                 if written > limit:
                     raise KlingDownloadError(
@@ -238,8 +240,8 @@ def _stage(response: httpx.Response, target: WritablePath, identity: VideoIdenti
                         if want is not None else
                         f"The video exceeded max_bytes={max_bytes}; download stopped.")
                 sink.write(chunk)
-                digest.update(chunk)  # hashed in a thread while the next chunk arrives
-            sha256 = digest.hexdigest()
+                digest.update(chunk)
+        sha256 = digest.hexdigest()
         if want is not None and written != want:
             raise _RetryableError(f"got {written} of {want} bytes")
         if verify_mp4 and head[4:8] != b"ftyp":

@@ -26,13 +26,12 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from kling_provider._body import BodyStream
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-#: Bytes asked of the socket per read on a download connection (httpcore asks 64 KiB).
-READ_SIZE = 1024 * 1024
 _TRUE = ("true", "1", "yes", "on", "*")
 _FALSE = ("false", "0", "no", "off", "")
 
@@ -142,7 +141,7 @@ class GuardedBackend(httpcore.NetworkBackend):
         last: Exception | None = None
         for address in addresses:
             try:
-                return WideReads(self._inner.connect_tcp(str(address), port, timeout,
+                return BodyStream(self._inner.connect_tcp(str(address), port, timeout,
                                                          local_address, socket_options))
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
@@ -150,31 +149,6 @@ class GuardedBackend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
-
-
-class WideReads(httpcore.NetworkStream):
-    """A connection reading up to :data:`READ_SIZE` per call where httpcore asks for 64 KiB:
-    a video body then arrives in fewer, larger pieces, and the per-piece Python work of httpx,
-    httpcore and h11 stops being what limits a download (h11 takes data of any size)."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max(max_bytes, READ_SIZE), timeout)
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, timeout)
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return WideReads(self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:

@@ -169,15 +169,15 @@ def test_generate_operator_download_to_takes_max_bytes(airflow_sim: KlingSimulat
 
 KILLED_MID_DOWNLOAD = textwrap.dedent("""
     import os, signal, sys
-    import httpx
+    from kling_provider import _download
     from kling_provider.hooks.kling import KlingHook
 
-    real = httpx.Response.iter_bytes
-    def iter_bytes(self, chunk_size=None):
-        for chunk in real(self, chunk_size):
+    real = _download.body_chunks
+    def body_chunks(response, limit):
+        for chunk in real(response, limit):
             yield chunk
             os.kill(os.getpid(), signal.SIGKILL)  # mid-write, as the OOM killer would
-    httpx.Response.iter_bytes = iter_bytes
+    _download.body_chunks = body_chunks
     KlingHook().download_video(sys.argv[1], sys.argv[2], generation_id=sys.argv[3])
 """)
 
