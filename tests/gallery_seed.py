@@ -104,8 +104,8 @@ def add_dag(session: Any, dag_id: str) -> None:
         session.flush()
     session.add(DagModel(  # type: ignore[no-untyped-call]
         dag_id=dag_id, bundle_name="bench_bundle", is_stale=False,
-                         max_active_tasks=16, max_consecutive_failed_dag_runs=0,
-                         has_task_concurrency_limits=False))
+        max_active_tasks=16, max_consecutive_failed_dag_runs=0,
+        has_task_concurrency_limits=False))
     session.flush()
 
 

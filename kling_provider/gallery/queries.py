@@ -28,7 +28,6 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Numeric,
-    Select,
     and_,
     case,
     cast,
@@ -37,6 +36,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     tuple_,
     type_coerce,
     union_all,
@@ -93,6 +93,14 @@ class _Json:
         number = found[0] if len(found) == 1 else func.coalesce(*found)
         return cast(func.round(number * SCALE), BigInteger)
 
+    def parsed(self, query: Any, column: Any) -> Any:
+        """``query`` with ``column`` as ``doc``, parsed once per row: PostgreSQL re-parses a
+        ``json`` value at each ``->`` (``jsonb`` is parsed data); OFFSET 0 keeps the planner from
+        folding the cast back into every use. SQLite caches its parse per value."""
+        if self.postgres:
+            return query.add_columns(cast(column, JSONB).label("doc")).offset(0)
+        return query.add_columns(column.label("doc"))
+
     def day(self, column: Any) -> ColumnElement[Any]:
         """The UTC day of a timestamp, as ``YYYY-MM-DD`` text."""
         if self.postgres:
@@ -112,24 +120,28 @@ def _videos(session: Session, dag_ids: Collection[str], asset_ids: Collection[in
 
     json = _Json(session.get_bind().dialect.name)
     dags = list(dag_ids)
+    stored = json.parsed(select(
+        AssetEvent.id, AssetEvent.timestamp, AssetEvent.source_dag_id, AssetEvent.source_run_id,
+    ).where(AssetEvent.asset_id.in_(list(asset_ids) or [-1]), AssetEvent.source_dag_id.in_(dags)),
+        AssetEvent.extra).subquery("stored")
+    d = stored.c
     events = select(
-        literal(2).label("side"), AssetEvent.id.label("event_id"), AssetEvent.timestamp,
-        AssetEvent.source_dag_id.label("dag_id"), AssetEvent.source_run_id.label("run_id"),
+        literal(2).label("side"), d.id.label("event_id"), d.timestamp,
+        d.source_dag_id.label("dag_id"), d.source_run_id.label("run_id"),
         null().label("task_id"), null().label("map_index"),
-        json.text(AssetEvent.extra, "generation_id").label("generation_id"),
-        json.text(AssetEvent.extra, "model").label("model"),
-        json.units(AssetEvent.extra, USD_KEYS).label("usd"),
-        json.units(AssetEvent.extra, CREDITS_KEYS).label("credits"),
-    ).where(AssetEvent.asset_id.in_(list(asset_ids) or [-1]), AssetEvent.source_dag_id.in_(dags))
+        json.text(d.doc, "generation_id").label("generation_id"),
+        json.text(d.doc, "model").label("model"), json.units(d.doc, USD_KEYS).label("usd"),
+        json.units(d.doc, CREDITS_KEYS).label("credits"))
     pushed = select(XComModel).where(XComModel.key == GENERATION_ID_KEY,
                                      XComModel.dag_id.in_(dags)).subquery("pushed")
-    result = select(XComModel).where(XComModel.key == "return_value",
-                                     XComModel.dag_id.in_(dags)).subquery("result")
+    result = json.parsed(select(XComModel.dag_run_id, XComModel.task_id, XComModel.map_index)
+                         .where(XComModel.key == "return_value", XComModel.dag_id.in_(dags)),
+                         XComModel.value).subquery("result")
     p, r = pushed.c, result.c
     generated = select(
         literal(1), null(), p.timestamp, p.dag_id, p.run_id, p.task_id, p.map_index,
-        json.text(p.value), json.text(r.value, "model"), json.units(r.value, USD_KEYS),
-        json.units(r.value, CREDITS_KEYS),
+        json.text(p.value), json.text(r.doc, "model"), json.units(r.doc, USD_KEYS),
+        json.units(r.doc, CREDITS_KEYS),
     ).select_from(pushed.outerjoin(result, and_(
         r.dag_run_id == p.dag_run_id, r.task_id == p.task_id, r.map_index == p.map_index)))
     s = union_all(events, generated).subquery("kling_sides").c
@@ -157,23 +169,24 @@ def _videos(session: Session, dag_ids: Collection[str], asset_ids: Collection[in
     ).group_by(s.generation_id, anonymous).cte("kling_videos")
 
 
-def _where(query: Select[Any], videos: CTE, filters: Filters) -> Select[Any]:
+def _matching(videos: CTE, filters: Filters) -> ColumnElement[bool]:
+    """The filters as one SQL condition on :func:`_videos`' rows (``Filters.accepts``' rules)."""
     v = videos.c
+    found: list[ColumnElement[bool]] = []
     if filters.dag_id:
-        query = query.where(or_(v.dag_id == filters.dag_id, v.generate_dag_id == filters.dag_id))
+        found.append(or_(v.dag_id == filters.dag_id, v.generate_dag_id == filters.dag_id))
     if filters.run_id:
-        query = query.where(or_(v.run_id == filters.run_id, v.generate_run_id == filters.run_id))
+        found.append(or_(v.run_id == filters.run_id, v.generate_run_id == filters.run_id))
     if filters.model:
-        query = query.where(v.model == filters.model)
+        found.append(v.model == filters.model)
     if filters.generation_id:
-        query = query.where(v.generation_id == filters.generation_id)
+        found.append(v.generation_id == filters.generation_id)
     if filters.since:
-        query = query.where(v.timestamp >= datetime.combine(filters.since, time(),
-                                                            tzinfo=timezone.utc))
+        found.append(v.timestamp >= datetime.combine(filters.since, time(), tzinfo=timezone.utc))
     if filters.until:
-        query = query.where(v.timestamp < datetime.combine(filters.until + timedelta(days=1),
-                                                           time(), tzinfo=timezone.utc))
-    return query
+        found.append(v.timestamp < datetime.combine(filters.until + timedelta(days=1), time(),
+                                                    tzinfo=timezone.utc))
+    return and_(true(), *found)
 
 
 def _amount(units: Any) -> Decimal | None:
@@ -205,22 +218,27 @@ def listing(dag_ids: Collection[str], asset_ids: Collection[int], filters: Filte
         videos = _videos(session, dag_ids, asset_ids)
         v = videos.c
         day = _Json(session.get_bind().dialect.name).day(v.timestamp)
-        grouped = _where(select(
-            day, v.model, v.dag_id, v.run_id, func.count(), func.sum(v.usd), func.sum(v.credits),
-            func.max(v.timestamp)), videos, filters).group_by(day, v.model, v.dag_id, v.run_id)
-        groups = [SpendGroup(day=str(row[0]), model=row[1], dag_id=row[2], run_id=row[3] or "",
-                             count=row[4], usd=_amount(row[5]), credits=_amount(row[6]),
-                             newest=row[7]) for row in session.execute(grouped)]
-        options = session.execute(select(v.dag_id, v.model).distinct()).all()
-        shown = session.execute(_where(select(
+        matches = _matching(videos, filters)
+        # One pass for the spend (matching groups) and the filter options (every group).
+        matched = case((matches, 1), else_=0)
+        groups, options = [], set()
+        for row in session.execute(select(
+                day, v.model, v.dag_id, v.run_id, matched, func.count(), func.sum(v.usd),
+                func.sum(v.credits), func.max(v.timestamp),
+        ).group_by(day, v.model, v.dag_id, v.run_id, matched)):
+            options.add((row[2], row[1]))
+            if row[4]:
+                groups.append(SpendGroup(day=str(row[0]), model=row[1], dag_id=row[2],
+                                         run_id=row[3] or "", count=row[5], usd=_amount(row[6]),
+                                         credits=_amount(row[7]), newest=row[8]))
+        shown = session.execute(select(
             v.event_id, v.generate_dag_id, v.generate_run_id, v.generate_task_id,
-            v.generate_map_index), videos, filters)
+            v.generate_map_index).where(matches)
             .order_by(v.timestamp.desc(), v.event_id.desc()).offset(offset).limit(limit)).all()
         events = _events(session, [row[0] for row in shown if row[0] is not None])
         generations = _generations(session, [tuple(row[1:]) for row in shown if row[1]])
-    return Listing(events, generations, groups,
-                   dag_ids=sorted({row[0] for row in options}),
-                   models=sorted({row[1] for row in options if row[1]}))
+    return Listing(events, generations, groups, dag_ids=sorted({dag for dag, _ in options}),
+                   models=sorted({model for _, model in options if model}))
 
 
 def _events(session: Session, event_ids: list[int]) -> list[EventRow]:
