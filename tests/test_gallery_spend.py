@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
+from kling_provider._spend import exact_amount as money
 from kling_provider.gallery import page
-from kling_provider.gallery.records import Filters, TaskRef, Video, money, summarise
+from kling_provider.gallery.records import Filters, TaskRef, Video, summarise
 
 WHEN = datetime(2026, 11, 30, tzinfo=timezone.utc)
 

@@ -26,7 +26,13 @@ from kling_provider._pricing import (
     find_pricing,
     request_as_sent,
 )
-from kling_provider._spend import format_duration, format_usd, spend_summary, with_cost_headers
+from kling_provider._spend import (
+    format_duration,
+    format_usd,
+    run_total,
+    spend_summary,
+    with_cost_headers,
+)
 from kling_provider.catalogue import endpoint_path
 from kling_provider.exceptions import (
     KlingCostLimitError,
@@ -208,6 +214,52 @@ def test_within_the_limit_submits_and_reports_spend(airflow_sim: KlingSimulator,
     assert json.loads(json.dumps(result)) == result  # XCom-safe
     assert f"finished in {format_duration(seconds)}: 2,800,000 credits, $1.40 (estimated before " \
            "submitting: $1.40)." in capsys.readouterr().out
+
+
+def test_run_total_counts_each_other_generation_once_in_exact_decimals() -> None:
+    from decimal import Decimal
+
+    others = [{"generation_id": "a", "usd_spent": 1.4}, {"generation_id": "b", "usd_spent": 1.4},
+              {"generation_id": "a", "usd_spent": 1.4},  # the same generation, read twice
+              {"generation_id": "me", "usd_spent": 9.0},  # this task's own (an earlier read)
+              {"generation_id": "c", "usd_spent": True}, {"generation_id": "d"},  # unknown USD
+              None, "not a result", {"usd_spent": 5}]  # not a generation
+    assert run_total(others, "me", 1.4) == (Decimal("4.2"), 5)
+    assert run_total([], "me", None) == (None, 1)
+    assert spend_summary("g", credits_used=1, usd_spent=1.4, generation_seconds=1,
+                         run_so_far=(Decimal("4.2"), 3)).endswith(
+        "1 credits, $1.40. This DAG run so far: $4.20 for 3 generations.")
+    assert spend_summary("g", credits_used=1, usd_spent=None, generation_seconds=1,
+                         run_so_far=(None, 1)).endswith(
+        "unknown USD. This DAG run so far: unknown USD for 1 generation.")
+
+
+def test_the_spend_line_gives_the_runs_running_total(airflow_sim: KlingSimulator,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    operator = KlingTextToVideoOperator(task_id="generate", model=V2_MASTER, prompt="p",
+                                        duration=5, deferrable=False, poll_interval=10)
+    context = context_for(StateStoreStub())
+    pulled: list[dict[str, Any]] = []
+
+    def xcom_pull(*, task_ids: list[str], key: str) -> list[dict[str, Any]]:
+        pulled.append({"task_ids": task_ids, "key": key})
+        return [{"generation_id": "earlier-1", "usd_spent": 1.4},
+                {"generation_id": "earlier-2", "usd_spent": 1.4}]
+
+    context["ti"].xcom_pull = xcom_pull
+    context["dag"] = SimpleNamespace(tasks=[operator, SimpleNamespace(task_id="download")])
+    operator.execute(context)
+    assert pulled == [{"task_ids": ["generate"], "key": "return_value"}]
+    assert "2,800,000 credits, $1.40 (estimated before submitting: $1.40). This DAG run so far: " \
+           "$4.20 for 3 generations." in capsys.readouterr().out
+    context["ti"].xcom_pull = lambda **kwargs: 1 / 0  # unreadable: the line, without a total
+    operator.execute(context_for(StateStoreStub()) | {"dag": context["dag"],
+                                                      "ti": context["ti"]})
+    logged = capsys.readouterr().out
+    assert "2,800,000 credits, $1.40 (estimated before submitting: $1.40)." in logged
+    assert "so far" not in logged
 
 
 def test_model_missing_from_the_live_list_warns_and_never_blocks(

@@ -15,6 +15,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from kling_provider._spend import exact_amount
+
 #: The XCom / extra fields the money side writes (absent on older runs: shown as "-").
 CREDITS_KEYS = ("credits_used",)
 USD_KEYS = ("usd_spent", "cost_usd")
@@ -156,15 +158,6 @@ def _run_of(ref: TaskRef | None) -> str | None:
     return ref.run_id if ref else None
 
 
-def money(value: Any) -> Decimal | None:
-    """A reported amount as the decimal it was written as (``1.4`` is ``Decimal("1.4")``, not
-    the binary float's expansion); ``None`` for anything but a finite number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        return None
-    exact = Decimal(str(value))
-    return exact if exact.is_finite() else None
-
-
 def plain(value: Decimal | None) -> Decimal | None:
     """``value`` without trailing zeros or an exponent: ``2.50`` and ``2.500000`` are ``2.5``,
     ``1E+2`` is ``100`` (how the page's JSON writes every sum)."""
@@ -177,7 +170,7 @@ def plain(value: Decimal | None) -> Decimal | None:
 def _money(values: Mapping[str, Any], keys: Iterable[str]) -> Decimal | None:
     for key in keys:
         if isinstance(values.get(key), (int, float)) and not isinstance(values.get(key), bool):
-            return money(values[key])
+            return exact_amount(values[key])
     return None
 
 

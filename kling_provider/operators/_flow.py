@@ -217,7 +217,7 @@ class GenerationFlow(DurableSubmission):
                   submitted_at: float | None = None) -> dict[str, Any]:
         from kling_provider import metrics
         from kling_provider._network import redact_url
-        from kling_provider._spend import spend_summary
+        from kling_provider._spend import run_total, spend_summary
 
         hook = self.hook
         result = generation_result(generation, model=self.model, family=family,
@@ -227,9 +227,13 @@ class GenerationFlow(DurableSubmission):
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
         self.log.info("Generation %s completed: %s", generation.generation_id,
                       redact_url(generation.video_url or ""))
-        self.log.info(spend_summary(generation.generation_id, credits_used=generation.credits_used,
-                                    usd_spent=generation.usd_spent, generation_seconds=seconds,
-                                    estimated_usd=self.estimated_usd))
+        others = self._run_results(context)
+        self.log.info(spend_summary(
+            generation.generation_id, credits_used=generation.credits_used,
+            usd_spent=generation.usd_spent, generation_seconds=seconds,
+            estimated_usd=self.estimated_usd,
+            run_so_far=None if others is None else run_total(
+                others, generation.generation_id, generation.usd_spent)))
         metrics.generation_completed(self.model, seconds=seconds,
                                      credits_used=generation.credits_used,
                                      usd_spent=generation.usd_spent)
@@ -243,6 +247,21 @@ class GenerationFlow(DurableSubmission):
             self._lineage_outputs = [stored.uri]
         self._mark_delivered(context, generation.generation_id)
         return result
+
+    def _run_results(self, context: Context) -> list[Any] | None:
+        """The return values of this DAG run's generate tasks so far (every map index), for the
+        running total; ``None`` when they cannot be read (the log line then has no total)."""
+        dag = context.get("dag")
+        task_ids = [task.task_id for task in getattr(dag, "tasks", ())
+                    if isinstance(task, GenerationFlow)]
+        if not task_ids:
+            return None
+        try:
+            pulled = context["ti"].xcom_pull(task_ids=task_ids, key="return_value")
+        except Exception as why:  # never fail a paid, finished generation over a log line
+            self.log.debug("No DAG run total for the spend line: %s", why)
+            return None
+        return pulled if isinstance(pulled, list) else [pulled]
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): image URLs in, the video out."""
@@ -295,6 +314,21 @@ class DownloadFlow(_Operator):
             context["outlet_events"][self.asset].extra = asset_extra(result)
         self._lineage = ([str(info["video_url"])], [stored.uri])
         return result
+
+    def _run_results(self, context: Context) -> list[Any] | None:
+        """The return values of this DAG run's generate tasks so far (every map index), for the
+        running total; ``None`` when they cannot be read (the log line then has no total)."""
+        dag = context.get("dag")
+        task_ids = [task.task_id for task in getattr(dag, "tasks", ())
+                    if isinstance(task, GenerationFlow)]
+        if not task_ids:
+            return None
+        try:
+            pulled = context["ti"].xcom_pull(task_ids=task_ids, key="return_value")
+        except Exception as why:  # never fail a paid, finished generation over a log line
+            self.log.debug("No DAG run total for the spend line: %s", why)
+            return None
+        return pulled if isinstance(pulled, list) else [pulled]
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): the video URL in, the stored copy out."""
