@@ -228,6 +228,18 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
             f"spend: {video}.ownerDocument.getElementById('spend') !== null, "
             f"src: {video}.getAttribute('src')}})")
         shot = browser.screenshot(ARTIFACTS / "gallery.png")  # while it plays
+        # Where the user is among the pages, and what the run cost, with a link to just it.
+        frame = "document.querySelector('iframe').contentDocument"
+        seen = browser.evaluate(f"({{pager: {frame}.getElementById('pager').innerText, "
+                                f"runs: {frame}.getElementById('runs').innerText}})")
+        browser.evaluate(f"{frame}.querySelector('#runs a').click(); true")
+        browser.wait_for("the page narrowed to the run",
+                         f"{frame}.location.search.includes('run_id=') && "
+                         f"{frame}.readyState === 'complete' && !!{frame}.getElementById('pager')")
+        narrowed = browser.evaluate(
+            f"({{pager: {frame}.getElementById('pager').innerText, "
+            f"cards: {frame}.querySelectorAll('.card').length, "
+            f"run: {frame}.querySelector('input[name=run_id]').value}})")
     print(f"browser: Airflow UI + gallery opened to video metadata in {to_metadata:.2f} s; "
           f"duration {ready} s, state {state}, screenshot {shot}")
     assert state["error"] is None and state["readyState"] >= 2 and state["played"] >= 1
@@ -235,6 +247,10 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
     assert abs(state["duration"] - 1.0) < 0.2  # the simulator's 1 s clip
     assert state["spend"]
     assert shot.stat().st_size > 10_000
+    assert "Page 1 of 1 (1-1 of 1 generations)" in seen["pager"], seen
+    assert f"{DAG_ID} / {gallery.run_id}" in seen["runs"] and "$1.40" in seen["runs"], seen
+    assert narrowed["run"] == gallery.run_id and narrowed["cards"] == 1, narrowed
+    assert "(1-1 of 1 generations)" in narrowed["pager"], narrowed
     # A user who may not read the DAG: the same page, empty, and the video's URL a 404.
     profile = gallery.airflow.home / "chromium-profile-outsider"
     profile.mkdir()
