@@ -8,7 +8,8 @@ passes, :mod:`~kling_provider.gallery.access`), and so are the filters, so the s
 filter options and the pages of cards all cover every matching generation, however many.
 
 Money is summed exactly: each amount becomes an integer count of millionths in SQL
-(:data:`SCALE`) and the sums come back as :class:`~decimal.Decimal`, on SQLite and PostgreSQL
+(:data:`~kling_provider.gallery.store.SCALE`) and the sums come back as
+:class:`~decimal.Decimal`, on SQLite and PostgreSQL
 alike (JSON numbers are binary floats in SQLite). Only the page's rows are then read in full and
 built into cards by the pure :func:`~kling_provider.gallery.records.build_videos`.
 
@@ -18,19 +19,16 @@ it at 100,000 stored events.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
-    Numeric,
     and_,
     case,
-    cast,
     func,
     literal,
     null,
@@ -41,7 +39,6 @@ from sqlalchemy import (
     type_coerce,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import CTE
 
@@ -55,57 +52,13 @@ from kling_provider.gallery.records import (
     TaskRef,
     plain,
 )
-from kling_provider.gallery.store import GENERATION_ID_KEY, VIDEOS_ASSET_URIS, event_row
-
-#: Amounts are summed as integers of this many parts of a unit (USD to the millionth of a
-#: dollar): exact on every database, up to 9.2e12 units in one sum.
-SCALE = 10**6
-
-
-class _Json:
-    """JSON field reads of one dialect: SQLite's ``json_extract`` or PostgreSQL's ``jsonb``."""
-
-    def __init__(self, dialect: str) -> None:
-        self.postgres = dialect == "postgresql"
-
-    def text(self, column: Any, key: str | None = None) -> ColumnElement[Any]:
-        """The string at ``key`` (the whole value when ``None``); ``NULL`` for any other type."""
-        if self.postgres:
-            value = cast(column, JSONB)
-            item = value if key is None else value.op("->")(key)
-            raw = value.op("#>>")("{}") if key is None else value.op("->>")(key)
-            return case((func.jsonb_typeof(item) == "string", raw))
-        path = "$" if key is None else f'$."{key}"'
-        return case((func.json_type(column, path) == "text", func.json_extract(column, path)))
-
-    def units(self, column: Any, keys: Sequence[str]) -> ColumnElement[Any]:
-        """The first number among ``keys``, in :data:`SCALE` units (booleans are no number)."""
-        found: list[ColumnElement[Any]] = []
-        for key in keys:
-            if self.postgres:
-                item = cast(column, JSONB).op("->")(key)
-                found.append(case((func.jsonb_typeof(item) == "number",
-                                   cast(cast(column, JSONB).op("->>")(key), Numeric))))
-            else:
-                path = f'$."{key}"'
-                found.append(case((func.json_type(column, path).in_(("integer", "real")),
-                                   func.json_extract(column, path))))
-        number = found[0] if len(found) == 1 else func.coalesce(*found)
-        return cast(func.round(number * SCALE), BigInteger)
-
-    def parsed(self, query: Any, column: Any) -> Any:
-        """``query`` with ``column`` as ``doc``, parsed once per row: PostgreSQL re-parses a
-        ``json`` value at each ``->`` (``jsonb`` is parsed data); OFFSET 0 keeps the planner from
-        folding the cast back into every use. SQLite caches its parse per value."""
-        if self.postgres:
-            return query.add_columns(cast(column, JSONB).label("doc")).offset(0)
-        return query.add_columns(column.label("doc"))
-
-    def day(self, column: Any) -> ColumnElement[Any]:
-        """The UTC day of a timestamp, as ``YYYY-MM-DD`` text."""
-        if self.postgres:
-            return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
-        return func.date(column)
+from kling_provider.gallery.store import (
+    GENERATION_ID_KEY,
+    SCALE,
+    VIDEOS_ASSET_URIS,
+    JsonReads,
+    event_row,
+)
 
 
 def _videos(session: Session, dag_ids: Collection[str], asset_ids: Collection[int]) -> CTE:
@@ -118,7 +71,7 @@ def _videos(session: Session, dag_ids: Collection[str], asset_ids: Collection[in
     from airflow.models.asset import AssetEvent
     from airflow.models.xcom import XComModel
 
-    json = _Json(session.get_bind().dialect.name)
+    json = JsonReads(session.get_bind().dialect.name)
     dags = list(dag_ids)
     stored = json.parsed(select(
         AssetEvent.id, AssetEvent.timestamp, AssetEvent.source_dag_id, AssetEvent.source_run_id,
@@ -217,7 +170,7 @@ def listing(dag_ids: Collection[str], asset_ids: Collection[int], filters: Filte
     with create_session() as session:
         videos = _videos(session, dag_ids, asset_ids)
         v = videos.c
-        day = _Json(session.get_bind().dialect.name).day(v.timestamp)
+        day = JsonReads(session.get_bind().dialect.name).day(v.timestamp)
         matches = _matching(videos, filters)
         # One pass for the spend (matching groups) and the filter options (every group).
         matched = case((matches, 1), else_=0)

@@ -1,15 +1,17 @@
 """The gallery's database reads: ``kling://videos`` Asset events and generate tasks' XCom.
 
 The list and its spend are :mod:`~kling_provider.gallery.queries`; here: the Asset's ids, one
-event (the video routes) and the DAG that first recorded a file. Rows become the pure records of
-``records``.
+event (the video routes), the DAG that first recorded a file, and how each database reads a
+field of a JSON column (:class:`JsonReads`). Rows become the pure records of ``records``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, ColumnElement, Numeric, case, cast, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from kling_provider.gallery.records import EventRow, TaskRef
 
@@ -17,6 +19,57 @@ from kling_provider.gallery.records import EventRow, TaskRef
 VIDEOS_ASSET_URIS = ("kling://videos", "kling://videos/")
 #: The generate operators push the id under this key right after the POST (durable submission).
 GENERATION_ID_KEY = "generation_id"
+
+
+#: Amounts are summed as integers of this many parts of a unit (USD to the millionth of a
+#: dollar): exact on every database, up to 9.2e12 units in one sum.
+SCALE = 10**6
+
+
+class JsonReads:
+    """JSON field reads of one dialect: SQLite's ``json_extract`` or PostgreSQL's ``jsonb``."""
+
+    def __init__(self, dialect: str) -> None:
+        self.postgres = dialect == "postgresql"
+
+    def text(self, column: Any, key: str | None = None) -> ColumnElement[Any]:
+        """The string at ``key`` (the whole value when ``None``); ``NULL`` for any other type."""
+        if self.postgres:
+            value = cast(column, JSONB)
+            item = value if key is None else value.op("->")(key)
+            raw = value.op("#>>")("{}") if key is None else value.op("->>")(key)
+            return case((func.jsonb_typeof(item) == "string", raw))
+        path = "$" if key is None else f'$."{key}"'
+        return case((func.json_type(column, path) == "text", func.json_extract(column, path)))
+
+    def units(self, column: Any, keys: Sequence[str]) -> ColumnElement[Any]:
+        """The first number among ``keys``, in :data:`SCALE` units (booleans are no number)."""
+        found: list[ColumnElement[Any]] = []
+        for key in keys:
+            if self.postgres:
+                item = cast(column, JSONB).op("->")(key)
+                found.append(case((func.jsonb_typeof(item) == "number",
+                                   cast(cast(column, JSONB).op("->>")(key), Numeric))))
+            else:
+                path = f'$."{key}"'
+                found.append(case((func.json_type(column, path).in_(("integer", "real")),
+                                   func.json_extract(column, path))))
+        number = found[0] if len(found) == 1 else func.coalesce(*found)
+        return cast(func.round(number * SCALE), BigInteger)
+
+    def parsed(self, query: Any, column: Any) -> Any:
+        """``query`` with ``column`` as ``doc``, parsed once per row: PostgreSQL re-parses a
+        ``json`` value at each ``->`` (``jsonb`` is parsed data); OFFSET 0 keeps the planner from
+        folding the cast back into every use. SQLite caches its parse per value."""
+        if self.postgres:
+            return query.add_columns(cast(column, JSONB).label("doc")).offset(0)
+        return query.add_columns(column.label("doc"))
+
+    def day(self, column: Any) -> ColumnElement[Any]:
+        """The UTC day of a timestamp, as ``YYYY-MM-DD`` text."""
+        if self.postgres:
+            return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+        return func.date(column)
 
 
 def videos_asset_ids() -> list[int]:
@@ -59,15 +112,13 @@ def owner_dag(uri: str) -> str | None:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        rows = session.execute(
-            select(AssetEvent.source_dag_id, AssetEvent.extra)
+        recorded = JsonReads(session.get_bind().dialect.name).text(AssetEvent.extra, "uri")
+        return session.scalar(
+            select(AssetEvent.source_dag_id)
             .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-            .where(AssetModel.uri.in_(VIDEOS_ASSET_URIS), AssetEvent.source_dag_id.is_not(None))
-            .order_by(AssetEvent.id).execution_options(yield_per=500))
-        for dag_id, extra in rows:
-            if isinstance(extra, dict) and extra.get("uri") == uri:
-                return str(dag_id)
-    return None
+            .where(AssetModel.uri.in_(VIDEOS_ASSET_URIS), AssetEvent.source_dag_id.is_not(None),
+                   recorded == uri)
+            .order_by(AssetEvent.id).limit(1))
 
 
 def _map_index(value: int | None) -> int:
