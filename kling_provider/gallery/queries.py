@@ -172,24 +172,32 @@ def listing(dag_ids: Collection[str], asset_ids: Collection[int], filters: Filte
         v = videos.c
         day = JsonReads(session.get_bind().dialect.name).day(v.timestamp)
         matches = _matching(videos, filters)
-        # One pass for the spend (matching groups) and the filter options (every group).
+        # One statement, so the database builds the videos once (a CTE used twice is
+        # materialized): the spend groups (matching or not: every group gives the filter
+        # options) and, beside them, the page's rows.
         matched = case((matches, 1), else_=0)
-        groups, options = [], set()
-        for row in session.execute(select(
-                day, v.model, v.dag_id, v.run_id, matched, func.count(), func.sum(v.usd),
-                func.sum(v.credits), func.max(v.timestamp),
-        ).group_by(day, v.model, v.dag_id, v.run_id, matched)):
-            options.add((row[2], row[1]))
-            if row[4]:
-                groups.append(SpendGroup(day=str(row[0]), model=row[1], dag_id=row[2],
-                                         run_id=row[3] or "", count=row[5], usd=_amount(row[6]),
-                                         credits=_amount(row[7]), newest=row[8]))
-        shown = session.execute(select(
-            v.event_id, v.generate_dag_id, v.generate_run_id, v.generate_task_id,
-            v.generate_map_index).where(matches)
-            .order_by(v.timestamp.desc(), v.event_id.desc()).offset(offset).limit(limit)).all()
-        events = _events(session, [row[0] for row in shown if row[0] is not None])
-        generations = _generations(session, [tuple(row[1:]) for row in shown if row[1]])
+        page = select(v.timestamp, v.event_id, v.generate_dag_id, v.generate_run_id,
+                      v.generate_task_id, v.generate_map_index).where(matches).order_by(
+            v.timestamp.desc(), v.event_id.desc()).offset(offset).limit(limit).subquery()
+        both = union_all(
+            select(literal(0), day, v.model, v.dag_id, v.run_id, matched, func.count(),
+                   func.sum(v.usd), func.sum(v.credits), func.max(v.timestamp), null(), null(),
+                   null(), null(), null()).group_by(day, v.model, v.dag_id, v.run_id, matched),
+            select(literal(1), null(), null(), null(), null(), null(), null(), null(), null(),
+                   *page.c))
+        groups, options, shown = [], set(), []
+        for row in session.execute(both):
+            if row[0]:
+                shown.append(row[9:])
+                continue
+            options.add((row[3], row[2]))
+            if row[5]:
+                groups.append(SpendGroup(day=str(row[1]), model=row[2], dag_id=row[3],
+                                         run_id=row[4] or "", count=row[6], usd=_amount(row[7]),
+                                         credits=_amount(row[8]), newest=row[9]))
+        shown.sort(key=lambda row: (row[0], row[1] or 0), reverse=True)
+        events = _events(session, [row[1] for row in shown if row[1] is not None])
+        generations = _generations(session, [tuple(row[2:]) for row in shown if row[2]])
     return Listing(events, generations, groups, dag_ids=sorted({dag for dag, _ in options}),
                    models=sorted({model for _, model in options if model}))
 
