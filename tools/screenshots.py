@@ -97,7 +97,7 @@ def figures(base_url: str, username: str, password: str) -> dict[str, Any]:
                         headers={"Authorization": f"Bearer {token}"}).json()
     total = listing["spend"]["total"]
     return {
-        "generations": len(listing["videos"]),
+        "generations": int(total["count"]),  # all of them, whatever page the cards are on
         "credits": int(Decimal(str(total["credits"]))),
         # Money as the page prints it; str() first so a float's artifacts never show.
         "usd": f"{Decimal(str(total['usd'])):.2f}",
