@@ -52,7 +52,9 @@ MODULES: dict[str, tuple[str, ...]] = {
     "operators/_submission.py": ("tests/test_submission.py", "tests/test_never_paying_twice.py",
                                  "tests/test_checks_before_paying.py", "tests/test_spend.py",
                                  "tests/test_paid_path_rules.py"),
-    "_download.py": ("tests/test_download.py", "tests/test_network_errors.py",
+    "_download.py": ("tests/test_download.py", "tests/test_download_attempts.py",
+                     "tests/test_download_rules.py",
+                     "tests/test_download_race.py", "tests/test_network_errors.py",
                      "tests/test_paid_path_rules.py"),
     # The routes' tests run the plugin's app under a real auth manager on a migrated metadata DB.
     "gallery/app.py": ("tests/test_gallery_app.py", "tests/test_gallery_routes.py",
