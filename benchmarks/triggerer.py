@@ -8,35 +8,30 @@ Each row is a fresh child process running ``waits`` (default 5,000) concurrent w
 every 10 s, starts staggered over the first interval so the load is even (500 polls/s asked at
 5,000 waits), against the simulator in its own process. A third argument picks rows by variant.
 
-What is counted, in the child only, over the steady part of the run: from one interval after the
-first start (every wait has started and polled once; the start-up burst, when the heap grows by
-all the waits' objects, is warm-up and not counted) to the end:
+Counted in the child only. Over the first interval (every wait starts and polls once):
+``start stall``, the longest an event-loop callback was late (a 50 ms ticker), and ``lookups``,
+the connection lookups the waits made (each a round trip to the supervisor in a real triggerer).
+Over the steady rest of the run: CPU per poll (``getrusage``); ``max lag`` (the same ticker);
+``full GC``, the longest full (generation 2) collection (``gc.callbacks``), which walks every
+tracked object of the process, so its pause grows with what each wait keeps (none in the
+window: one is forced at its end, marked ``*``); RSS growth (peak) and polls/s reached.
 
-- CPU per poll (``getrusage``, user + system);
-- max lag: the longest an event-loop callback was late (a 50 ms ticker);
-- full GC: the longest full (generation 2) garbage collection (``gc.callbacks``). CPython runs
-  one when enough objects have survived younger collections, and it walks every tracked object
-  of the process, so its pause grows with what each wait keeps between polls. A short window may
-  see none: then one is forced and timed at the window's end, marked ``*``, so the column always
-  shows what the next automatic one costs. The lag the loop suffers is the larger of the two.
-- RSS growth (peak over the start of the child), and polls/s reached.
-
-The trigger rows import Airflow first, as a running triggerer has (about 150,000 of the
-process's tracked objects before any wait, which every full collection walks too).
-
-Rows: a new ``httpx.AsyncClient`` per poll (the common habit; run at 1/50 of the waits, it cannot
-keep up with more), a plain shared ``httpx.AsyncClient``, a shared aiohttp session (the floor
-Python reaches), and the provider's own ``KlingGenerationTrigger.run()`` (fixed 10 s schedule, so
-every row asks for the same polls) on each transport the hook can use; the last row is the
-provider again in a process that called ``gc.freeze()`` after its imports, the triggerer sizing
-advice of ``docs/waiting.rst`` (the provider never changes the triggerer's GC itself). Numbers
-are printed, not asserted: compare rows of one run (the machine is shared), not runs.
+Every row imports Airflow first, as a running triggerer has (about 150,000 tracked objects before
+any wait). Rows: 5,000 waits that only sleep (the floor of lag in such a process); a new
+``httpx.AsyncClient`` per poll (the common habit; at 1/50 of the waits, it cannot keep up), a
+shared ``httpx.AsyncClient``, a shared aiohttp session; the provider's
+``KlingGenerationTrigger.run()`` (built from its serialised kwargs, fixed 10 s schedule so every
+row asks for the same polls) on each transport the hook can use; the provider in a process that
+called ``gc.freeze()`` after its imports (the sizing advice of ``docs/waiting.rst``); and all
+5,000 arriving at once (a restart or hand-over), created as Airflow's triggerer does: one a loop
+turn. Numbers are printed, not asserted: compare rows of one run (the machine is shared).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import json
 import os
 import resource
@@ -53,6 +48,7 @@ PATH = "/v2/generate/video/kling/generation"
 MODEL = "klingai/v2-master-text-to-video"
 #: (row label, variant, share of the waits it runs)
 ROWS: list[tuple[str, str, float]] = [
+    ("bare sleeping waits (the floor)", "bare-sleep", 1.0),
     ("new httpx client per poll", "client-per-poll", 0.02),
     ("shared httpx client (defaults)", "httpx-shared", 1.0),
     ("shared aiohttp session", "aiohttp-shared", 1.0),
@@ -61,6 +57,8 @@ ROWS: list[tuple[str, str, float]] = [
     ("trigger, httpx + httpx-aiohttp", "trigger-httpx-aiohttp", 1.0),
     ("trigger, aiohttp (the provider)", "trigger-aiohttp", 1.0),
     ("provider + gc.freeze() at start", "trigger-aiohttp-frozen", 1.0),
+    ("provider, all start at once", "trigger-aiohttp-burst", 1.0),
+    ("all at once + gc.freeze()", "trigger-aiohttp-burst-frozen", 1.0),
 ]
 
 
@@ -112,9 +110,18 @@ async def one_poller(variant: str, base_url: str) -> Callable[[str], Awaitable[A
 
 async def child(variant: str, base_url: str, generation_id: str, waits: int,
                 seconds: float) -> dict[str, Any]:
-    polls, errors = [0], [0]
+    polls, errors, lookups = [0], [0], [0]
     loop = asyncio.get_running_loop()
-    if variant.startswith("trigger"):
+    at_once = "-burst" in variant  # a triggerer restart: every wait starts in the same instant
+    if variant == "bare-sleep":  # the floor: the same imports, waits that only sleep
+        for name in ("kling_provider.hooks.kling", "kling_provider.triggers.kling"):
+            importlib.import_module(name)
+
+        async def wait(i: int) -> None:
+            await asyncio.sleep(max(0.0, start + i * INTERVAL / waits - time.time()))
+            for _ in range(int(seconds / INTERVAL) + 2):  # the row's whole run
+                await asyncio.sleep(INTERVAL)
+    elif variant.startswith("trigger"):
         import httpx
 
         from kling_provider import _protocol
@@ -123,6 +130,15 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
 
         # A running triggerer has Airflow imported and its settings loaded: so does this one.
         await hook_module.KlingHook("kling_bench").aget_generation(generation_id)
+        if hasattr(hook_module, "_CONNECTIONS"):  # a fresh triggerer has looked up nothing yet
+            hook_module._CONNECTIONS.forget()
+        lookup = hook_module.KlingHook.aget_connection
+
+        async def counted_lookup(conn_id: str) -> Any:  # each is a supervisor round trip in Airflow
+            lookups[0] += 1
+            return await lookup(conn_id)
+
+        hook_module.KlingHook.aget_connection = staticmethod(counted_lookup)  # type: ignore[method-assign]
 
         counted = _protocol.build_fetch_request
 
@@ -147,12 +163,20 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
             lambda self: hook_module.KlingHook(self.kling_conn_id, async_transport=transport))
 
         async def wait(i: int) -> None:
-            await asyncio.sleep(max(0.0, start + i * INTERVAL / waits - time.time()))
-            trigger = KlingGenerationTrigger(
+            if not at_once:
+                await asyncio.sleep(max(0.0, start + i * INTERVAL / waits - time.time()))
+            # As the triggerer builds it: from the kwargs the deferring task serialised.
+            trigger = KlingGenerationTrigger(**KlingGenerationTrigger(
                 kling_conn_id="kling_bench", generation_id=generation_id,
-                poll_interval=INTERVAL, deadline=end + 3600, poll_schedule="fixed")
+                poll_interval=INTERVAL, deadline=end + 3600, poll_schedule="fixed").serialize()[1])
             async for _ in trigger.run():
                 pass
+
+        async def restart() -> None:  # Airflow's create_triggers: all of them, one per loop turn
+            await asyncio.sleep(max(0.0, start - time.time()))
+            for i in range(waits):
+                await asyncio.sleep(0)
+                tasks.append(loop.create_task(wait(i)))
     else:
         poll = await one_poller(variant, base_url)
 
@@ -171,7 +195,7 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
     rss_start = rss_mb()
     start = time.time() + 1.0
     end = start + seconds
-    lag = [0.0]
+    lag, stall = [0.0], [0.0]
     window: dict[str, float] = {}
     full_gc = {"ms": 0.0, "forced": 0.0}
     gc_started = [0.0]
@@ -193,6 +217,8 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
                 if not window:
                     window.update(cpu=cpu(), polls=polls[0], wall=time.perf_counter())
                 lag[0] = max(lag[0], late)
+            else:  # the first interval: every wait starts (and polls once) in it
+                stall[0] = max(stall[0], late)
 
     def report() -> dict[str, Any]:
         if not full_gc["ms"]:  # none fell in the window: time the one that is coming
@@ -202,7 +228,7 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
         measured = {"cpu": cpu() - window.get("cpu", 0.0), "polls": polls[0] - window.get("polls", 0),
                     "wall": time.perf_counter() - window.get("wall", time.perf_counter() - 1)}
         failed = sum(t.done() and not t.cancelled() and t.exception() is not None for t in tasks)
-        return {"errors": errors[0] + failed,
+        return {"errors": errors[0] + failed, "stall_ms": stall[0] * 1000, "lookups": lookups[0],
                 "cpu_ms_per_poll": measured["cpu"] / max(1, measured["polls"]) * 1000,
                 "max_lag_ms": lag[0] * 1000 if window else None, "full_gc_ms": full_gc["ms"],
                 "full_gc_forced": bool(full_gc["forced"]), "rss_growth_mb": rss_peak_mb() - rss_start,
@@ -214,7 +240,11 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
         os._exit(0)
 
     threading.Timer(seconds + 30, watchdog).start()
-    tasks = [loop.create_task(wait(i)) for i in range(waits)]
+    tasks: list[asyncio.Task[None]] = []
+    if at_once:
+        tasks.append(loop.create_task(restart()))
+    else:
+        tasks.extend(loop.create_task(wait(i)) for i in range(waits))
     await ticker()
     return report()
 
@@ -235,8 +265,8 @@ def main() -> None:
           f"({waits / INTERVAL:.0f} polls/s asked), {seconds:.0f} s each, "
           "server in its own process; CPU, lag and RSS of the waiting process only")
     only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
-    print(f"{'client':<34}{'waits':>6}{'CPU ms/poll':>12}{'max lag ms':>11}{'full GC ms':>11}"
-          f"{'RSS +MB':>9}"
+    print(f"{'client':<34}{'waits':>6}{'start stall ms':>15}{'lookups':>8}{'CPU ms/poll':>12}"
+          f"{'max lag ms':>11}{'full GC ms':>11}{'RSS +MB':>9}"
           f"{'polls/s':>9}{'asked':>7}{'late s':>8}{'errors':>8}")
     from kling_provider.testing.simulator import spawn
 
@@ -263,7 +293,8 @@ def main() -> None:
             forced = "*" if r["full_gc_forced"] else " "
             # None: the loop never got to the steady window (stalled), so no lag was measured
             lag = "-" if r["max_lag_ms"] is None else f"{r['max_lag_ms']:.0f}"
-            print(f"{label:<34}{n:>6}{r['cpu_ms_per_poll']:>12.2f}{lag:>11}"
+            cpu_ms = f"{r['cpu_ms_per_poll']:.2f}" if r["polls_per_s"] else "-"
+            print(f"{label:<34}{n:>6}{r['stall_ms']:>15.0f}{r['lookups']:>8}{cpu_ms:>12}{lag:>11}"
                   f"{r['full_gc_ms']:>10.0f}{forced}{r['rss_growth_mb']:>9.0f}{r['polls_per_s']:>9.0f}{r['asked']:>7.0f}"
                   f"{r['overrun_s']:>8.1f}{r['errors']:>8}{'  stalled' if r.get('stalled') else ''}")
         finally:

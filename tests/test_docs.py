@@ -166,3 +166,10 @@ def test_make_commands_the_readme_and_docs_name_are_makefile_targets() -> None:
         named |= set(re.findall(r"\bmake ([a-z][a-z-]*)", page.read_text()))
     assert {"demo", "airflow", "stop"} <= named
     assert named - targets == set()
+
+
+def test_make_bench_runs_every_benchmark() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nbench:", 1)[1].split("\n\n", 1)[0]
+    run = set(re.findall(r"benchmarks/(\w+\.py)", recipe))
+    assert run == {path.name for path in (ROOT / "benchmarks").glob("*.py")}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kling_provider.triggers.kling import import_off_loop
+from kling_provider._starting import import_off_loop
 
 
 def test_the_trigger_module_leaves_the_http_stack_unimported() -> None:

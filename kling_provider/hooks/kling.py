@@ -29,6 +29,7 @@ from kling_provider import (
     CONNECTION_FIELD_BEHAVIOUR,
     DEFAULT_CONN_ID,
     _aiohttp,
+    _connections,
     _download,
     _guard,
     _hosts,
@@ -171,6 +172,9 @@ class _SharedAsyncClient:
 #: Live model timings, per process: every wait of a triggerer shares one lookup per model.
 _TIMINGS = _timings.MetricsCache()
 
+#: Connection settings, per process: every wait of a triggerer shares one lookup per connection.
+_CONNECTIONS: _connections.ConnectionCache[KlingConnectionSettings] = _connections.ConnectionCache()
+
 _ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
                                           dict[tuple[Any, ...], _SharedAsyncClient]] = (
     weakref.WeakKeyDictionary()
@@ -182,21 +186,6 @@ async def aclose_shared_clients() -> None:
     clients = _ASYNC_CLIENTS.pop(asyncio.get_running_loop(), {})
     for shared in clients.values():
         await shared.client.aclose()
-
-
-async def _amask(secret: str) -> None:
-    """Mask the key in logs without blocking the loop (a second layer: Airflow's SDK already
-    masks a connection's password when it loads it).
-
-    ``mask_secret``'s blocking send to the supervisor can deadlock an event loop; Airflow 3.3
-    added ``amask_secret`` for that. Older versions have no async variant: rely on the SDK's own
-    masking there rather than block the triggerer.
-    """
-    try:
-        from airflow.sdk.log import amask_secret
-    except ImportError:
-        return
-    await amask_secret(secret)
 
 
 @functools.lru_cache(maxsize=16)
@@ -280,14 +269,18 @@ class KlingHook(BaseHook):
         return self._settings
 
     async def asettings(self) -> KlingConnectionSettings:
-        """Connection settings, loaded without blocking the triggerer's event loop."""
+        """Connection settings without blocking the loop: one lookup per connection and process,
+        shared by every wait and refreshed in the background (:mod:`kling_provider._connections`)."""
         if self._settings is None:
-            conn = await self.aget_connection(self.kling_conn_id)
-            settings = KlingConnectionSettings.from_connection(conn)
-            if settings.api_key:
-                await _amask(settings.api_key)
-            self._settings = settings
+            self._settings = await _CONNECTIONS.get(self.kling_conn_id, self._alookup)
         return self._settings
+
+    async def _alookup(self) -> KlingConnectionSettings:
+        settings = KlingConnectionSettings.from_connection(
+            await self.aget_connection(self.kling_conn_id))
+        if settings.api_key:
+            await _connections.amask(settings.api_key)
+        return settings
 
     def _policy(self, settings: KlingConnectionSettings) -> _protocol.RetryPolicy:
         return self._retry_policy or _default_policy(settings.max_retries)

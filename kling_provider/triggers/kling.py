@@ -10,8 +10,9 @@ same step generator the worker path uses, on the hook's shared ``AsyncClient``: 
 
 Airflow imports a trigger's module inside the triggerer's event loop, which every trigger of the
 deployment shares. So this module imports nothing heavy: the hook (with aiohttp, about 0.6 s of
-imports on a 2-core machine) is imported in a worker thread the first time a trigger runs
-(:func:`import_off_loop`), and the loop keeps serving the other triggers meanwhile.
+imports on a 2-core machine) is imported in a worker thread the first time a trigger runs, and
+the loop keeps serving the other triggers meanwhile; triggers arriving together start spread out
+(both in :mod:`kling_provider._starting`).
 
 :func:`generation_from_event` is the single validator of the events it fires, used by
 ``execute_complete`` of the operators and the sensor.
@@ -19,16 +20,14 @@ imports on a 2-core machine) is imported in a worker thread the first time a tri
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import sys
 import time
 from collections.abc import AsyncIterator
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from kling_provider import _starting
+from kling_provider._starting import import_off_loop as import_off_loop  # tests patch it here
 from kling_provider.exceptions import (
     KlingError,
     KlingGenerationFailedError,
@@ -43,14 +42,6 @@ EVENT_STATUSES = ("success", "failure", "timeout", "error")
 HOOK_MODULE = "kling_provider.hooks.kling"
 #: Where the result a worker would return is built (the operators' flow), for ``end_from_trigger``.
 RESULT_MODULE = "kling_provider.operators._flow"
-
-
-async def import_off_loop(name: str) -> ModuleType:
-    """``name``, imported in a worker thread unless it already is: the loop runs on meanwhile."""
-    module = sys.modules.get(name)
-    if module is None:
-        module = await asyncio.to_thread(importlib.import_module, name)
-    return module
 
 
 class KlingGenerationTrigger(BaseTrigger):
@@ -121,6 +112,7 @@ class KlingGenerationTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         event: dict[str, Any]
         base: dict[str, Any] = {"generation_id": self.generation_id, "endpoint_family": self.endpoint_family}
+        await _starting.PACER.start()
         await import_off_loop(HOOK_MODULE)
         hook = self._hook()
         try:
@@ -280,6 +272,7 @@ class KlingSubmissionRecoveryTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         base: dict[str, Any] = {"client_request_id": self.client_request_id}
+        await _starting.PACER.start()
         hook = (await import_off_loop(HOOK_MODULE)).KlingHook(kling_conn_id=self.kling_conn_id)
         try:
             row = await hook.afind_generation(
