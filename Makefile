@@ -22,8 +22,9 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
 # Lint, docs and the whole suite on the main lock, beside the version matrix (tools/matrix.py:
-# the other Airflow minors and the lowest/highest Python, each in a cached .venv-<entry>); both
-# lanes side by side (tools/run_tests.py says why). KLING_TEST_WORKERS=0 runs the suite serially.
+# the other Airflow minors and the lowest/highest Python, each in a cached .venv-<entry>); three
+# lanes side by side (tools/run_tests.py says which and why). KLING_TEST_WORKERS=0 (the default)
+# runs each of the suite's two parts serially.
 test: $(STAMP)
 	bash tools/ensure-ffmpeg.sh
 	bash tools/ensure-chromium.sh

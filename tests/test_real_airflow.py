@@ -54,10 +54,14 @@ class AirflowCluster(shared.AirflowCluster):
 def cluster_env(home: Path, port: int, sim: KlingSimulator, videos: Path,
                 overrides: dict[str, str]) -> dict[str, str]:
     """Settings every test cluster shares (``tools.cluster``), against ``sim``; the tests'
-    clusters let every caller act as an admin."""
+    clusters let every caller act as an admin and parse each DAG file once."""
     return shared.cluster_env(home, port, connection=connection_json(sim.base_url),
                                videos=videos, overrides={
                                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                                   # Each DAG file parsed once: no test edits one while its
+                                   # cluster runs, and re-parsing every file every 30 s was a
+                                   # tenth of a cluster's CPU (the dag-processor's forks).
+                                   "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
                                    **overrides})
 
 

@@ -1,21 +1,26 @@
 """What ``make test`` runs after setting up: lint and docs, the whole suite, and the version matrix.
 
-Two lanes run side by side, because each keeps about one core busy: the main suite's integration
-tests mostly wait on real Airflow processes (heartbeats, a simulator at a fixed time scale), and
-the matrix is one pytest process at a time plus its production-shaped clusters. On a 2-core
-machine the two lanes take about as long as the longer one; one after the other they took
-30 minutes.
+Three lanes run side by side, sorted by how they use a 2-core machine:
 
-- lane ``suite``: ``make lint docs``, then the whole suite in ``.venv``, serially by default.
-  ``--workers N`` (or ``KLING_TEST_WORKERS``) spreads it over pytest-xdist workers, each test file
-  whole in one worker; on 2 cores with the matrix beside it that overloads the machine and the
-  real-Airflow tests' deadlines (measured: 3 workers under load timed out 5 of 57 integration
-  tests), so it is for bigger machines;
-- lane ``matrix``: ``tools/matrix.py`` (its output goes to ``test-artifacts/matrix.log`` and is
-  printed when the suite lane has finished, so the two never interleave).
+- ``clusters``: the test files that start a whole real Airflow (:data:`CLUSTER_TESTS`), one after
+  the other in ``.venv``. They mostly wait on Airflow's heartbeats and on generations at a fixed
+  time scale, and they are the longest lane, so it starts at once and nothing else shares it;
+- ``suite``: ``make lint docs``, then every other test file of the suite in ``.venv`` (unit tests
+  and the integration tests that need no cluster: they keep a core busy), then unit runs of the
+  version matrix (``tools/matrix.py``: one venv per Airflow minor and Python);
+- ``matrix``: the matrix's production-shaped tests (PostgreSQL, Celery, two triggerers: they
+  wait on their cluster as the ``clusters`` lane does), then unit runs of the matrix. The two
+  lanes take the matrix's unit runs from one list, each when it is free, so they end together.
 
-Prints each lane's wall time and one closing line over both: ``tests: N passed, N failed, N
-skipped``. Exits non-zero when either lane failed.
+The ``clusters`` lane prints as it goes; the others' output goes to ``test-artifacts/`` and is
+printed when all have finished, so nothing interleaves. ``--workers N`` (or
+``KLING_TEST_WORKERS``) spreads each pytest run of the main suite over pytest-xdist workers, each
+test file whole in one worker; on 2 cores that overloads the machine and the real-Airflow tests'
+deadlines (measured: 3 workers under load timed out 5 of 57 integration tests), so it is for
+bigger machines.
+
+Prints each lane's wall time and one closing line over all: ``tests: N passed, N failed, N
+skipped``. Exits non-zero when any lane failed.
 """
 
 from __future__ import annotations
@@ -26,24 +31,38 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: tools/ is this project's, not an installed package
-from tools.matrix import junit_summary  # noqa: E402
+from tools.matrix import ENTRIES, Matrix, junit_summary  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts"
 BIN = Path(sys.executable).parent
+#: The suite's files that start a whole real Airflow (api-server, scheduler, dag-processor,
+#: triggerer; tests/test_cluster_lane.py checks that every file starting one is named here).
+CLUSTER_TESTS = (
+    "tests/test_real_airflow.py",
+    "tests/test_worker_starts.py",
+    "tests/test_delivery_real_airflow.py",
+    "tests/test_gallery_browser.py",
+    "tests/test_production_cluster.py",
+    "tests/test_chaos.py",
+    "tests/test_local_airflow.py",
+)
 
 
 @dataclass
 class Lane:
-    """One sequence of commands; the first failing command ends the lane."""
+    """Commands one after the other, the first failing one ending them; then ``after`` (the
+    matrix's part of the lane), which runs whatever the commands returned."""
 
     name: str
     commands: list[list[str]]
     log: Path | None = None  # None: the lane's output goes to this terminal as it comes
+    after: Callable[[], None] | None = None
     returncode: int = 0
     seconds: float = 0.0
     failed_command: list[str] = field(default_factory=list)
@@ -57,11 +76,15 @@ class Lane:
                                       stderr=subprocess.STDOUT if out else None, check=False)
                 if done.returncode != 0:
                     self.returncode, self.failed_command = done.returncode, command
-                    return
+                    break
         finally:
-            self.seconds = time.monotonic() - started
             if out:
                 out.close()
+            try:
+                if self.after:
+                    self.after()
+            finally:
+                self.seconds = time.monotonic() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,34 +93,43 @@ def main(argv: list[str] | None = None) -> int:
                         help="pytest-xdist workers for the main suite (default 0: serially)")
     args = parser.parse_args(argv)
     ARTIFACTS.mkdir(exist_ok=True)
-    suite_junit = ARTIFACTS / "junit-suite.xml"
-    matrix_junits = ARTIFACTS / "matrix-junit"
-    suite_junit.unlink(missing_ok=True)
+    junits = {name: ARTIFACTS / f"junit-{name}.xml" for name in ("clusters", "suite")}
+    for junit in junits.values():
+        junit.unlink(missing_ok=True)
     make = os.environ.get("MAKE", "make")
-    pytest = [str(BIN / "pytest"), f"--junitxml={suite_junit}"]
+    pytest = [str(BIN / "pytest")]
     if args.workers != "0":
         pytest += ["-n", args.workers, "--dist", "loadfile"]
-    suite = Lane("suite", [[make, "--no-print-directory", "lint", "docs"], pytest])
-    matrix = Lane("matrix", [[str(BIN / "python"), "tools/matrix.py", "--junit-dir", str(matrix_junits)]],
-                  log=ARTIFACTS / "matrix.log")
-    threads = [threading.Thread(target=lane.run, name=lane.name) for lane in (suite, matrix)]
+    matrix = Matrix(list(ENTRIES), bool(os.environ.get("CI")), ARTIFACTS / "matrix-junit")
+    lanes = [
+        Lane("clusters", [[*pytest, f"--junitxml={junits['clusters']}", *CLUSTER_TESTS]]),
+        Lane("suite", [[make, "--no-print-directory", "lint", "docs"],
+                       [*pytest, f"--junitxml={junits['suite']}",
+                        *(f"--ignore={path}" for path in CLUSTER_TESTS)]],
+             log=ARTIFACTS / "suite.log", after=matrix.run_busy),
+        Lane("matrix", [], after=matrix.run_waiting),
+    ]
+    threads = [threading.Thread(target=lane.run, name=lane.name) for lane in lanes]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
-    print(f"\n== version matrix (ran beside the suite; {matrix.log})", flush=True)
-    assert matrix.log is not None
-    sys.stdout.write(matrix.log.read_text(errors="replace"))
-    junits = [suite_junit, *sorted(matrix_junits.glob("*.xml"))]
-    counts = [junit_summary(path)[:3] for path in junits if path.exists()]
+    print(f"\n== lint, docs and the rest of the suite (ran beside the clusters; {lanes[1].log})",
+          flush=True)
+    assert lanes[1].log is not None
+    sys.stdout.write(lanes[1].log.read_text(errors="replace"))
+    print(f"\n== version matrix (ran beside the suite; {matrix.out_dir})", flush=True)
+    matrix_returncode = matrix.report()
+    files = [*junits.values(), *sorted(matrix.out_dir.glob("junit-*.xml"))]
+    counts = [junit_summary(path)[:3] for path in files if path.exists()]
     passed, failed, skipped = (sum(c[i] for c in counts) for i in range(3))
     print("\nmake test lanes (wall time, side by side):")
-    for lane in (suite, matrix):
+    for lane in lanes:
         state = "ok" if lane.returncode == 0 else f"FAILED ({' '.join(lane.failed_command)})"
-        print(f"  {lane.name:<7} {lane.seconds:7.1f} s  {state}")
+        print(f"  {lane.name:<8} {lane.seconds:7.1f} s  {state}")
     print(f"tests: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
-    return 0 if suite.returncode == 0 and matrix.returncode == 0 else 1
+    return 0 if all(lane.returncode == 0 for lane in lanes) and matrix_returncode == 0 else 1
 
 
 if __name__ == "__main__":
