@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +28,7 @@ from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
 from kling_provider.testing.simulator import KlingSimulator
 from tests import hypothesis_profiles  # noqa: F401  (the Hypothesis profile of this run)
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "sk-test-8f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
 
@@ -140,23 +146,49 @@ def context_for(store: StateStoreStub | None, *, try_number: int = 1,
     return context
 
 
+def installed_packages_key() -> str:
+    """A short hash of every distribution installed in this Python (names and versions): two
+    venvs with the same key build the same Airflow metadata schema."""
+    names = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (``make test`` runs several pytest sessions at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def airflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An Airflow metadata DB migrated once per session; tests copy it (migrating takes ~10 s).
+    """An Airflow metadata DB migrated once per set of installed packages; tests copy it.
+
+    Migrating takes ~7 s of CPU, and ``make test`` runs up to five pytest sessions on the same
+    packages (its lanes, the matrix's Airflow 3.3 entries), so the migrated file is kept in
+    ``test-artifacts/airflow-db/`` under :func:`installed_packages_key`, made by whichever session
+    comes first while the others wait for it.
 
     ``KLING_TEST_AIRFLOW_DB`` names one already migrated (by this Airflow; tests only copy it):
     ``tools/mutation.py`` sets it, since each mutant's tests are a pytest session of their own
-    and would otherwise spend their time migrating.
+    (in a copy of the project) and would otherwise spend their time migrating.
     """
     migrated = os.environ.get("KLING_TEST_AIRFLOW_DB")
     if migrated:
         return Path(migrated)
-    home = tmp_path_factory.mktemp("airflow-template")
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env,
-                   check=True, capture_output=True, timeout=300)
-    return home / "airflow.db"
+    cache = ROOT / "test-artifacts" / "airflow-db" / f"airflow-{installed_packages_key()}.db"
+    with file_lock(cache.with_suffix(".lock")):
+        if not cache.exists():
+            home = tmp_path_factory.mktemp("airflow-template")
+            env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                   "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
+            subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+                           env=env, check=True, capture_output=True, timeout=300)
+            shutil.copy(home / "airflow.db", cache.with_suffix(".partial"))
+            os.replace(cache.with_suffix(".partial"), cache)  # whole or absent
+    return cache
 
 
 @pytest.fixture(autouse=True)

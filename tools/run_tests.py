@@ -8,8 +8,9 @@ Three lanes run side by side, sorted by how they use a 2-core machine:
 - ``suite``: ``make lint docs``, then every other test file of the suite in ``.venv`` (unit tests
   and the integration tests that need no cluster: they keep a core busy), then unit runs of the
   version matrix (``tools/matrix.py``: one venv per Airflow minor and Python);
-- ``matrix``: the matrix's production-shaped tests (PostgreSQL, Celery, two triggerers: they
-  wait on their cluster as the ``clusters`` lane does), then unit runs of the matrix. The two
+- ``matrix``: the production-shaped test (PostgreSQL, Celery, two triggerers: it waits on its
+  cluster as the ``clusters`` lane does) in ``.venv`` and then in the matrix's venvs
+  (:data:`MATRIX_LANE_TESTS`), then unit runs of the matrix. The two
   lanes take the matrix's unit runs from one list, each when it is free, so they end together.
 
 The ``clusters`` lane prints as it goes; the others' output goes to ``test-artifacts/`` and is
@@ -52,6 +53,9 @@ CLUSTER_TESTS = (
     "tests/test_chaos.py",
     "tests/test_local_airflow.py",
 )
+#: The one of them that runs in the ``matrix`` lane, before the matrix's own runs of it: the
+#: ``clusters`` lane is the longest, and this moves ~150 s of it where the lanes even out.
+MATRIX_LANE_TESTS = ("tests/test_production_cluster.py",)
 
 
 @dataclass
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="pytest-xdist workers for the main suite (default 0: serially)")
     args = parser.parse_args(argv)
     ARTIFACTS.mkdir(exist_ok=True)
-    junits = {name: ARTIFACTS / f"junit-{name}.xml" for name in ("clusters", "suite")}
+    junits = {name: ARTIFACTS / f"junit-{name}.xml" for name in ("clusters", "suite", "matrix")}
     for junit in junits.values():
         junit.unlink(missing_ok=True)
     make = os.environ.get("MAKE", "make")
@@ -102,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         pytest += ["-n", args.workers, "--dist", "loadfile"]
     matrix = Matrix(list(ENTRIES), bool(os.environ.get("CI")), ARTIFACTS / "matrix-junit")
     lanes = [
-        Lane("clusters", [[*pytest, f"--junitxml={junits['clusters']}", *CLUSTER_TESTS]]),
+        Lane("clusters", [[*pytest, f"--junitxml={junits['clusters']}",
+                           *(path for path in CLUSTER_TESTS if path not in MATRIX_LANE_TESTS)]]),
         Lane("suite", [[make, "--no-print-directory", "lint", "docs"],
                        [*pytest, f"--junitxml={junits['suite']}",
                         *(f"--ignore={path}" for path in CLUSTER_TESTS)]],
              log=ARTIFACTS / "suite.log", after=matrix.run_busy),
-        Lane("matrix", [], after=matrix.run_waiting),
+        Lane("matrix", [[*pytest, f"--junitxml={junits['matrix']}", *MATRIX_LANE_TESTS]],
+             log=ARTIFACTS / "matrix-lane.log", after=matrix.run_waiting),
     ]
     threads = [threading.Thread(target=lane.run, name=lane.name) for lane in lanes]
     for thread in threads:
@@ -115,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     for thread in threads:
         thread.join()
 
-    print(f"\n== lint, docs and the rest of the suite (ran beside the clusters; {lanes[1].log})",
-          flush=True)
-    assert lanes[1].log is not None
-    sys.stdout.write(lanes[1].log.read_text(errors="replace"))
+    for lane, what in ((lanes[1], "lint, docs and the rest of the suite"),
+                       (lanes[2], f"{' '.join(MATRIX_LANE_TESTS)} in .venv")):
+        print(f"\n== {what} (ran beside the clusters; {lane.log})", flush=True)
+        assert lane.log is not None
+        sys.stdout.write(lane.log.read_text(errors="replace"))
     print(f"\n== version matrix (ran beside the suite; {matrix.out_dir})", flush=True)
     matrix_returncode = matrix.report()
     files = [*junits.values(), *sorted(matrix.out_dir.glob("junit-*.xml"))]
