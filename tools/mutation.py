@@ -58,7 +58,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                      "tests/test_paid_path_rules.py"),
     # The routes' tests run the plugin's app under a real auth manager on a migrated metadata DB.
     "gallery/app.py": ("tests/test_gallery_app.py", "tests/test_gallery_routes.py",
-                       "tests/test_gallery_hostile.py", "tests/test_gallery_rules.py"),
+                       "tests/test_gallery_queries.py", "tests/test_gallery_hostile.py",
+                       "tests/test_gallery_rules.py"),
     "gallery/ranges.py": ("tests/test_gallery_rules.py", "tests/test_gallery_app.py"),
 }
 
