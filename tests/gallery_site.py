@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 
 from kling_provider._identity import VideoIdentity, write_sidecar
 from kling_provider.gallery import files
+from kling_provider.gallery.app import create_app
 from kling_provider.gallery.plugin import KlingGalleryPlugin
 
 SAMPLE = Path(files.__file__).parent.parent / "testing" / "sample.mp4"
@@ -177,7 +178,13 @@ def make_site(tmp_path: Path, template: Path, auth_manager: str, *, database: st
         try:
             _seed(DAGS)  # first: the auth manager checks its users' teams exist
             manager = init_auth_manager()
-            (app,) = (entry["app"] for entry in KlingGalleryPlugin.fastapi_apps)
+            # The app the plugin mounts, made afresh per site by the same create_app() (the
+            # plugin's was made at import: a mutation test's mutant of create_app would never
+            # reach it).
+            (mounted,) = (entry["app"] for entry in KlingGalleryPlugin.fastapi_apps)
+            app = create_app()
+            assert [vars(r).get("path") for r in app.routes] == \
+                [vars(r).get("path") for r in mounted.routes]
             yield Site(app=app, root=root, tmp=tmp_path, manager=manager)
         finally:
             purge_cached_app()

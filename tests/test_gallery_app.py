@@ -1,8 +1,8 @@
 """The videos page's routes under a real auth manager, on a real metadata DB, with real files.
 
-The plugin's own FastAPI app (``KlingGalleryPlugin.fastapi_apps``) is called in-process
-(Starlette's test client) with Airflow's SimpleAuthManager in multi-team mode: DAGs of team
-``red`` are readable only by red users, ``public`` by every viewer. Its JWTs are real: signed
+The plugin's FastAPI app (``create_app()``, as ``KlingGalleryPlugin.fastapi_apps`` mounts it) is
+called in-process (Starlette's test client) with Airflow's SimpleAuthManager in multi-team mode:
+DAGs of team ``red`` are readable only by red users, ``public`` by every viewer. Its JWTs are real: signed
 and checked by the auth manager. Where SimpleAuthManager cannot refuse a part of a DAG (XCom,
 task instances, Assets), ``tests.gallery_auth.EntityDenyingAuthManager`` changes that one answer.
 
