@@ -102,6 +102,19 @@ def test_each_filter_narrows_the_list_and_the_page_still_offers_every_choice(sit
         400, "Invalid until='2026-13-01': expected a date as YYYY-MM-DD.")
 
 
+def test_pages_run_from_1_to_a_million(site: Site) -> None:
+    video = site.store("p.mp4", "gen-p")
+    site.event("public_dag", video.as_uri(), "gen-p")
+    with site.client("nobody") as client:
+        first, last, beyond, empty = (client.get("/api/videos", params={"page": n})
+                                      for n in ("1", "1000000", "1000001", ""))
+    assert [v["generation_id"] for v in first.json()["videos"]] == ["gen-p"]
+    assert (last.status_code, last.json()["page"], last.json()["videos"]) == (200, 1_000_000, [])
+    assert (beyond.status_code, beyond.json()["detail"]) == (
+        400, "Invalid page='1000001': expected a page number from 1.")
+    assert empty.json()["page"] == 1 and empty.json()["videos"] == first.json()["videos"]
+
+
 def test_the_login_redirect_comes_back_to_the_page_asked_for(site: Site) -> None:
     with site.client() as anonymous:
         answer = anonymous.get("/", params={"model": "m1"}, follow_redirects=False)
