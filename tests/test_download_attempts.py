@@ -10,14 +10,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from kling_provider import _download, _lock
 from kling_provider._download import download, origin
 from kling_provider._hosts import HostPolicy
+from kling_provider._identity import VideoIdentity
 from kling_provider.exceptions import KlingDownloadError
 from tests.conftest import SECRET_KEY, FakeClock, Script
 from tests.test_download import MP4
@@ -154,3 +157,25 @@ def test_backoff_doubles_up_to_30_s(tmp_path: Path) -> None:
         download(client, URL, tmp_path / "v.mp4", auth_headers={}, api_url="https://api.test",
                  attempts=6, sleep=sleeps.append, hosts=HostPolicy())
     assert sleeps == [2.0, 4.0, 8.0, 16.0, 30.0] and len(script.requests) == 6
+
+
+def test_a_part_file_removed_meanwhile_as_stale_means_another_attempt(
+        mock_hook: Any, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second download of the same video, starting while this one waits for the name's
+    claim, removes this one's temporary file as left over (what ``remove_stale_parts`` does)."""
+    real_claim = _lock.claim
+    removed: list[str] = []
+
+    @contextmanager
+    def claim_after_a_stale_sweep(target: Any) -> Iterator[None]:
+        if not removed:
+            removed.extend(p.name for p in tmp_path.glob("*.part"))
+            _download.remove_stale_parts(target, VideoIdentity.of("g-1", URL))
+        with real_claim(target):
+            yield
+
+    monkeypatch.setattr(_download, "claim", claim_after_a_stale_sweep)
+    result = mock_hook(Script(video(), video())).download_video(URL, tmp_path / "v.mp4",
+                                                                generation_id="g-1")
+    assert len(removed) == 1 and clock.sleeps == [2.0]  # one more attempt, after the usual wait
+    assert result.downloaded and (tmp_path / "v.mp4").read_bytes() == MP4
