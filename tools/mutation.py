@@ -169,6 +169,7 @@ def run_module(module: str, workers: int, out: Path, env: dict[str, str]) -> Res
     tests = [t for t in MODULES[module] if (ROOT / t).exists()]
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     shutil.rmtree(out / f"{_stem(module)}.stacks", ignore_errors=True)
+    (out / f"{_stem(module)}.running.json").unlink(missing_ok=True)  # a stopped run's
     start = time.monotonic()
     log = out / f"{_stem(module)}.log"
     meta = ROOT / "mutants" / (path + ".meta")
