@@ -104,7 +104,9 @@ def test_an_empty_page_that_claims_more_ends_the_lookup_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="kling_provider"):
         assert api.run(lookup(api)) is None
     assert api.offsets() == ["0", "1"]
-    assert "empty page at offset 1 that claims more rows; this lookup ends here" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "The usage logs answered an empty page at offset 1 that claims more rows; this lookup "
+        "ends here."]
 
 
 def test_a_throttled_lookup_sleeps_what_the_budget_says_before_each_page() -> None:
@@ -127,7 +129,11 @@ def test_recovery_looks_every_interval_and_once_more_at_the_deadline(
     assert found is None
     assert api.sleeps == [30, 30, 30, 10] and api.t == start + 100
     assert len(api.sent) == 5 and api.answers == []
-    assert "Usage-logs lookup 2 failed transiently, looking on:" in caplog.text
+    [warning] = [r.getMessage() for r in caplog.records
+                 if "failed transiently" in r.getMessage()]
+    assert warning == ("Usage-logs lookup 2 failed transiently, looking on: The API failed "
+                       f"(HTTP 503) while fetching generation 'usage logs of {MODEL}': "
+                       "Service Unavailable")
 
 
 def test_recovery_returns_the_row_once_it_shows() -> None:
@@ -139,12 +145,17 @@ def test_recovery_returns_the_row_once_it_shows() -> None:
     assert found is not None and found.generation_id == "g5" and api.sleeps == [60]
 
 
-def test_recovery_raises_what_waiting_cannot_fix_naming_the_usage_logs() -> None:
-    api = Api(httpx.Response(401, json={"message": "bad key"}))
-    with pytest.raises(KlingAuthenticationError, match=f"usage logs of {MODEL}"):
+def test_recovery_raises_what_waiting_cannot_fix_naming_connection_and_logs_not_key() -> None:
+    key = "sk-live-0123456789abcdef"
+    api = Api(httpx.Response(401, json={"message": f"bad key {key}"}))
+    with pytest.raises(KlingAuthenticationError) as refused:
         api.run(_submission.recover_steps(
             model=MODEL, since=api.t, match=mine, deadline=api.t + 600, interval=60,
-            now=api.now, policy=POLICY, conn_id="kling_default", budget=RateBudget()))
+            now=api.now, policy=POLICY, conn_id="kling_video", budget=RateBudget(),
+            secrets=(key,)))
+    message = str(refused.value)
+    assert "connection 'kling_video'" in message and f"usage logs of {MODEL}" in message
+    assert key not in message and "bad key" in message
     assert len(api.sent) == 1
 
 
