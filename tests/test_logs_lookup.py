@@ -161,3 +161,15 @@ def test_recovery_raises_what_waiting_cannot_fix_naming_connection_and_logs_not_
 
 def test_a_lookup_deadline_is_the_wait_plus_the_logs_lag() -> None:
     assert _submission.lookup_deadline(1000.0, 600.0) == 1000.0 + 600.0 + 300.0
+
+
+def test_recovery_looks_once_more_at_the_deadline_however_close_it_is() -> None:
+    start = 1_800_000_000.0
+    api = Api(page(more=False), page(more=False), page(more=False),
+              page(_item(client_request_id="mine.t1", inference_id="g-late"), more=False),
+              now=start)
+    found = api.run(_submission.recover_steps(
+        model=MODEL, since=start, match=mine, deadline=start + 60.5, interval=30, now=api.now,
+        policy=POLICY, conn_id="kling_default", budget=RateBudget()))
+    assert found is not None and found.generation_id == "g-late"
+    assert api.sleeps == [30, 30, 0.5]
