@@ -173,3 +173,19 @@ def test_recovery_looks_once_more_at_the_deadline_however_close_it_is() -> None:
         policy=POLICY, conn_id="kling_default", budget=RateBudget()))
     assert found is not None and found.generation_id == "g-late"
     assert api.sleeps == [30, 30, 0.5]
+
+
+def test_the_budget_refills_with_the_time_the_lookup_slept() -> None:
+    # One page per 20 s: each sleep refills the slot the next page takes, so the sleeps stay 20 s.
+    api = Api(page(_item(client_request_id="a"), more=True),
+              page(_item(client_request_id="b"), more=True),
+              page(_item(client_request_id="mine.t1"), more=False))
+    assert api.run(lookup(api, RateBudget(limit=1, period=20.0))) is not None
+    assert api.sleeps == [pytest.approx(20.0), pytest.approx(20.0)]
+
+
+def test_a_wait_under_a_second_is_still_slept() -> None:
+    api = Api(page(_item(client_request_id="a"), more=True),
+              page(_item(client_request_id="mine.t1"), more=False))
+    assert api.run(lookup(api, RateBudget(limit=1, period=0.5))) is not None
+    assert api.sleeps == [pytest.approx(0.5)]
