@@ -246,7 +246,7 @@ def logs_window(since: float, now: float) -> tuple[str, str]:
     return _iso(start), _iso(end)
 
 
-def build_logs_request(*, model: str, since: float, now: float, offset: int = 0) -> ApiRequest:
+def build_logs_request(*, model: str, since: float, now: float, offset: int) -> ApiRequest:
     start, end = logs_window(since, now)
     params = {"start": start, "end": end, "model": model, "limit": str(LOGS_PAGE_SIZE),
               "offset": str(offset)}
