@@ -229,3 +229,12 @@ def test_the_shared_budget_is_the_default_budget() -> None:
     assert (budget.limit, budget.period) == _submission.LOGS_RATE_LIMIT == (180, 60.0)
     assert [budget.reserve(5.0) for _ in range(180)] == [0.0] * 180
     assert budget.reserve(5.0) == pytest.approx(60.0 / 180)
+
+
+def test_a_slot_refilled_in_part_is_still_a_slot_taken_now() -> None:
+    budget = RateBudget(limit=3, period=30.0)
+    assert [budget.reserve(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    # 15 s later 1.5 slots are back: one is taken at once (0 s, never a negative wait) ...
+    assert budget.reserve(15.0) == 0.0
+    # ... and the half slot left makes the next one wait 5 s.
+    assert budget.reserve(15.0) == pytest.approx(5.0)
