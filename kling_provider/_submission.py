@@ -207,13 +207,11 @@ def next_client_request_id(prefix: str, try_number: int, previous: SubmissionRec
                            nonce: str | None = None) -> str:
     """The id of a new intent: a later intent of the same try than the stored one, if any, with
     a fresh random part (``nonce``: tests pass their own)."""
-    attempt = 0
     stored = previous.client_request_id if previous is not None else None
     mine = f"{prefix}.t{int(try_number)}"
     found = (re.fullmatch(re.escape(mine) + r"(?:r(\d+))?(?:\.[0-9a-z]+)?", stored)
              if stored else None)
-    if found:
-        attempt = int(found[1] or 0) + 1
+    attempt = int(found[1] or 0) + 1 if found else 0
     return client_request_id(prefix, try_number, attempt,
                              secrets.token_hex(NONCE_HEX // 2) if nonce is None else nonce)
 
