@@ -238,3 +238,12 @@ def test_a_slot_refilled_in_part_is_still_a_slot_taken_now() -> None:
     assert budget.reserve(15.0) == 0.0
     # ... and the half slot left makes the next one wait 5 s.
     assert budget.reserve(15.0) == pytest.approx(5.0)
+
+
+def test_a_cleaned_prefix_of_exactly_the_room_left_is_not_cut() -> None:
+    room = _submission._PREFIX_MAX - 17  # the hash and its dash
+    run_id = "run+" + "x" * (room - len("kling:d::t:-1") - 4)
+    raw = f"kling:d:{run_id}:t:-1"
+    assert len(raw) == room
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
+    assert _submission.task_prefix("d", run_id, "t", -1) == f"{raw.replace('+', '_')}-{digest}"
