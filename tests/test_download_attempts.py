@@ -179,3 +179,26 @@ def test_a_part_file_removed_meanwhile_as_stale_means_another_attempt(
                                                                 generation_id="g-1")
     assert len(removed) == 1 and clock.sleeps == [2.0]  # one more attempt, after the usual wait
     assert result.downloaded and (tmp_path / "v.mp4").read_bytes() == MP4
+
+
+def test_the_same_video_stored_meanwhile_by_another_run_is_kept(
+        mock_hook: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    real_claim = _lock.claim
+    other = mock_hook(Script(video()))
+
+    @contextmanager
+    def claim_after_another_run(target: Any) -> Iterator[None]:
+        monkeypatch.setattr(_download, "claim", real_claim)
+        other.download_video(URL, target, generation_id="g-1")  # finishes first
+        with real_claim(target):
+            yield
+
+    this = mock_hook(Script(video()))
+    monkeypatch.setattr(_download, "claim", claim_after_another_run)
+    caplog.set_level("INFO", logger="kling_provider")
+    result = this.download_video(URL, tmp_path / "v.mp4", generation_id="g-1")
+    assert (result.downloaded, result.uri, result.size, result.sha256) == (
+        False, (tmp_path / "v.mp4").resolve().as_uri(), len(MP4), hashlib.sha256(MP4).hexdigest())
+    assert "another run stored" in caplog.text and "g-1" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4", "v.mp4.kling.json"]
