@@ -160,7 +160,8 @@ def test_backoff_doubles_up_to_30_s(tmp_path: Path) -> None:
 
 
 def test_a_part_file_removed_meanwhile_as_stale_means_another_attempt(
-        mock_hook: Any, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        mock_hook: Any, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A second download of the same video, starting while this one waits for the name's
     claim, removes this one's temporary file as left over (what ``remove_stale_parts`` does)."""
     real_claim = _lock.claim
@@ -178,6 +179,7 @@ def test_a_part_file_removed_meanwhile_as_stale_means_another_attempt(
     result = mock_hook(Script(video(), video())).download_video(URL, tmp_path / "v.mp4",
                                                                 generation_id="g-1")
     assert len(removed) == 1 and clock.sleeps == [2.0]  # one more attempt, after the usual wait
+    assert f"{removed[0]} was removed before it was stored); retrying" in caplog.text
     assert result.downloaded and (tmp_path / "v.mp4").read_bytes() == MP4
 
 
