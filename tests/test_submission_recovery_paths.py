@@ -271,3 +271,37 @@ def test_without_a_store_the_first_try_warns_naming_its_request_id(
     assert ("task_state_store is not available (Airflow < 3.3): if this try dies while its "
             "generation runs, a retry finds it only once it has finished (client request id "
             f"{post.headers['x-client-request-id']})." in logged(caplog, capsys))
+
+
+def test_the_request_id_names_the_task_instance_it_pays_for(airflow_sim: KlingSimulator) -> None:
+    """A user searches the dashboard's logs by DAG, run, task and map index: each comes from
+    ``ti`` (none is a default that happens to match)."""
+    store = StateStoreStub()
+    context = context_for(store, try_number=4)
+    ti = context["ti"]
+    ti.dag_id, ti.run_id, ti.task_id = "nightly_videos", "scheduled__2026-11-20", "make_clip"
+    ti.map_index = 3
+    generate(wait_for_completion=False).execute(context)
+    cri = store.data[STATE_KEY]["client_request_id"]
+    assert re.fullmatch(r"kling:nightly_videos:scheduled__2026-11-20:make_clip:3\.t4\.[0-9a-f]+",
+                        cri)
+    [post] = airflow_sim.ledger.entries(method="POST")
+    assert post.headers["x-client-request-id"] == cri
+
+
+@pytest.mark.simulator(mixed_logs=400)  # a quarter of them another model's
+def test_a_lookup_reads_only_the_task_s_model_in_the_usage_logs(
+        airflow_sim: KlingSimulator, clock: FakeClock) -> None:
+    """The lookup asks the logs for the task's model: other models' rows a shared key holds are
+    not paged through (the logs allow 200 requests a minute per key)."""
+    cri = f"{PREFIX}.t1.0a1b2c3d4e5f"
+    intent_at = clock.now()
+    generation_id = paid(clock, cri)
+    store = StateStoreStub()
+    intent(store, cri, intent_at)
+    airflow_sim.ledger.clear()
+    result = generate(deferrable=False, wait_for_completion=False).execute(
+        context_for(store, try_number=2))
+    assert result["generation_id"] == generation_id
+    # 300 rows of the model it cannot use, newer than its own: pages of 100, the 4th has it.
+    assert airflow_sim.ledger.count(method="GET", path="/v2/logs") == 4
