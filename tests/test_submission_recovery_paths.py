@@ -203,6 +203,29 @@ def test_without_a_store_a_retry_pays_anew_unless_this_run_s_earlier_try_succeed
             "< 3.3 keeps no record of one still running)." in logged(caplog, capsys))
 
 
+
+def test_without_a_store_or_a_dag_run_a_retry_looks_back_a_day_and_pays_anew(
+        airflow_sim: KlingSimulator, clock: FakeClock) -> None:
+    """A context without ``dag_run`` (no run start to bound the lookup): the retry still looks
+    for an earlier try, over the last day, and pays once when there is none."""
+    context = context_for(None, try_number=2)
+    del context["dag_run"]
+    generate(wait_for_completion=False).execute(context)
+    assert airflow_sim.ledger.count(method="GET", path="/v2/logs") >= 1
+    assert airflow_sim.ledger.count(method="POST") == 1
+
+
+@pytest.mark.simulator(mixed_logs=400)  # a quarter of them another model's
+def test_without_a_store_the_earlier_try_is_looked_for_in_the_task_s_model_only(
+        airflow_sim: KlingSimulator, clock: FakeClock) -> None:
+    started = clock.now()
+    generation_id = paid(clock, f"{PREFIX}.t1.0a1b2c3d4e5f")
+    airflow_sim.ledger.clear()
+    result = generate(wait_for_completion=False).execute(no_store_retry(2, started))
+    assert result["generation_id"] == generation_id
+    # 300 rows of the model it cannot use, newer than its own: pages of 100, the 4th has it.
+    assert airflow_sim.ledger.count(method="GET", path="/v2/logs") == 4
+
 # -- a stored generation: reattached or given up ----------------------------------------------------
 
 def test_a_stored_generation_is_read_where_it_was_made_and_reattached_saying_so(
