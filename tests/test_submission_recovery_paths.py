@@ -264,10 +264,12 @@ def test_a_lost_create_answer_is_logged_with_its_reason_and_the_id_looked_up(
         airflow_sim: KlingSimulator, caplog: pytest.LogCaptureFixture,
         capsys: pytest.CaptureFixture[str]) -> None:
     store = StateStoreStub()
-    with pytest.raises(TaskDeferred):
+    with pytest.raises(TaskDeferred) as deferred:
         generate(extra_params={"simulator_faults": {"create_drop": True}}).execute(
             context_for(store))
     cri = store.data[STATE_KEY]["client_request_id"]
+    assert store.data[STATE_KEY]["endpoint_family"] == "unified"  # where the lookup's find is read
+    assert deferred.value.kwargs == {"endpoint_family": "unified"}
     assert (f"The create request for model {MODEL!r} was sent but no answer arrived "
             "(RemoteProtocolError). A generation may have been created and billed, so it was not "
             "sent again. Check the AI/ML API dashboard before retrying this task. Looking the "
@@ -290,6 +292,7 @@ def test_without_a_store_the_first_try_warns_naming_its_request_id(
         airflow_sim: KlingSimulator, caplog: pytest.LogCaptureFixture,
         capsys: pytest.CaptureFixture[str]) -> None:
     generate(wait_for_completion=False).execute(context_for(None))
+    assert airflow_sim.ledger.count(path="/v2/logs") == 0  # a first try has no earlier one
     [post] = airflow_sim.ledger.entries(method="POST")
     assert ("task_state_store is not available (Airflow < 3.3): if this try dies while its "
             "generation runs, a retry finds it only once it has finished (client request id "
@@ -300,12 +303,14 @@ def test_the_request_id_names_the_task_instance_it_pays_for(airflow_sim: KlingSi
     """A user searches the dashboard's logs by DAG, run, task and map index: each comes from
     ``ti`` (none is a default that happens to match)."""
     store = StateStoreStub()
-    context = context_for(store, try_number=4)
+    context = context_for(store, try_number=4, clear_number=2)
     ti = context["ti"]
     ti.dag_id, ti.run_id, ti.task_id = "nightly_videos", "scheduled__2026-11-20", "make_clip"
     ti.map_index = 3
-    generate(wait_for_completion=False).execute(context)
+    result = generate(wait_for_completion=False).execute(context)
+    assert result["status"] == "queued"
     cri = store.data[STATE_KEY]["client_request_id"]
+    assert store.data[STATE_KEY]["clear_number"] == 2  # a later retry of this clear recovers
     assert re.fullmatch(r"kling:nightly_videos:scheduled__2026-11-20:make_clip:3\.t4\.[0-9a-f]+",
                         cri)
     [post] = airflow_sim.ledger.entries(method="POST")
