@@ -47,6 +47,14 @@ def _chunks(rows: list[dict[str, Any]], size: int = 5000) -> Iterator[list[dict[
         yield rows[start:start + size]
 
 
+def new_task_instance_id() -> Any:
+    """A fresh task instance id in its column's own type: Airflow 3.1's ``String(36)`` binds only
+    a string, the ``Uuid`` of later versions only a UUID."""
+    from airflow.models.taskinstance import TaskInstance
+
+    return TaskInstance.__table__.c.id.type.python_type(str(uuid.uuid4()))
+
+
 def seed(session: Any, plan: Runs, asset_id: int) -> int:
     """Write ``plan``'s runs; the number of stored (event) generations."""
     from airflow.models.asset import AssetEvent
@@ -70,7 +78,7 @@ def seed(session: Any, plan: Runs, asset_id: int) -> int:
             when = plan.start + (run * plan.per_run + index) * plan.step
             generation_id = plan.generation_id(run, index)
             ref = {"dag_id": plan.dag_id, "run_id": plan.run_id(run), "map_index": index}
-            instances.append({**ref, "id": uuid.uuid4(), "task_id": "generate", "pool": "default",
+            instances.append({**ref, "id": new_task_instance_id(), "task_id": "generate", "pool": "default",
                               "pool_slots": 1, "state": "success", "try_number": 1})
             result = {"generation_id": generation_id, "model": plan.model, "status": "completed",
                       "credits_used": plan.credits, "usd_spent": plan.usd,
