@@ -20,7 +20,7 @@ import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
 from kling_provider import _submission
-from kling_provider.catalogue import endpoint_path
+from kling_provider.catalogue import endpoint_path, list_models
 from kling_provider.exceptions import KlingError, KlingSubmissionUncertainError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.operators.kling import STATE_KEY, KlingGenerateVideoOperator
@@ -333,3 +333,19 @@ def test_a_lookup_reads_only_the_task_s_model_in_the_usage_logs(
     assert result["generation_id"] == generation_id
     # 300 rows of the model it cannot use, newer than its own: pages of 100, the 4th has it.
     assert airflow_sim.ledger.count(method="GET", path="/v2/logs") == 4
+
+
+@pytest.mark.simulator(accept_unknown_models=True)
+def test_a_try_validates_its_request_once_so_the_unknown_model_warning_shows_once(
+        airflow_sim: KlingSimulator, caplog: pytest.LogCaptureFixture) -> None:
+    operator = generate(model="klingai/v9-future-model", allow_unknown_model=True,
+                        wait_for_completion=False)
+    caplog.clear()  # what the DAG file's parse said
+    operator.execute(context_for(StateStoreStub()))
+    assert airflow_sim.ledger.count(method="POST") == 1
+    warnings = [r.getMessage() for r in caplog.records
+                if "is not in the Kling catalogue" in r.getMessage()]
+    assert warnings == [
+        f"Model 'klingai/v9-future-model' is not in the Kling catalogue ({len(list_models())} models); "
+        "allow_unknown_model=True: sending it unvalidated to the unified endpoint "
+        "(endpoint_family=... picks the other one)."]
