@@ -308,7 +308,7 @@ def test_the_request_id_names_the_task_instance_it_pays_for(airflow_sim: KlingSi
     ti.dag_id, ti.run_id, ti.task_id = "nightly_videos", "scheduled__2026-11-20", "make_clip"
     ti.map_index = 3
     result = generate(wait_for_completion=False).execute(context)
-    assert result["status"] == "queued"
+    assert (result["status"], result["prompt"]) == ("queued", RACCOON["prompt"])  # as sent
     cri = store.data[STATE_KEY]["client_request_id"]
     assert store.data[STATE_KEY]["clear_number"] == 2  # a later retry of this clear recovers
     assert re.fullmatch(r"kling:nightly_videos:scheduled__2026-11-20:make_clip:3\.t4\.[0-9a-f]+",
