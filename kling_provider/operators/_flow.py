@@ -315,21 +315,6 @@ class DownloadFlow(_Operator):
         self._lineage = ([str(info["video_url"])], [stored.uri])
         return result
 
-    def _run_results(self, context: Context) -> list[Any] | None:
-        """The return values of this DAG run's generate tasks so far (every map index), for the
-        running total; ``None`` when they cannot be read (the log line then has no total)."""
-        dag = context.get("dag")
-        task_ids = [task.task_id for task in getattr(dag, "tasks", ())
-                    if isinstance(task, GenerationFlow)]
-        if not task_ids:
-            return None
-        try:
-            pulled = context["ti"].xcom_pull(task_ids=task_ids, key="return_value")
-        except Exception as why:  # never fail a paid, finished generation over a log line
-            self.log.debug("No DAG run total for the spend line: %s", why)
-            return None
-        return pulled if isinstance(pulled, list) else [pulled]
-
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): the video URL in, the stored copy out."""
         from kling_provider._lineage import operator_lineage  # execute time only (parse cost)
