@@ -105,9 +105,15 @@ class RetryPolicy:
         return float(ceiling / 2 + self.rand() * ceiling / 2)
 
 
+#: The request header the API stores and reports back as ``client_request_id`` (the usage logs'
+#: key for finding a generation whose create answer was lost: :mod:`kling_provider._submission`).
+#: The simulator spells it on its own: it plays the API, so a wrong name here fails the tests.
+CLIENT_REQUEST_ID_HEADER = "X-Client-Request-Id"
+
+
 def build_create_request(family: str, body: Mapping[str, Any],
                          client_request_id: str | None = None) -> ApiRequest:
-    headers = {"X-Client-Request-Id": client_request_id} if client_request_id else None
+    headers = {CLIENT_REQUEST_ID_HEADER: client_request_id} if client_request_id else None
     return ApiRequest("POST", endpoint_path(family), "create", json=dict(body),
                       subject=str(body.get("model", "")), headers=headers)
 

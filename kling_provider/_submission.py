@@ -41,8 +41,6 @@ if TYPE_CHECKING:  # imported where used: the record and decision rules need no 
 
 log = logging.getLogger("kling_provider")
 
-#: The request header the API stores and reports back as ``client_request_id``.
-CLIENT_REQUEST_ID_HEADER = "X-Client-Request-Id"
 LOGS_PATH = "/v2/logs"
 #: What the API accepts in the header; anything else is silently dropped (no correlation at all).
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -138,14 +136,15 @@ class SubmissionRecord:
 
     @classmethod
     def from_json(cls, value: Any) -> SubmissionRecord | None:
-        """Read a stored record; ``None`` for nothing usable (also reads the pre-intent format)."""
+        """Read a stored record; ``None`` for nothing usable. A stored generation id is read
+        whatever else is missing: it is the trace of a payment."""
         if not isinstance(value, Mapping):
             return None
         cri = value.get("client_request_id")
         generation_id = value.get("generation_id")
         if not cri and not generation_id:
             return None
-        intent_at = value.get("intent_at", value.get("submitted_at")) or 0.0
+        intent_at = value.get("intent_at") or 0.0
         return cls(client_request_id=str(cri) if cri else None, model=str(value.get("model") or ""),
                    endpoint_family=value.get("endpoint_family"), intent_at=float(intent_at),
                    generation_id=str(generation_id) if generation_id else None,

@@ -1,7 +1,7 @@
 """How long a generation is expected to take: live ``/models/metrics`` or the documented table.
 
 Pure data and functions (no I/O): the hook fetches ``GET /models/metrics`` through its drivers and
-hands the body to :func:`expectation_from_metrics`; :class:`MetricsCache` decides when a model's
+hands the body to :func:`live_expectation`; :class:`MetricsCache` decides when a model's
 figures are due for a refresh. The documented table (``data/generation_times.json``, derived from
 the model pages) is the fallback when the live figures are missing, unreachable or stale, so a
 wait never depends on that endpoint.

@@ -84,10 +84,6 @@ class Generation:
     def status_class(self) -> StatusClass:
         return classify_status(self.status)
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status_class in (StatusClass.SUCCESS, StatusClass.FAILURE)
-
     @classmethod
     def from_api(cls, body: dict[str, Any], *, generation_id: str | None = None) -> Generation:
         """Parse a fetch (or create) response body.

@@ -184,8 +184,11 @@ def test_trigger_events_and_kwargs_never_carry_the_key(key_hook: Callable[[Scrip
                                                "error": r.headers["authorization"]})):
         hook = key_hook(Script(answer))
         monkeypatch.setattr(KlingGenerationTrigger, "_hook", lambda self, hook=hook: hook)
+        # Fixed: the script answers polls only (the adaptive default asks the keyless
+        # /models/metrics first).
         trigger = KlingGenerationTrigger(kling_conn_id="kling_default", generation_id=GID,
-                                         poll_interval=10, deadline=clock.now() + 60)
+                                         poll_interval=10, deadline=clock.now() + 60,
+                                         poll_schedule="fixed")
 
         async def run(trigger: KlingGenerationTrigger = trigger) -> list[Any]:
             try:

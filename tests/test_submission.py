@@ -116,11 +116,12 @@ def test_decision_table(record: SubmissionRecord | None, clear_number: int, now:
     assert decide(record, clear_number=clear_number, now=now, wait_seconds=WAIT) is action
 
 
-def test_record_round_trips_and_reads_the_older_format() -> None:
+def test_record_round_trips_and_keeps_a_generation_id_whatever_else_is_missing() -> None:
     assert SubmissionRecord.from_json(DELIVERED.to_json()) == DELIVERED
-    old = SubmissionRecord.from_json({"generation_id": "g", "endpoint_family": "legacy",
-                                      "model": MODEL, "submitted_at": 5.0})
-    assert old is not None and old.generation_id == "g" and old.intent_at == 5.0
+    bare = SubmissionRecord.from_json({"generation_id": "g", "endpoint_family": "legacy",
+                                       "model": MODEL, "submitted_at": 5.0})
+    assert bare is not None and bare.generation_id == "g" and bare.submitted_at == 5.0
+    assert bare.intent_at == 0.0  # no intent time stored: none invented from the submission
     assert SubmissionRecord.from_json({"model": MODEL}) is None
     assert SubmissionRecord.from_json("garbage") is None
 

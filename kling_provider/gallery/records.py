@@ -19,7 +19,7 @@ from kling_provider._spend import exact_amount
 
 #: The XCom / extra fields the money side writes (absent on older runs: shown as "-").
 CREDITS_KEYS = ("credits_used",)
-USD_KEYS = ("usd_spent", "cost_usd")
+USD_KEYS = ("usd_spent",)
 
 
 @dataclass(frozen=True)

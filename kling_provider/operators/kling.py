@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.sdk import Asset, BaseOperator
 
@@ -49,10 +49,6 @@ from kling_provider.operators._flow import (
     generation_result,
 )
 from kling_provider.operators._submission import UNKNOWN_RESUBMIT_AFTER
-
-if TYPE_CHECKING:  # imported where used: a DAG file that parses this module needs neither
-
-    pass
 
 __all__ = [
     "DEFERRAL_GRACE",

@@ -128,7 +128,9 @@ class KlingGenerationSensor(BaseSensorOperator):
         done = self.poke(context)
         if isinstance(done, PokeReturnValue) and done.is_done:
             return done.xcom_value
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")  # see the operator's _remember
+        # The extra link is evaluated at every deferral: an empty URL until the video exists
+        # keeps its lookup from logging a missing-XCom error each time.
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
         from kling_provider.triggers.kling import KlingGenerationTrigger
 
         self.defer(

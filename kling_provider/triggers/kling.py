@@ -5,8 +5,8 @@ id, the generation id, the poll interval and schedule, the endpoint family, the 
 length, and *absolute* times (submission, deadline), never the key or headers: the poll schedule
 is a function of the time since submission, so a triggerer restart or hand-over resumes the same
 schedule with the same deadline. Polling goes through :meth:`KlingHook.await_for_generation`, the
-same step generator the worker path uses, on the hook's shared ``AsyncClient``: nothing in
-``run()`` blocks the loop.
+same step generator the worker path uses, on the hook's shared async client (aiohttp): nothing
+in ``run()`` blocks the loop.
 
 Airflow imports a trigger's module inside the triggerer's event loop, which every trigger of the
 deployment shares. So this module imports nothing heavy: the hook (with aiohttp, about 0.6 s of
@@ -53,7 +53,6 @@ class KlingGenerationTrigger(BaseTrigger):
     :param deadline: absolute epoch seconds after which a ``timeout`` event is fired.
     :param endpoint_family: the family the generation was created on (``None``: the connection's).
     :param poll_schedule: ``adaptive`` or ``fixed`` (see :mod:`kling_provider._schedule`).
-        Triggers serialised before schedules existed resume on the fixed one they started with.
     :param submitted_at: absolute epoch seconds of the submission (``None``: the wait's start).
     :param model: the model (``None``: the one the generation id names), which places the
         adaptive polls.
@@ -69,7 +68,7 @@ class KlingGenerationTrigger(BaseTrigger):
 
     def __init__(self, *, kling_conn_id: str, generation_id: str, poll_interval: float,
                  deadline: float | None = None, endpoint_family: str | None = None,
-                 poll_schedule: str = "fixed", submitted_at: float | None = None,
+                 poll_schedule: str = "adaptive", submitted_at: float | None = None,
                  model: str | None = None, duration: int | None = None,
                  end_from_trigger: bool = False, result_fields: dict[str, Any] | None = None,
                  timeout: float | None = None) -> None:
@@ -128,8 +127,7 @@ class KlingGenerationTrigger(BaseTrigger):
             event = {**base, "status": "timeout", "message": str(exc)}
         except KlingError as exc:
             # Auth, credits, unknown id, bad settings: waiting longer cannot fix these.
-            event = {**base, "status": "error", "message": str(exc),
-                     "error_type": type(exc).__name__}
+            event = {**base, "status": "error", "message": str(exc)}
         else:
             if self.end_from_trigger:
                 await import_off_loop(RESULT_MODULE)  # ~50 ms of operator imports, off the loop
@@ -172,9 +170,6 @@ class KlingGenerationTrigger(BaseTrigger):
                                          usd_spent=generation.usd_spent)
         return TaskSuccessEvent(xcoms={"return_value": result,
                                        VIDEO_URL_XCOM_KEY: generation.video_url})
-
-    async def cleanup(self) -> None:
-        """Nothing remote to undo: the generation is paid for and must keep running."""
 
     async def on_kill(self) -> None:
         """A user killed the waiting task (Airflow 3.3+: mark failed/success, clear).
@@ -284,8 +279,7 @@ class KlingSubmissionRecoveryTrigger(BaseTrigger):
             if row is None:
                 event = {**base, "status": "not_found"}
             else:
-                event = {**base, "status": "found", "generation_id": row.generation_id,
-                         "row_status": row.status}
+                event = {**base, "status": "found", "generation_id": row.generation_id}
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
     async def on_kill(self) -> None:
