@@ -349,3 +349,49 @@ def test_a_try_validates_its_request_once_so_the_unknown_model_warning_shows_onc
         f"Model 'klingai/v9-future-model' is not in the Kling catalogue ({len(list_models())} models); "
         "allow_unknown_model=True: sending it unvalidated to the unified endpoint "
         "(endpoint_family=... picks the other one)."]
+
+
+def test_a_stored_generation_is_named_in_the_line_that_says_what_the_retry_does_with_it(
+        airflow_sim: KlingSimulator, clock: FakeClock, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    cri = f"{PREFIX}.t1.0a1b2c3d4e5f"
+    generation_id = paid(clock, cri)
+    store = StateStoreStub()
+    intent(store, cri, clock.now() - 3600, generation_id=generation_id,
+           submitted_at=clock.now() - 3600)
+    generate(wait_for_completion=False).execute(context_for(store, try_number=2))
+    assert (f"Stored submission {cri}, generation {generation_id}: reattach."
+            in logged(caplog, capsys))
+
+
+def test_the_same_try_paying_anew_after_its_stored_generation_failed_makes_a_later_intent(
+        airflow_sim: KlingSimulator, clock: FakeClock) -> None:
+    """The same try run again (a Celery worker lost before it acknowledged the task redelivers
+    it): its own stored generation failed, so it pays anew with the try's next intent id, never
+    the stored one's."""
+    cri = f"{PREFIX}.t2.0a1b2c3d4e5f"
+    failed = paid(clock, cri, extra_params={
+        "simulator_faults": {"error": {"name": "Moderation", "message": "no"}}})
+    store = StateStoreStub()
+    intent(store, cri, clock.now() - 3600, generation_id=failed, submitted_at=clock.now() - 3600)
+    generate(wait_for_completion=False).execute(context_for(store, try_number=2))
+    record = store.data[STATE_KEY]
+    assert record["generation_id"] != failed
+    assert re.fullmatch(re.escape(f"{PREFIX}.t2r1.") + r"[0-9a-f]+", record["client_request_id"])
+
+
+def test_a_resubmission_after_a_deferred_lookup_pays_on_the_stored_intent_s_endpoint(
+        airflow_sim: KlingSimulator, clock: FakeClock) -> None:
+    """The try resumed from the recovery trigger is a new operator object: the request it pays
+    anew is validated for the intent's endpoint family (``unified``), not the connection's
+    (``legacy``)."""
+    cri = f"{PREFIX}.t2.0a1b2c3d4e5f"
+    store = StateStoreStub()
+    intent(store, cri, clock.now() - 7200)
+    result = generate(on_uncertain_submission="resubmit", wait_for_completion=False
+                      ).execute_recovered(context_for(store, try_number=2),
+                                          endpoint_family="unified",
+                                          event={"status": "not_found", "client_request_id": cri})
+    assert airflow_sim.ledger.count(method="POST", path=UNIFIED) == 1
+    assert airflow_sim.ledger.count(method="POST") == 1
+    assert store.data[STATE_KEY]["generation_id"] == result["generation_id"]
