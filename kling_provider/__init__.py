@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kling_provider import _endpoints
+
 __version__ = "0.1.0"
 
 _PACKAGE = "kling_provider"
@@ -60,8 +62,8 @@ def get_provider_info() -> dict[str, Any]:
             "conn-fields": {
                 "endpoint_family": {
                     "label": "Endpoint family",
-                    "description": "legacy = /v2/generate/video/kling/generation (the documented "
-                                   "Kling endpoint); unified = /v2/video/generations.",
+                    "description": f"legacy = {_endpoints.path('legacy')} (the documented "
+                                   f"Kling endpoint); unified = {_endpoints.path('unified')}.",
                     "schema": {"type": ["string", "null"], "enum": ["legacy", "unified", None],
                                "default": "legacy"},
                 },

@@ -27,11 +27,8 @@ from kling_provider.exceptions import (
     KlingServerError,
 )
 
-__all__ = ["BALANCE_PATH", "balance_steps", "check_balance", "check_max_cost",
+__all__ = ["balance_steps", "check_balance", "check_max_cost",
            "validate_max_cost"]
-
-BALANCE_PATH = "/v2/billing"
-
 
 def check_max_cost(estimate: PriceEstimate, max_cost_usd: float | None) -> None:
     """Raise :class:`KlingCostLimitError` when the estimate is known and above the limit."""
@@ -63,11 +60,11 @@ def balance_steps(policy: _protocol.RetryPolicy, *, conn_id: str,
     """``GET /v2/billing`` (retried like any GET); return ``current_balance`` in USD."""
     from kling_provider import _protocol
 
-    request = _protocol.ApiRequest("GET", BALANCE_PATH, "account", subject="the account balance")
+    request = _protocol.api_request("billing", "GET", "account", subject="the account balance")
     answer = yield from _protocol.exchange(request, policy, conn_id=conn_id, secrets=secrets)
     try:
         return float(answer["current_balance"])
     except (KeyError, TypeError, ValueError):
         raise KlingServerError(
-            f"GET {BALANCE_PATH} answered without a readable 'current_balance' "
+            f"GET {request.path} answered without a readable 'current_balance' "
             f"(keys: {sorted(answer)}).") from None

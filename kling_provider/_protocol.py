@@ -20,9 +20,10 @@ from typing import Any, Literal
 
 import httpx
 
+from kling_provider._endpoints import ENDPOINTS
 from kling_provider._network import failed_url, transport_cause
 from kling_provider._spend import with_cost_headers
-from kling_provider.catalogue import endpoint_path
+from kling_provider.catalogue import endpoint_family
 from kling_provider.exceptions import (
     KlingAuthenticationError,
     KlingError,
@@ -83,6 +84,14 @@ class ApiRequest:
     headers: Mapping[str, str] | None = None
 
 
+def api_request(endpoint: str, method: Literal["GET", "POST"], operation: Operation,
+                **fields: Any) -> ApiRequest:
+    """A request to the endpoint named ``endpoint`` in :data:`~kling_provider._endpoints.ENDPOINTS`:
+    its path, and whether the key goes with it, come from that table."""
+    where = ENDPOINTS[endpoint]
+    return ApiRequest(method, where.path, operation, authenticated=where.authenticated, **fields)
+
+
 #: A step is either a request to send or a number of seconds to sleep.
 Step = ApiRequest | float
 Steps = Generator[Step, Any, Any]
@@ -114,8 +123,8 @@ CLIENT_REQUEST_ID_HEADER = "X-Client-Request-Id"
 def build_create_request(family: str, body: Mapping[str, Any],
                          client_request_id: str | None = None) -> ApiRequest:
     headers = {CLIENT_REQUEST_ID_HEADER: client_request_id} if client_request_id else None
-    return ApiRequest("POST", endpoint_path(family), "create", json=dict(body),
-                      subject=str(body.get("model", "")), headers=headers)
+    return api_request(endpoint_family(family), "POST", "create", json=dict(body),
+                       subject=str(body.get("model", "")), headers=headers)
 
 
 def build_fetch_request(family: str, generation_id: str) -> ApiRequest:
@@ -124,8 +133,8 @@ def build_fetch_request(family: str, generation_id: str) -> ApiRequest:
             f"Invalid parameter 'generation_id'={generation_id!r}: a non-empty generation id is "
             "required (the 'id' the create call returned)."
         )
-    return ApiRequest("GET", endpoint_path(family), "fetch",
-                      params={"generation_id": generation_id}, subject=generation_id)
+    return api_request(endpoint_family(family), "GET", "fetch",
+                       params={"generation_id": generation_id}, subject=generation_id)
 
 
 def retry_delay(request: ApiRequest, outcome: Outcome, attempt: int,

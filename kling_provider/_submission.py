@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # imported where used: the record and decision rules need no 
 
 log = logging.getLogger("kling_provider")
 
-LOGS_PATH = "/v2/logs"
 #: What the API accepts in the header; anything else is silently dropped (no correlation at all).
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _INVALID_CHAR = re.compile(r"[^A-Za-z0-9._:-]")
@@ -247,10 +246,9 @@ def build_logs_request(*, model: str, since: float, now: float, offset: int) -> 
     start, end = logs_window(since, now)
     params = {"start": start, "end": end, "model": model, "limit": str(LOGS_PAGE_SIZE),
               "offset": str(offset)}
-    from kling_provider._protocol import ApiRequest
+    from kling_provider._protocol import api_request  # httpx: the record rules need none
 
-    return ApiRequest("GET", LOGS_PATH, "fetch", params=params,
-                      subject=f"usage logs of {model}")
+    return api_request("logs", "GET", "fetch", params=params, subject=f"usage logs of {model}")
 
 
 def parse_rows(body: Mapping[str, Any]) -> tuple[list[LogRow], bool, int]:

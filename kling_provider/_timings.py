@@ -23,7 +23,6 @@ _PATH_STYLE = re.compile(r"klingai/(v[\d.]+)-(master|pro|standard)-(.+)")
 #: Live figures are reused this long per model and process: one request per model every ten
 #: minutes, however many waits a triggerer runs.
 METRICS_TTL = 600.0
-METRICS_PATH = "/models/metrics"
 
 
 @dataclass(frozen=True)

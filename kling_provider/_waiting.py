@@ -16,9 +16,9 @@ from typing import Any
 from kling_provider import _timings
 from kling_provider._checks import wait_seconds
 from kling_provider._protocol import (
-    ApiRequest,
     RetryPolicy,
     Step,
+    api_request,
     exchange,
     fetch_steps,
     generation_failed,
@@ -43,8 +43,8 @@ def expectation_steps(model: str | None, duration: int | None, cache: _timings.M
     if live and model and cache.due(model, now()):
         previous = cache.entries.get(model, (0.0, None))[1]
         cache.store(model, previous, now())
-        request = ApiRequest("GET", _timings.METRICS_PATH, "metrics", params={"aliases": model},
-                             subject=model, authenticated=False)
+        request = api_request("metrics", "GET", "metrics", params={"aliases": model},
+                              subject=model)
         try:
             body = yield from exchange(request, METRICS_POLICY, conn_id=conn_id)
         except KlingError as exc:

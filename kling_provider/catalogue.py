@@ -23,6 +23,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
+from kling_provider import _endpoints
 from kling_provider._checks import require_json
 from kling_provider.exceptions import KlingValidationError
 
@@ -82,8 +83,7 @@ def _catalogue() -> dict[str, Any]:
 
 def endpoint_path(family: str) -> str:
     """The URL path of an endpoint family (``legacy`` or ``unified``)."""
-    paths: dict[str, str] = _catalogue()["families"]
-    return paths[endpoint_family(family)]
+    return _endpoints.path(endpoint_family(family))
 
 
 def list_models() -> list[str]:
@@ -229,7 +229,7 @@ def endpoint_family(family: str) -> EndpointFamily:
             return known
     raise KlingValidationError(
         f"Invalid endpoint family {family!r}: allowed are 'legacy' (the seeds' "
-        "/v2/generate/video/kling/generation) and 'unified' (/v2/video/generations)."
+        f"{_endpoints.path('legacy')}) and 'unified' ({_endpoints.path('unified')})."
     )
 
 

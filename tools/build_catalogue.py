@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FAMILIES = {
-    "legacy": ("kling-legacy-endpoint", "/v2/generate/video/kling/generation"),
-    "unified": ("kling-unified-endpoint", "/v2/video/generations"),
-}
+from kling_provider import _endpoints
+
+#: Reference folder of each endpoint family (their paths: ``kling_provider/_endpoints.py``).
+FAMILIES = {"legacy": "kling-legacy-endpoint", "unified": "kling-unified-endpoint"}
 KEEP = {
     "type", "enum", "minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems",
     "items", "properties", "required", "anyOf", "oneOf", "format", "default", "nullable",
@@ -108,7 +108,8 @@ def kind_of(model: str) -> str:
 
 def build(reference: Path) -> dict[str, Any]:
     models: dict[str, dict[str, Any]] = {}
-    for family, (folder, path) in FAMILIES.items():
+    for family, folder in FAMILIES.items():
+        path = _endpoints.path(family)
         found: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for file in sorted((reference / folder).glob("*.json")):
             doc = json.loads(file.read_text())
@@ -136,7 +137,6 @@ def build(reference: Path) -> dict[str, Any]:
             entry["families"][family] = merged
     return {
         "generated_by": "tools/build_catalogue.py",
-        "families": {name: path for name, (_, path) in FAMILIES.items()},
         "models": dict(sorted(models.items())),
     }
 

@@ -31,6 +31,7 @@ from kling_provider import (
     _aiohttp,
     _connections,
     _download,
+    _endpoints,
     _guard,
     _hosts,
     _network,
@@ -49,7 +50,7 @@ from kling_provider.types import Generation
 
 DEFAULT_HOST = "https://api.aimlapi.com"
 #: The model list (``?include=pricing`` adds prices); needs no API key.
-MODELS_PATH = "/v1/models"
+MODELS_PATH = _endpoints.path("models")
 USER_AGENT = "airflow-provider-kling"
 
 

@@ -26,6 +26,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
+from kling_provider import _endpoints
 from kling_provider._spend import CREDITS_HEADER, USD_HEADER
 from kling_provider.testing._contract import duration_of
 
@@ -33,8 +34,9 @@ __all__ = ["BILLING_PATH", "CREDITS_PER_USD", "MODEL_LIST_PATHS", "NO_CREDITS_ME
            "cost_headers", "is_account_path", "model_list_answer", "price_of",
            "simulator_price_list"]
 
-MODEL_LIST_PATHS = frozenset({"/v1/models", "/models", "/api/v1/models"})
-BILLING_PATH = "/v2/billing"
+#: The model list's path and the aliases the real API also answers on.
+MODEL_LIST_PATHS = frozenset({_endpoints.path("models"), "/models", "/api/v1/models"})
+BILLING_PATH = _endpoints.path("billing")
 
 
 @cache

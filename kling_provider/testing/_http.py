@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from kling_provider import _endpoints
 from kling_provider.catalogue import ENDPOINT_FAMILIES, endpoint_path
 from kling_provider.testing import _billing, _contract, _metrics, logs
 from kling_provider.testing._world import log_time
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 #: Field a request body may carry to choose faults for the generation it creates.
 FAULTS_FIELD = "simulator_faults"
 _FAMILY_BY_PATH = {endpoint_path(f): f for f in ENDPOINT_FAMILIES}
-LOGS_PATH = "/v2/logs"
+LOGS_PATH = _endpoints.path("logs")
+METRICS_PATH = _endpoints.path("metrics")
 #: What the API accepts in ``X-Client-Request-Id``; anything else is dropped without a word.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _GENERATION_ID = re.compile(r"[0-9a-f-]{36}:[\w./-]+")
@@ -200,7 +202,7 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return ["GET", "POST"]
         if path == "/_simulator/faults":
             return ["POST"]
-        if path in ("/_simulator/ledger", "/models/metrics", LOGS_PATH) or \
+        if path in ("/_simulator/ledger", METRICS_PATH, LOGS_PATH) or \
                 _billing.is_account_path(path):
             return ["GET"]
         return []
@@ -228,7 +230,7 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         if parts.path == "/_simulator/ledger":
             return self._send_json(200, self.simulator.ledger.summary())
-        if parts.path == "/models/metrics":  # keyless, like the real endpoint
+        if parts.path == METRICS_PATH:  # keyless, like the real endpoint
             return self._metrics(parts.query)
         if _billing.is_account_path(parts.path):
             return self._serve_account(parts.path, parts.query)
