@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 
 from kling_provider.gallery.records import TaskRef
 
@@ -99,17 +99,23 @@ def load(dag_ids: Collection[str], generation_id: str | None = None,
     wanted = set(dag_ids) & ({dag_id} if dag_id else set(dag_ids))
     if not wanted:
         return []
-    query = (select(XComModel, TaskInstance.state, TaskInstance.trigger_id)
-             .join(TaskInstance, (TaskInstance.dag_id == XComModel.dag_id)
-                   & (TaskInstance.run_id == XComModel.run_id)
-                   & (TaskInstance.task_id == XComModel.task_id)
-                   & (TaskInstance.map_index == XComModel.map_index))
-             .where(XComModel.key == "generation_id", XComModel.dag_id.in_(wanted),
-                    TaskInstance.state.in_(WAITING_STATES))
-             .order_by(XComModel.timestamp))
+    # From the task instances still waiting (few, found by the state index) to their pushed
+    # ids: the other way round reads every generation id ever pushed (0.2-0.9 s at 100,000).
+    waiting = (select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id,
+                      TaskInstance.map_index, TaskInstance.state, TaskInstance.trigger_id)
+               .where(TaskInstance.state.in_(WAITING_STATES), TaskInstance.dag_id.in_(wanted)))
     found = []
     with create_session() as session:
-        for row, state, trigger_id in session.execute(query):
+        states = {tuple(row[:4]): (row[4], row[5]) for row in session.execute(waiting)}
+        keys = list(states)
+        rows: list[Any] = []
+        for start in range(0, len(keys), 500):  # bound parameters per statement
+            rows += session.scalars(select(XComModel).where(
+                XComModel.key == "generation_id",
+                tuple_(XComModel.dag_id, XComModel.run_id, XComModel.task_id,
+                       XComModel.map_index).in_(keys[start:start + 500]))).all()
+        for row in sorted(rows, key=lambda row: row.timestamp):
+            state, trigger_id = states[(row.dag_id, row.run_id, row.task_id, row.map_index)]
             pushed = XComModel.deserialize_value(row)
             if not isinstance(pushed, str) or not pushed:
                 continue
