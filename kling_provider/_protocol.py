@@ -1,7 +1,8 @@
 """The AI/ML API protocol as pure functions and I/O-free step generators.
 
-This is the provider's single implementation of request building, response parsing, status
-classification, error mapping and retry policy. It performs no I/O: the step generators *yield*
+This is the provider's single implementation of request building, status classification and
+retry policy (what an answer means, and the error for a failed one: :mod:`kling_provider._answers`;
+where each request goes: :mod:`kling_provider._endpoints`). It performs no I/O: the step generators *yield*
 what they need (send this :class:`ApiRequest`, or sleep this many seconds) and receive the result.
 :class:`~kling_provider.hooks.kling.KlingHook` drives them with a sync httpx client in workers and
 with a shared async client in the triggerer, so both paths behave identically by construction
@@ -20,23 +21,24 @@ from typing import Any, Literal
 
 import httpx
 
+from kling_provider._answers import (
+    NOT_SENT_ERRORS,
+    detached,
+    error_for_response,
+    error_for_transport,
+    json_object,
+    scrub,
+)
 from kling_provider._endpoints import ENDPOINTS
-from kling_provider._network import failed_url, transport_cause
 from kling_provider._spend import with_cost_headers
 from kling_provider.catalogue import endpoint_family
 from kling_provider.exceptions import (
-    KlingAuthenticationError,
-    KlingError,
     KlingGenerationFailedError,
-    KlingGenerationNotFoundError,
-    KlingNetworkError,
-    KlingNoCreditsError,
-    KlingRateLimitError,
     KlingServerError,
     KlingSubmissionUncertainError,
     KlingValidationError,
 )
-from kling_provider.types import Generation, StatusClass, describe_error
+from kling_provider.types import Generation, StatusClass
 
 log = logging.getLogger("kling_provider")
 
@@ -45,8 +47,6 @@ Operation = Literal["create", "fetch", "probe", "metrics", "account"]
 #: (a transport failure, or an answer whose content encoding cannot be decoded).
 Outcome = httpx.Response | httpx.RequestError
 
-#: Transport errors raised before any byte of the request left: retrying cannot duplicate it.
-NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 #: Statuses after which the API cannot have created a generation (documented as rate/capacity
 #: refusals), so even the paid POST may be sent again.
 SAFE_POST_STATUSES = frozenset({429, 503})
@@ -180,143 +180,6 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Remove every secret from ``text``: server messages may echo request headers."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-#: Shorter "keys" are not scrubbed out of answers: real AI/ML API keys are far longer, and
-#: replacing a one-letter test key everywhere would corrupt generation ids and video URLs.
-MIN_SCRUBBED_SECRET = 8
-
-
-def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    """``value`` (parsed JSON) with every secret removed from every string in it."""
-    secrets = tuple(s for s in secrets if len(s) >= MIN_SCRUBBED_SECRET)
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub(v, secrets) for v in value]
-    return value
-
-
-def detached(error: httpx.RequestError, secrets: tuple[str, ...]) -> httpx.RequestError:
-    """``error`` without its request, to chain as a cause: ``error.request.headers`` holds the
-    ``Authorization`` header, which tracebacks, Sentry-like tools and ``__cause__`` walkers see."""
-    message = redact(str(error), secrets)
-    try:
-        return type(error)(message)
-    except Exception:  # a transport's own subclass with another signature: keep the kind
-        return httpx.RequestError(f"{type(error).__name__}: {message}")
-
-
-def _api_message(response: httpx.Response) -> tuple[str, str | None]:
-    """The error body's ``message`` (and ``requestId``) per the error contract, else its text."""
-    readable, body = read_json(response)
-    if not readable:
-        return (_text(response)[:500].strip() or response.reason_phrase), None
-    if isinstance(body, dict):
-        _, message = describe_error({k: body[k] for k in ("message", "error", "detail")
-                                     if k in body} or body)
-        request_id = body.get("requestId")
-        return (message or response.reason_phrase)[:1000], (str(request_id) if request_id else None)
-    return describe_error(body)[1] or response.reason_phrase, None
-
-
-def read_json(response: httpx.Response) -> tuple[bool, Any]:
-    """``(True, body)`` when the body is JSON, else ``(False, None)``; never raises.
-
-    Every way a body can fail to decode counts (bad syntax, truncation, bad bytes, nesting deep
-    enough to exhaust the parser's recursion): after a paid POST a raw exception would lose the
-    fact that the request may have created a generation.
-    """
-    try:
-        return True, response.json()
-    except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
-        return False, None
-
-
-def _text(response: httpx.Response) -> str:
-    try:
-        return response.text
-    except (ValueError, LookupError, UnicodeDecodeError):
-        return ""
-
-
-def error_for_response(request: ApiRequest, response: httpx.Response, *, conn_id: str,
-                       secrets: tuple[str, ...] = ()) -> KlingError:
-    """Map an unsuccessful (or unreadable) API response to the provider's exception."""
-    message, request_id = _api_message(response)
-    message = redact(message, secrets)
-    status = response.status_code
-    ref = f" (requestId {request_id})" if request_id else ""
-    what = (f"creating a generation of model {request.subject!r}" if request.operation == "create"
-            else f"fetching generation {request.subject!r}" if request.operation == "fetch"
-            else f"reading the live timings of {request.subject!r}" if request.operation == "metrics"
-            else f"reading {request.subject}" if request.operation == "account"
-            else "checking the connection")
-    if status == 400:
-        return KlingValidationError(f"The API rejected the request while {what} (400): {message}{ref}")
-    if status == 401:
-        return KlingAuthenticationError(
-            f"The API rejected the API key of connection {conn_id!r} (401) while {what}: {message}. "
-            "Check the connection's API Key (password field)."
-        )
-    if status == 403:
-        return KlingNoCreditsError(
-            f"The account behind connection {conn_id!r} may not do this (403) while {what}: "
-            f"{message}{ref}. Top up credits or check the plan."
-        )
-    if status == 404 and request.operation == "fetch":
-        return KlingGenerationNotFoundError(
-            f"The API does not know generation {request.subject!r} (404). Check the id and that "
-            f"connection {conn_id!r} uses the same endpoint family and account that created it."
-        )
-    if status == 404 and request.operation == "create":
-        return KlingError(f"The API refused the request while {what} (404): {message}{ref}. "
-                          "Check the connection's host and the model's endpoint family.")
-    if status == 429:
-        return KlingRateLimitError(
-            f"Rate or concurrency limit (429) while {what}, still limited after retries: {message}{ref}"
-        )
-    if request.operation == "create" and (status >= 500 or status < 400):
-        return KlingSubmissionUncertainError(
-            f"The create request for model {request.subject!r} reached the API but failed "
-            f"({status}: {message}{ref}). A generation may have been created and billed, so it "
-            "was not sent again. Check the AI/ML API dashboard before retrying this task."
-        )
-    if status >= 500 or status < 400:
-        return KlingServerError(f"The API failed (HTTP {status}) while {what}: {message}{ref}")
-    return KlingError(f"Unexpected HTTP {status} while {what}: {message}{ref}")
-
-
-def error_for_transport(request: ApiRequest, error: httpx.RequestError, *,
-                        conn_id: str) -> KlingError:
-    """Map a transport failure (after retries) to the provider's exception."""
-    kind = type(error).__name__
-    if request.operation == "create" and not isinstance(error, NOT_SENT_ERRORS):
-        lost = ("its answer could not be decoded" if isinstance(error, httpx.DecodingError)
-                else "no answer arrived")
-        return KlingSubmissionUncertainError(
-            f"The create request for model {request.subject!r} was sent but {lost} "
-            f"({kind}). A generation may have been created and billed, so it was not sent again. "
-            "Check the AI/ML API dashboard before retrying this task."
-        )
-    url = failed_url(error) or request.path
-    return KlingNetworkError(
-        f"Could not reach the AI/ML API of connection {conn_id!r} at {url} ({kind}) while "
-        f"{'creating' if request.operation == 'create' else 'fetching'} "
-        f"{request.subject!r}: {transport_cause(error, url)}"
-    )
-
-
 def exchange(request: ApiRequest, policy: RetryPolicy, *, conn_id: str,
              secrets: tuple[str, ...] = ()) -> Generator[Step, Any, dict[str, Any]]:
     """Send ``request`` with retries; return the JSON body of the successful answer."""
@@ -325,7 +188,7 @@ def exchange(request: ApiRequest, policy: RetryPolicy, *, conn_id: str,
         attempt += 1
         outcome: Outcome = yield request
         if isinstance(outcome, httpx.Response) and outcome.is_success:
-            body = _json_object(outcome)
+            body = json_object(outcome)
             if body is not None:
                 scrubbed: dict[str, Any] = scrub(body, secrets)  # an echoed key must not
                 return with_cost_headers(scrubbed, outcome.headers)  # reach XCom, events, errors
@@ -358,12 +221,6 @@ def exchange(request: ApiRequest, policy: RetryPolicy, *, conn_id: str,
                     request.method, request.operation, attempt, policy.max_attempts,
                     _describe(outcome), delay)
         yield delay
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    """The body as a JSON object, or ``None`` when it is not one (an HTML error page, ...)."""
-    body = read_json(response)[1]
-    return body if isinstance(body, dict) else None
 
 
 def _describe(outcome: Outcome) -> str:

@@ -29,6 +29,7 @@ from kling_provider import (
     CONNECTION_FIELD_BEHAVIOUR,
     DEFAULT_CONN_ID,
     _aiohttp,
+    _answers,
     _connections,
     _download,
     _endpoints,
@@ -585,7 +586,7 @@ class KlingHook(BaseHook):
             cached = cache.cached(base_url, model)
             if response.status_code == 304 and cached is not None:
                 return cached, "live price list, unchanged (304)"
-            listing = _protocol._json_object(response) if response.is_success else None
+            listing = _answers.json_object(response) if response.is_success else None
             if listing is not None and _pricing.find_pricing(listing, model) is not None:
                 cache.store(base_url, model, response.headers.get("etag"), listing)
                 return listing, "live price list"
@@ -632,8 +633,8 @@ class KlingHook(BaseHook):
             return False, (f"Could not reach {self.settings.base_url} "
                            f"({type(exc).__name__}): {_network.transport_cause(exc)}")
         if response.status_code in (401, 403):
-            error = _protocol.error_for_response(probe, response, conn_id=settings.conn_id,
-                                                 secrets=(settings.api_key,))
+            error = _answers.error_for_response(probe, response, conn_id=settings.conn_id,
+                                                secrets=(settings.api_key,))
             return False, str(error)
         if response.status_code >= 500:
             return False, f"The API at {settings.base_url} answered HTTP {response.status_code}."
