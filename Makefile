@@ -13,10 +13,13 @@ STAMP := $(VENV)/.installed
 $(STAMP): requirements/dev.lock pyproject.toml tools/bootstrap.py
 	$(PYTHON) tools/bootstrap.py --venv $(VENV) --lock requirements/dev.lock
 
+# tools/layers.py: the architecture (which part of the package may import which, no import
+# cycle, a reason on each import inside a function); docs/development.rst, Architecture.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/bandit -q -c pyproject.toml -r kling_provider
+	$(BIN)/python tools/layers.py
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"

@@ -70,6 +70,7 @@ def check_destination(name: str, value: Any, *, task_id: str | None = None) -> N
                            "such as 's3://bucket/videos/' is required.")
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if scheme and scheme not in ("file", "local"):
+            # fsspec's registry: only a URI destination needs it
             import fsspec
 
             try:

@@ -106,6 +106,7 @@ async def amask(secret: str) -> None:
     masking there rather than block the triggerer.
     """
     try:
+        # Airflow 3.2+ only: the ImportError below is the older versions
         from airflow.sdk.log import amask_secret
     except ImportError:
         return

@@ -58,6 +58,7 @@ def check_balance(balance_usd: float, estimate: PriceEstimate, *, conn_id: str) 
 def balance_steps(policy: _protocol.RetryPolicy, *, conn_id: str,
                   secrets: tuple[str, ...] = ()) -> Generator[_protocol.Step, Any, float]:
     """``GET /v2/billing`` (retried like any GET); return ``current_balance`` in USD."""
+    # the HTTP stack: only a balance check sends a request
     from kling_provider import _protocol
 
     request = _protocol.api_request("billing", "GET", "account", subject="the account balance")

@@ -174,6 +174,7 @@ def resolve_destination(destination: Any, file_name: str) -> Any:
             return path / file_name
         return path
     if isinstance(destination, str):
+        # Airflow's storage path: only for a URI destination
         from airflow.sdk import ObjectStoragePath
 
         target = ObjectStoragePath(destination)

@@ -34,6 +34,7 @@ def dataset_id(uri: str) -> tuple[str, str]:
 def operator_lineage(inputs: Iterable[str | None], outputs: Iterable[str | None]) -> Any:
     """An ``OperatorLineage`` with one Dataset per non-empty URI (``None`` without the provider)."""
     try:
+        # the OpenLineage provider is optional: no lineage without it (below)
         from airflow.providers.common.compat.openlineage.facet import Dataset
         from airflow.providers.openlineage.extractors import OperatorLineage
     except ImportError:

@@ -328,6 +328,7 @@ def lookup_steps(*, model: str, since: float, match: Match, now: Callable[[], fl
         if wait > 0:
             yield wait
         request = build_logs_request(model=model, since=since, now=now(), offset=offset)
+        # the HTTP stack: the record and decision rules need none
         from kling_provider._protocol import exchange
 
         body = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)

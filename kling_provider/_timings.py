@@ -17,6 +17,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from kling_provider.catalogue import list_models
+
 #: The model a generation id names is written path-style by the API
 #: (``<uuid>:kling-video/v2/master/text-to-video`` for ``klingai/v2-master-text-to-video``).
 _PATH_STYLE = re.compile(r"klingai/(v[\d.]+)-(master|pro|standard)-(.+)")
@@ -67,8 +69,6 @@ def generation_id_path(model: str) -> str:
 
 @cache
 def _models_by_path() -> dict[str, str]:
-    from kling_provider.catalogue import list_models
-
     return {generation_id_path(model): model for model in list_models()}
 
 

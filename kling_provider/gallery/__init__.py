@@ -7,6 +7,8 @@ the database and storage edges, ``app`` wires them behind Airflow's own auth man
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 #: Where the gallery app is mounted on the api-server (the extra link and the nav entry use it).
 URL_PREFIX = "/kling"
 #: The nav entry's route: the Airflow UI shows the page at ``/plugin/<NAV_ROUTE>``, inside its
@@ -17,6 +19,4 @@ NAV_ROUTE = "kling-videos"
 def gallery_link(generation_id: str) -> str:
     """The gallery focused on one generation, inside the Airflow UI's navigation: what the tasks'
     "Kling video" link opens (the generation's card: its player, or its progress in flight)."""
-    from urllib.parse import urlencode
-
     return f"/plugin/{NAV_ROUTE}{URL_PREFIX}/?{urlencode({'generation_id': generation_id})}"

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 
 def auth_manager() -> BaseAuthManager[Any]:
+    # the api-server's app (~1 s, and it loads this plugin): at request time
     from airflow.api_fastapi.app import get_auth_manager
 
     return get_auth_manager()
@@ -29,6 +30,7 @@ def auth_manager() -> BaseAuthManager[Any]:
 
 async def optional_user(request: Request) -> BaseUser | None:
     """The Airflow user behind the request's token, or ``None`` (no token, expired, forged)."""
+    # loaded with the api-server's app: at request time (see auth_manager)
     from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
     from jwt import InvalidTokenError
 
@@ -55,6 +57,7 @@ User = Annotated[BaseUser, Depends(required_user)]
 
 def _team_names(dag_ids: Collection[str]) -> dict[str, str | None]:
     """Each DAG's team (multi-team mode), as Airflow's own permission checks pass it."""
+    # ORM models (~0.4 s): every Airflow process loads this plugin, only page requests use them
     from airflow.models.dag import DagModel
 
     mapping = getattr(DagModel, "get_dag_id_to_team_name_mapping", None)
@@ -65,6 +68,7 @@ def _team_names(dag_ids: Collection[str]) -> dict[str, str | None]:
 
 
 def _dag_requests(dag_id: str, team_name: str | None) -> list[Any]:
+    # loaded with the api-server's app: at request time (see auth_manager)
     from airflow.api_fastapi.auth.managers.models.resource_details import (
         DagAccessEntity,
         DagDetails,
@@ -96,6 +100,7 @@ def may_see_dag(user: BaseUser, dag_id: str) -> bool:
 
 def readable_assets(user: BaseUser, asset_ids: Iterable[int]) -> set[int]:
     """Of ``asset_ids``, those whose events ``user`` may read (Airflow's asset read)."""
+    # loaded with the api-server's app: at request time (see auth_manager)
     from airflow.api_fastapi.auth.managers.models.resource_details import AssetDetails
 
     manager = auth_manager()

@@ -71,6 +71,7 @@ def parse_roots(text: str) -> Roots:
 
 
 def configured_roots() -> Roots:
+    # Airflow's configuration: read when a video is served, not when the plugin loads
     from airflow.configuration import conf
 
     return parse_roots(conf.get("kling", "video_roots", fallback="") or "")
@@ -157,6 +158,7 @@ def _remote_root(uri: str, roots: Roots) -> str | None:
 def _open_remote(uri: str, generation_id: str | None, roots: Roots) -> Stored:
     if _remote_root(uri, roots) is None:
         raise NotServedError(f"{uri!r} is under no [kling] video_roots entry")
+    # Airflow's storage path: only for a remote video root
     from airflow.sdk import ObjectStoragePath
 
     # The connection id is part of the root (scheme://conn_id@bucket/...): the one the download

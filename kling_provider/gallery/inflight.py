@@ -55,6 +55,7 @@ class Progress:
 
 def expected(generation_id: str, duration: int | None) -> tuple[str | None, float, float, float]:
     """The model a generation id names and its ``(early, typical, late)`` seconds."""
+    # the timings table: read only for a card in flight
     from kling_provider._timings import documented_expectation, model_from_generation_id
 
     model = model_from_generation_id(generation_id)
@@ -91,6 +92,7 @@ def _duration(kwargs: dict[str, Any] | None) -> int | None:
 def load(dag_ids: Collection[str], generation_id: str | None = None,
          dag_id: str | None = None) -> list[InFlight]:
     """The generations in flight of ``dag_ids``, oldest submission first."""
+    # ORM models (~0.4 s): every Airflow process loads this plugin, only page requests use them
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import Trigger
     from airflow.models.xcom import XComModel
@@ -141,11 +143,12 @@ def load(dag_ids: Collection[str], generation_id: str | None = None,
 def latest_video(dag_ids: Collection[str]) -> int:
     """The newest stored video's Asset event id among ``dag_ids`` (0: none): the page reloads
     when it changes."""
+    # ORM models (~0.4 s): every Airflow process loads this plugin, only page requests use them
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import func
 
-    from kling_provider.gallery.store import VIDEOS_ASSET_URIS
+    from kling_provider.gallery.store import VIDEOS_ASSET_URIS  # with them: it reads them too
 
     if not dag_ids:
         return 0

@@ -74,6 +74,7 @@ class JsonReads:
 
 def videos_asset_ids() -> list[int]:
     """The ids of the ``kling://videos`` Asset (the auth manager is asked about each)."""
+    # ORM models (~0.4 s): every Airflow process loads this plugin, only page requests use them
     from airflow.models.asset import AssetModel
     from airflow.utils.session import create_session
 
@@ -92,6 +93,7 @@ def event_row(event: Any) -> EventRow:
 
 def load_event(event_id: int) -> EventRow | None:
     """One ``kling://videos`` event produced by a task; ``None`` for anything else."""
+    # ORM models (~0.4 s): every Airflow process loads this plugin, only page requests use them
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
@@ -108,6 +110,7 @@ def owner_dag(uri: str) -> str | None:
     """The DAG whose task first recorded ``uri``: the oldest task-produced ``kling://videos``
     event naming it. A later event of another DAG naming the same file does not make it theirs.
     """
+    # ORM models (~0.4 s): every Airflow process loads this plugin, only page requests use them
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 

@@ -90,6 +90,7 @@ def _format_checker() -> Any:
 
 
 def _validator(schema: Mapping[str, Any]) -> Any:
+    # jsonschema: only when a contract is checked
     import jsonschema
 
     return jsonschema.Draft4Validator(schema, format_checker=_format_checker())
