@@ -1,8 +1,9 @@
 """What one generation cost, read from the API's answer, and how that is said to people.
 
-Pure functions: the cost headers merged into a fetch body (:func:`with_cost_headers`), the spend
-fields the operators put in XCom and Asset event extras (:data:`SPEND_FIELDS`), and the one-line
-summary the task log shows when a generation finishes (:func:`spend_summary`).
+Pure functions: the cost headers merged into a fetch body (:func:`with_cost_headers`), the DAG
+run's running total (:func:`run_total`), and the one-line summary the task log shows when a
+generation finishes (:func:`spend_summary`). The spend field names are
+:data:`kling_provider._result.SPEND_FIELDS`.
 
 Where the money comes from: a finished generation's body carries ``meta.usage.credits_used``
 (legacy: ``tokens_used``) and, on newer models, ``meta.usage.usd_spent``; every non-streaming
@@ -20,7 +21,6 @@ from kling_provider.types import finite_number
 
 __all__ = [
     "CREDITS_HEADER",
-    "SPEND_FIELDS",
     "USD_HEADER",
     "exact_amount",
     "format_duration",
@@ -33,11 +33,6 @@ __all__ = [
 CREDITS_HEADER = "x-aimlapi-credits-used"
 USD_HEADER = "x-aimlapi-usd-spent"
 
-#: The spend fields of the generate operators' XCom dict and of the download operator's Asset
-#: event extra. Names are a contract with the gallery page and with users' DAGs: keep them.
-#: ``credits_used`` and ``usd_spent`` as the API reported them, ``generation_seconds`` from the
-#: submission to the completed answer, ``estimated_usd`` the price estimated before the POST.
-SPEND_FIELDS = ("credits_used", "usd_spent", "generation_seconds", "estimated_usd")
 
 
 def _number(value: Any) -> float | None:

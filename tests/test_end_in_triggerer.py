@@ -171,3 +171,57 @@ def test_ending_in_the_triggerer_logs_no_url_credentials(caplog: pytest.LogCaptu
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "https://cdn.example/videos/g-1.mp4" in logged
     assert "mirror-secret" not in logged and "sig-secret" not in logged
+
+
+def test_ending_in_the_triggerer_logs_the_runs_running_total_like_a_worker(
+        airflow_sim: KlingSimulator, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The spend line in the triggerer reads the run's other generate results (through the
+    triggerer's XCom reads) and says the run's total, as the worker's completion does; when
+    they cannot be read it is the line without a total."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time.xcom import XCom
+
+    operator = KlingGenerateVideoOperator(task_id="g", end_from_trigger=True, **RACCOON)
+    context = context_for(StateStoreStub())
+    context["dag"] = SimpleNamespace(tasks=[operator, SimpleNamespace(task_id="download"),
+                                            KlingGenerateVideoOperator(task_id="h", **RACCOON)])
+    trigger = defer(operator, context).trigger
+    assert trigger.result_fields is not None and trigger.result_fields["run_tasks"] == ["g", "h"]
+    earlier = {"h": {"generation_id": "earlier-1", "usd_spent": 1.4}}
+    reads: list[dict[str, Any]] = []
+
+    def get_one(**query: Any) -> Any:
+        reads.append(query)
+        return earlier.get(query["task_id"])
+
+    monkeypatch.setattr(XCom, "get_one", get_one)
+    _, kwargs = trigger.serialize()
+
+    def spend_line() -> str:
+        revived = KlingGenerationTrigger(**json.loads(json.dumps(kwargs)))
+        revived.task_instance = SimpleNamespace(dag_id="d", run_id="r", task_id="g",
+                                                map_index=-1)
+        monkeypatch.setattr(revived, "_log", logging.getLogger("tests.trigger"))
+
+        async def collect() -> list[TriggerEvent]:
+            try:
+                return [event async for event in revived.run()]
+            finally:
+                await aclose_shared_clients()
+
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="tests.trigger"):
+            (ended,) = asyncio.run(collect())
+        assert isinstance(ended, TaskSuccessEvent)
+        (line,) = [r.getMessage() for r in caplog.records if "finished in" in r.getMessage()]
+        return line
+
+    line = spend_line()
+    assert {(q["dag_id"], q["run_id"], q["task_id"], q["key"]) for q in reads} == {
+        ("d", "r", "g", "return_value"), ("d", "r", "h", "return_value")}
+    assert line.endswith(". This DAG run so far: $2.80 for 2 generations.")
+    monkeypatch.setattr(XCom, "get_one", lambda **query: 1 / 0)  # unreadable: no total
+    line = spend_line()
+    assert "so far" not in line and line.endswith("(estimated before submitting: $1.40).")

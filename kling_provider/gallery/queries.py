@@ -54,6 +54,7 @@ from kling_provider.gallery.records import (
 )
 from kling_provider.gallery.store import (
     GENERATION_ID_KEY,
+    RESULT_KEY,
     SCALE,
     VIDEOS_ASSET_URIS,
     JsonReads,
@@ -89,7 +90,7 @@ def _videos(session: Session, dag_ids: Collection[str], asset_ids: Collection[in
     pushed = select(XComModel).where(XComModel.key == GENERATION_ID_KEY,
                                      XComModel.dag_id.in_(dags)).subquery("pushed")
     result = json.parsed(select(XComModel.dag_run_id, XComModel.task_id, XComModel.map_index)
-                         .where(XComModel.key == "return_value", XComModel.dag_id.in_(dags)),
+                         .where(XComModel.key == RESULT_KEY, XComModel.dag_id.in_(dags)),
                          XComModel.value).subquery("result")
     p, r = pushed.c, result.c
     generated = select(
@@ -223,7 +224,7 @@ def _generations(session: Session, tasks: list[tuple[Any, ...]]) -> list[Generat
     if not tasks:
         return []
     rows = session.scalars(select(XComModel).where(
-        XComModel.key.in_((GENERATION_ID_KEY, "return_value")),
+        XComModel.key.in_((GENERATION_ID_KEY, RESULT_KEY)),
         tuple_(XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index)
         .in_(tasks))).all()
     found: dict[tuple[str, str, str, int], dict[str, Any]] = {}
@@ -235,7 +236,7 @@ def _generations(session: Session, tasks: list[tuple[Any, ...]]) -> list[Generat
             found[key]["timestamp"] = row.timestamp
     generations = []
     for key, values in found.items():
-        generation_id, result = values.get(GENERATION_ID_KEY), values.get("return_value")
+        generation_id, result = values.get(GENERATION_ID_KEY), values.get(RESULT_KEY)
         if isinstance(generation_id, str) and generation_id:
             generations.append(GenerationRow(
                 source=TaskRef(*key), timestamp=values["timestamp"], generation_id=generation_id,

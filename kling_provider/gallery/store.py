@@ -13,12 +13,15 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, Numeric, case, cast, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 
+from kling_provider._result import GENERATION_ID_XCOM_KEY, RESULT_XCOM_KEY, VIDEOS_ASSET_URI
 from kling_provider.gallery.records import EventRow, TaskRef
 
 #: The download operator's default Asset; Airflow stores its URI normalised with a trailing "/".
-VIDEOS_ASSET_URIS = ("kling://videos", "kling://videos/")
+VIDEOS_ASSET_URIS = (VIDEOS_ASSET_URI, f"{VIDEOS_ASSET_URI}/")
 #: The generate operators push the id under this key right after the POST (durable submission).
-GENERATION_ID_KEY = "generation_id"
+GENERATION_ID_KEY = GENERATION_ID_XCOM_KEY
+#: The generate operators' result (:class:`kling_provider._result.GenerationResult`).
+RESULT_KEY = RESULT_XCOM_KEY
 
 
 #: Amounts are summed as integers of this many parts of a unit (USD to the millionth of a

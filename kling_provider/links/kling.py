@@ -16,17 +16,17 @@ from typing import Any
 from airflow.sdk import BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
+from kling_provider._result import GENERATION_ID_XCOM_KEY as GENERATION_ID_XCOM_KEY
+from kling_provider._result import RESULT_XCOM_KEY
+from kling_provider._result import VIDEO_URL_XCOM_KEY as VIDEO_URL_XCOM_KEY
 from kling_provider.gallery import gallery_link
-
-VIDEO_URL_XCOM_KEY = "video_url"
-GENERATION_ID_XCOM_KEY = "generation_id"
 
 
 def _generation_id(ti_key: Any) -> str | None:
     pushed = XCom.get_value(ti_key=ti_key, key=GENERATION_ID_XCOM_KEY)
     if isinstance(pushed, str) and pushed:
         return pushed
-    result = XCom.get_value(ti_key=ti_key, key="return_value")
+    result = XCom.get_value(ti_key=ti_key, key=RESULT_XCOM_KEY)
     found = result.get("generation_id") if isinstance(result, Mapping) else None
     return found if isinstance(found, str) and found else None
 

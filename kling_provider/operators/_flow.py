@@ -16,13 +16,21 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from kling_provider._result import (
+    RESULT_XCOM_KEY,
+    VIDEO_URL_XCOM_KEY,
+    Completion,
+    asset_extra,
+    download_result,
+    generation_result,
+)
 from kling_provider.exceptions import KlingError, KlingValidationError
-from kling_provider.links.kling import VIDEO_URL_XCOM_KEY
 from kling_provider.operators._submission import DurableSubmission
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset, BaseOperator, Context
 
+    from kling_provider._result import CompletedResult, DownloadResult, GenerationResult
     from kling_provider._schedule import PollScheduleKind
     from kling_provider.hooks.kling import KlingHook
     from kling_provider.types import Generation
@@ -31,44 +39,13 @@ if TYPE_CHECKING:
 else:
     _Operator = object
 
-__all__ = ["DEFERRAL_GRACE", "ESTIMATE_KEY", "DownloadFlow", "GenerationFlow", "asset_extra",
-           "generation_result"]
+__all__ = ["DEFERRAL_GRACE", "ESTIMATE_KEY", "DownloadFlow", "GenerationFlow"]
 
 #: The deferral outlives the trigger's own deadline by this much, so the trigger's clear timeout
 #: event (naming the generation id) wins over Airflow's generic deferral timeout.
 DEFERRAL_GRACE = timedelta(minutes=5)
 #: ``task_state_store`` key of the price estimated before this task's POST (USD).
 ESTIMATE_KEY = "kling_estimated_usd"
-
-
-def generation_result(generation: Generation, *, model: str | None, family: str | None,
-                      prompt: str | None = None) -> dict[str, Any]:
-    """The small JSON dict operators and the sensor return (XCom). Never video bytes."""
-    return {
-        "generation_id": generation.generation_id,
-        "model": model,
-        "status": generation.status,
-        "video_url": generation.video_url,
-        "file_name": generation.file_name,
-        "file_size": generation.file_size,
-        "content_type": generation.content_type,
-        "credits_used": generation.credits_used,
-        "usd_spent": generation.usd_spent,
-        "duration": generation.duration,
-        "endpoint_family": family,
-        "prompt": prompt,
-    }
-
-
-def asset_extra(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The download's Asset event extra: what the video is, where it is, what it cost.
-
-    Unknown values are left out rather than shown as ``null`` so the extra reads well in the UI.
-    """
-    from kling_provider._spend import SPEND_FIELDS  # execute time only (parse cost)
-
-    fields = ("generation_id", "model", "prompt", "uri", "size", "duration", *SPEND_FIELDS)
-    return {k: result[k] for k in fields if result.get(k) is not None}
 
 
 def video_seconds(duration: Any) -> int | None:
@@ -85,6 +62,12 @@ def video_seconds(duration: Any) -> int | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return round(seconds) if math.isfinite(seconds) and 0 < seconds < 3600 else None
+
+
+def generate_task_ids(context: Context) -> list[str]:
+    """The DAG's generate tasks: their results make the spend line's running total."""
+    return [task.task_id for task in getattr(context.get("dag"), "tasks", ())
+            if isinstance(task, GenerationFlow)]
 
 
 class GenerationFlow(DurableSubmission):
@@ -113,7 +96,7 @@ class GenerationFlow(DurableSubmission):
 
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> GenerationResult:
         self._check_before_paying()
         hook = self.hook
         self._prepared = None  # validated anew from this try's rendered fields
@@ -136,7 +119,7 @@ class GenerationFlow(DurableSubmission):
         metrics.generation_submitted(self.model)
 
     def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
-                          family: str | None) -> dict[str, Any]:
+                          family: str | None) -> GenerationResult:
         """Go on from a generation this task paid for: return it, wait for it, or fail with it."""
         from kling_provider import metrics
         from kling_provider.types import Generation, StatusClass
@@ -169,7 +152,8 @@ class GenerationFlow(DurableSubmission):
                     kling_conn_id=self.kling_conn_id, generation_id=generation_id,
                     poll_interval=self.poll_interval, deadline=hook.clock.now() + self.timeout,
                     endpoint_family=family, **schedule,
-                    **self._end_in_triggerer(self.sent(hook, family, "prompt"))),
+                    **self._end_in_triggerer(context, family, submitted_at,
+                                             self.sent(hook, family, "prompt"))),
                 method_name="execute_complete",
                 kwargs={"endpoint_family": family, "submitted_at": submitted_at,
                         "estimated_usd": self.estimated_usd},
@@ -181,19 +165,25 @@ class GenerationFlow(DurableSubmission):
                                                   **schedule)
         return self._complete(context, generation, family, submitted_at=submitted_at)
 
-    def _end_in_triggerer(self, prompt: Any) -> dict[str, Any]:
+    def _end_in_triggerer(self, context: Context, family: str | None,
+                          submitted_at: float, prompt: Any) -> dict[str, Any]:
         """Trigger kwargs ending the task there on success (only when asked and nothing after
         the wait needs a worker: ``download_to`` does). The prompt travels only then."""
         if not self.end_from_trigger or self.download_to:
             return {}
         return {"end_from_trigger": True,
-                "result_fields": {"model": self.model, "prompt": prompt,
-                                  "generation_seconds": None,
-                                  "estimated_usd": self.estimated_usd}}
+                "result_fields": self._completion(family, submitted_at, prompt,
+                                                  generate_task_ids(context)).fields()}
+
+    def _completion(self, family: str | None, submitted_at: float | None, prompt: Any,
+                    run_tasks: list[str]) -> Completion:
+        return Completion(model=self.model, endpoint_family=family, prompt=prompt, paying=True,
+                          submitted_at=submitted_at, estimated_usd=self.estimated_usd,
+                          run_tasks=tuple(run_tasks))
 
     def execute_complete(self, context: Context, event: Any = None,
                          endpoint_family: str | None = None, submitted_at: float | None = None,
-                         estimated_usd: float | None = None) -> dict[str, Any]:
+                         estimated_usd: float | None = None) -> CompletedResult:
         """Resume after the trigger: validate its event, then finish like the worker path."""
         stored = self._record(context)
         expected = stored.generation_id if stored else None
@@ -214,36 +204,23 @@ class GenerationFlow(DurableSubmission):
         return self._complete(context, generation, endpoint_family, submitted_at=submitted_at)
 
     def _complete(self, context: Context, generation: Generation, family: str | None, *,
-                  submitted_at: float | None = None) -> dict[str, Any]:
-        from kling_provider import metrics
-        from kling_provider._network import redact_url
-        from kling_provider._spend import run_total, spend_summary
+                  submitted_at: float | None = None) -> CompletedResult:
+        from kling_provider._completion import finish  # execute time only (parse cost)
 
         hook = self.hook
-        result = generation_result(generation, model=self.model, family=family,
-                                   prompt=self.sent(hook, family, "prompt"))
-        seconds = None if submitted_at is None else max(0.0, hook.clock.now() - submitted_at)
-        result.update(generation_seconds=seconds, estimated_usd=self.estimated_usd)
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
-        self.log.info("Generation %s completed: %s", generation.generation_id,
-                      redact_url(generation.video_url or ""))
-        others = self._run_results(context)
-        self.log.info(spend_summary(
-            generation.generation_id, credits_used=generation.credits_used,
-            usd_spent=generation.usd_spent, generation_seconds=seconds,
-            estimated_usd=self.estimated_usd,
-            run_so_far=None if others is None else run_total(
-                others, generation.generation_id, generation.usd_spent)))
-        metrics.generation_completed(self.model, seconds=seconds,
-                                     credits_used=generation.credits_used,
-                                     usd_spent=generation.usd_spent)
+        ti = context["ti"]
+        result = finish(generation, self._completion(family, submitted_at,
+                                                     self.sent(hook, family, "prompt"), []),
+                        now=hook.clock.now(),
+                        push=lambda key, value: ti.xcom_push(key=key, value=value),
+                        log=self.log, others=self._run_results(context))
         self._lineage_outputs = [generation.video_url]
         if self.download_to:
             stored = hook.download_video(
                 generation.video_url or "", self.download_to, expected_size=generation.file_size,
                 file_name=generation.file_name, generation_id=generation.generation_id,
                 max_bytes=self.max_bytes)
-            result.update(uri=stored.uri, size=stored.size)
+            result["uri"], result["size"] = stored.uri, stored.size
             self._lineage_outputs = [stored.uri]
         self._mark_delivered(context, generation.generation_id)
         return result
@@ -251,13 +228,11 @@ class GenerationFlow(DurableSubmission):
     def _run_results(self, context: Context) -> list[Any] | None:
         """The return values of this DAG run's generate tasks so far (every map index), for the
         running total; ``None`` when they cannot be read (the log line then has no total)."""
-        dag = context.get("dag")
-        task_ids = [task.task_id for task in getattr(dag, "tasks", ())
-                    if isinstance(task, GenerationFlow)]
+        task_ids = generate_task_ids(context)
         if not task_ids:
             return None
         try:
-            pulled = context["ti"].xcom_pull(task_ids=task_ids, key="return_value")
+            pulled = context["ti"].xcom_pull(task_ids=task_ids, key=RESULT_XCOM_KEY)
         except Exception as why:  # never fail a paid, finished generation over a log line
             self.log.debug("No DAG run total for the spend line: %s", why)
             return None
@@ -289,9 +264,8 @@ class DownloadFlow(_Operator):
         max_bytes: int | None
         asset: Asset | None
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> DownloadResult:
         from kling_provider._checks import check_destination, check_max_bytes
-        from kling_provider._spend import SPEND_FIELDS
         from kling_provider.hooks.kling import KlingHook
 
         check_max_bytes(self.max_bytes, task_id=self.task_id)
@@ -306,10 +280,8 @@ class DownloadFlow(_Operator):
                                      generation_id=info.get("generation_id"),
                                      overwrite=self.overwrite, max_bytes=self.max_bytes)
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=info["video_url"])
-        result = {"uri": stored.uri, "size": stored.size, "downloaded": stored.downloaded,
-                  "generation_id": info.get("generation_id"), "model": info.get("model"),
-                  "prompt": info.get("prompt"), "duration": info.get("duration"),
-                  **{k: info.get(k) for k in SPEND_FIELDS}}
+        result = download_result(info, uri=stored.uri, size=stored.size,
+                                 downloaded=stored.downloaded)
         if self.asset is not None:
             context["outlet_events"][self.asset].extra = asset_extra(result)
         self._lineage = ([str(info["video_url"])], [stored.uri])
@@ -337,5 +309,5 @@ class DownloadFlow(_Operator):
             if generation.status_class is not StatusClass.SUCCESS:
                 raise KlingError(f"Generation {self.generation_id!r} is {generation.status!r}, "
                                  "not completed: nothing to download yet.")
-            return generation_result(generation, model=None, family=self.endpoint_family)
+            return dict(generation_result(generation, model=None, family=self.endpoint_family))
         return {"video_url": self.video_url}

@@ -18,12 +18,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from kling_provider._result import GENERATION_ID_XCOM_KEY, VIDEO_URL_XCOM_KEY
 from kling_provider.exceptions import (
     KlingError,
     KlingGenerationNotFoundError,
     KlingSubmissionUncertainError,
 )
-from kling_provider.links.kling import VIDEO_URL_XCOM_KEY
 
 if TYPE_CHECKING:
     # Imported where used (the hook, the triggers, the pure rules, the types): parsing a DAG file
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
 
     from kling_provider import _submission
+    from kling_provider._result import GenerationResult
     from kling_provider._submission import SubmissionRecord
     from kling_provider.catalogue import PreparedRequest
     from kling_provider.hooks.kling import KlingHook
@@ -68,7 +69,7 @@ class DurableSubmission(_Operator):
 
         def request_params(self) -> dict[str, Any]: ...
         def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
-                              family: str | None) -> dict[str, Any]: ...
+                              family: str | None) -> GenerationResult: ...
 
     def prepared_request(self, hook: KlingHook, family: str | None) -> PreparedRequest:
         """The create request as validated from this task's rendered fields, once per try.
@@ -143,7 +144,7 @@ class DurableSubmission(_Operator):
         """The generation id into the record FIRST (the durable trace of the payment), then XCom."""
         stored = record.with_generation(generation_id, now)
         self._write(context, stored)
-        context["ti"].xcom_push(key="generation_id", value=generation_id)
+        context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=generation_id)
         # The extra link is evaluated whenever the task pauses or ends; an empty URL until the
         # video exists keeps that lookup from logging a missing-XCom error at every deferral.
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
@@ -268,7 +269,7 @@ class DurableSubmission(_Operator):
         return hook.get_generation(generation_id, endpoint_family=family)
 
     def execute_recovered(self, context: Context, event: Any = None,
-                          endpoint_family: str | None = None) -> dict[str, Any]:
+                          endpoint_family: str | None = None) -> GenerationResult:
         """Resume after the recovery trigger: record what it found, then go on as usual."""
         from kling_provider import _submission
 
@@ -303,7 +304,7 @@ class DurableSubmission(_Operator):
             return None
         self.log.info("Earlier try's generation %s (client request id %s) found in the usage "
                       "logs; reattaching.", row.generation_id, row.client_request_id)
-        context["ti"].xcom_push(key="generation_id", value=row.generation_id)
+        context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=row.generation_id)
         return hook.get_generation(row.generation_id, endpoint_family=family)
 
     # -- reattaching -------------------------------------------------------------------------
@@ -333,5 +334,5 @@ class DurableSubmission(_Operator):
             return None
         self.log.info("Reattaching to generation %s from an earlier try (status %r).",
                       generation_id, generation.status)
-        context["ti"].xcom_push(key="generation_id", value=generation_id)
+        context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=generation_id)
         return generation

@@ -36,18 +36,12 @@ from kling_provider._checks import (
     validate_max_cost,
     wait_seconds,
 )
+from kling_provider._result import VIDEOS_ASSET_NAME, VIDEOS_ASSET_URI, asset_extra, generation_result
 from kling_provider._templates import require_run_independent
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.links.kling import KlingVideoLink
-from kling_provider.operators._flow import (
-    DEFERRAL_GRACE,
-    ESTIMATE_KEY,
-    DownloadFlow,
-    GenerationFlow,
-    asset_extra,
-    generation_result,
-)
+from kling_provider.operators._flow import DEFERRAL_GRACE, ESTIMATE_KEY, DownloadFlow, GenerationFlow
 from kling_provider.operators._submission import UNKNOWN_RESUBMIT_AFTER
 
 __all__ = [
@@ -67,7 +61,7 @@ __all__ = [
 ]
 
 #: The default Asset the download operator updates: schedule DAGs on it to react to new videos.
-KLING_VIDEOS_ASSET = Asset(name="kling_videos", uri="kling://videos")
+KLING_VIDEOS_ASSET = Asset(name=VIDEOS_ASSET_NAME, uri=VIDEOS_ASSET_URI)
 
 _PARAMETERS = ("prompt", "negative_prompt", "aspect_ratio", "duration", "cfg_scale",
                "camera_control", "image_url", "tail_image_url", "image_list")

@@ -20,15 +20,17 @@ from kling_provider._checks import (
     check_poll_schedule,
     wait_seconds,
 )
+from kling_provider._result import VIDEO_URL_XCOM_KEY, Completion
 from kling_provider.exceptions import KlingValidationError
-from kling_provider.links.kling import VIDEO_URL_XCOM_KEY, KlingVideoLink
-from kling_provider.operators._flow import DEFERRAL_GRACE, generation_result
+from kling_provider.links.kling import KlingVideoLink
+from kling_provider.operators._flow import DEFERRAL_GRACE
 
 if TYPE_CHECKING:
     # Imported where used (the hook, the trigger, the schedule, the types): parsing a DAG file
     # that uses the sensor needs none of them (parse cost).
     from airflow.sdk import Context
 
+    from kling_provider._result import CompletedResult
     from kling_provider._timings import Expectation
     from kling_provider.hooks.kling import KlingHook
     from kling_provider.types import Generation
@@ -144,9 +146,13 @@ class KlingGenerationSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
         )
 
+    def _completion(self) -> Completion:
+        """Finishing this task: someone else's generation (no spend line, no metrics)."""
+        return Completion(model=None, endpoint_family=self.endpoint_family)
+
     def _result_fields(self) -> dict[str, Any]:
-        """What ``_complete`` puts in the return value besides the generation (end in triggerer)."""
-        return {"model": None, "endpoint_family": self.endpoint_family}
+        """The trigger's ``result_fields`` (to end the task in the triggerer)."""
+        return self._completion().fields()
 
     def poke(self, context: Context) -> PokeReturnValue:
         generation = self.hook.get_generation(self._check_id(),
@@ -188,13 +194,16 @@ class KlingGenerationSensor(BaseSensorOperator):
                                 self._expectation, phase_of(self._check_id()))
         return schedule.delay_after_poll(now)
 
-    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: Any = None) -> CompletedResult:
         """Validate the trigger event; failures raise (``soft_fail`` turns them into skips)."""
         from kling_provider.triggers.kling import generation_from_event
 
         generation = generation_from_event(event, expected_generation_id=self._check_id())
         return self._complete(context, generation)
 
-    def _complete(self, context: Context, generation: Generation) -> dict[str, Any]:
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
-        return generation_result(generation, model=None, family=self.endpoint_family)
+    def _complete(self, context: Context, generation: Generation) -> CompletedResult:
+        from kling_provider._completion import finish  # execute time only (parse cost)
+
+        ti = context["ti"]
+        return finish(generation, self._completion(), now=self.hook.clock.now(),
+                      push=lambda key, value: ti.xcom_push(key=key, value=value), log=self.log)

@@ -20,8 +20,10 @@ the loop keeps serving the other triggers meanwhile; triggers arriving together 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -36,12 +38,15 @@ from kling_provider.exceptions import (
 from kling_provider.types import Generation
 
 if TYPE_CHECKING:
+    from kling_provider._result import Completion
     from kling_provider.hooks.kling import KlingHook
+
+log = logging.getLogger("kling_provider")
 
 EVENT_STATUSES = ("success", "failure", "timeout", "error")
 HOOK_MODULE = "kling_provider.hooks.kling"
-#: Where the result a worker would return is built (the operators' flow), for ``end_from_trigger``.
-RESULT_MODULE = "kling_provider.operators._flow"
+#: What finishes a task (result, XCom, spend line, metrics), for ``end_from_trigger``.
+RESULT_MODULE = "kling_provider._completion"
 
 
 class KlingGenerationTrigger(BaseTrigger):
@@ -61,7 +66,8 @@ class KlingGenerationTrigger(BaseTrigger):
         XComs the task would return) instead of resuming it on a worker; failures, timeouts and
         errors still resume it, so retries, ``soft_fail`` and the error messages stay the task's.
     :param result_fields: what the task's return value takes from outside the generation
-        (``model``, ``prompt``, ``estimated_usd``), for ``end_from_trigger``.
+        (:meth:`kling_provider._result.Completion.fields`: the model, the prompt, the estimate,
+        whether the task paid, the run's generate tasks), for ``end_from_trigger``.
     :param timeout: seconds from the trigger's start, when no absolute ``deadline`` could be
         given (a sensor started in the triggerer has no worker to compute one).
     """
@@ -130,46 +136,37 @@ class KlingGenerationTrigger(BaseTrigger):
             event = {**base, "status": "error", "message": str(exc)}
         else:
             if self.end_from_trigger:
-                await import_off_loop(RESULT_MODULE)  # ~50 ms of operator imports, off the loop
-                yield self._task_success(generation)
+                await import_off_loop(RESULT_MODULE)  # metrics and spend, off the loop
+                run_tasks = self._completion().run_tasks
+                others = await asyncio.to_thread(  # each read is a round trip to the supervisor
+                    run_results, getattr(self, "task_instance", None), run_tasks
+                ) if run_tasks else None
+                yield self._task_success(generation, others)
                 return
             event = {**base, "status": "success",
                      "generation": generation.to_dict(include_raw=False)}
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
-    def _task_success(self, generation: Generation) -> TriggerEvent:
-        """End the task here with the XComs its ``execute_complete`` would have pushed."""
+    def _task_success(self, generation: Generation,
+                      others: list[Any] | None = None) -> TriggerEvent:
+        """End the task here with the XComs its ``execute_complete`` would have pushed, logged
+        and counted the same way (``others``: the DAG run's generate results, for the total)."""
         from airflow.triggers.base import TaskSuccessEvent
 
-        from kling_provider.links.kling import VIDEO_URL_XCOM_KEY
-        from kling_provider.operators._flow import generation_result  # loaded by run()
+        from kling_provider._completion import finish  # loaded off the loop by run()
+        from kling_provider._result import RESULT_XCOM_KEY
 
-        fields = dict(self.result_fields or {})
-        result = generation_result(generation, model=fields.pop("model", None),
-                                   family=fields.pop("endpoint_family", self.endpoint_family),
-                                   prompt=fields.pop("prompt", None))
-        paying_task = "generation_seconds" in fields  # the generate operator, not a sensor
-        if paying_task and self.submitted_at is not None:
-            fields["generation_seconds"] = max(0.0, time.time() - self.submitted_at)
-        result.update(fields)
-        from kling_provider._network import redact_url  # httpx: loaded by run() already
+        pushed: dict[str, Any] = {}
+        xcoms: dict[str, Any] = {RESULT_XCOM_KEY: finish(
+            generation, self._completion(), now=time.time(), push=pushed.__setitem__,
+            log=self.log, others=others, where=" (task ended in the triggerer)")}
+        return TaskSuccessEvent(xcoms={**xcoms, **pushed})
 
-        self.log.info("Generation %s completed: %s (task ended in the triggerer)",
-                      generation.generation_id, redact_url(generation.video_url or ""))
-        if paying_task:  # what the worker's completion would have reported and counted
-            from kling_provider import metrics
-            from kling_provider._spend import spend_summary
+    def _completion(self) -> Completion:
+        from kling_provider._result import Completion
 
-            self.log.info(spend_summary(
-                generation.generation_id, credits_used=generation.credits_used,
-                usd_spent=generation.usd_spent, generation_seconds=result["generation_seconds"],
-                estimated_usd=result.get("estimated_usd")))
-            metrics.generation_completed(result.get("model"),
-                                         seconds=result["generation_seconds"],
-                                         credits_used=generation.credits_used,
-                                         usd_spent=generation.usd_spent)
-        return TaskSuccessEvent(xcoms={"return_value": result,
-                                       VIDEO_URL_XCOM_KEY: generation.video_url})
+        return Completion.from_fields(self.result_fields, endpoint_family=self.endpoint_family,
+                                      submitted_at=self.submitted_at)
 
     async def on_kill(self) -> None:
         """A user killed the waiting task (Airflow 3.3+: mark failed/success, clear).
@@ -181,6 +178,25 @@ class KlingGenerationTrigger(BaseTrigger):
         self.log.warning("%s", killed_message(
             self.generation_id, kling_conn_id=self.kling_conn_id,
             endpoint_family=self.endpoint_family, task=getattr(self, "task_instance", None)))
+
+
+def run_results(task_instance: Any, task_ids: Sequence[str]) -> list[Any] | None:
+    """The return values of the DAG run's generate tasks ``task_ids`` so far, read from the
+    triggerer (blocking: run it in a thread), for the spend line's running total; ``None`` when
+    they cannot be read (the line then has no total, as on a worker)."""
+    if task_instance is None:
+        return None
+    try:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        from kling_provider._result import RESULT_XCOM_KEY
+
+        return [XCom.get_one(key=RESULT_XCOM_KEY, dag_id=task_instance.dag_id,
+                             run_id=task_instance.run_id, task_id=task_id, map_index=-1)
+                for task_id in task_ids]
+    except Exception as why:  # never fail a paid, finished generation over a log line
+        log.debug("No DAG run total for the spend line: %s", why)
+        return None
 
 
 def killed_message(generation_id: str, *, kling_conn_id: str, endpoint_family: str | None,
