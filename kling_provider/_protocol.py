@@ -38,7 +38,7 @@ from kling_provider.exceptions import (
     KlingSubmissionUncertainError,
     KlingValidationError,
 )
-from kling_provider.types import Generation, StatusClass
+from kling_provider.types import Generation, Stage
 
 log = logging.getLogger("kling_provider")
 
@@ -237,7 +237,7 @@ def create_steps(family: str, body: Mapping[str, Any], policy: RetryPolicy, *,
     answer = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
     generation_id = answer.get("id") or answer.get("generation_id")
     created = Generation.from_api(answer, generation_id=str(generation_id or ""))
-    if created.status_class is StatusClass.FAILURE:  # refused outright, e.g. by moderation
+    if created.stage is Stage.FAILED:  # refused outright, e.g. by moderation
         raise generation_failed(created)
     if not isinstance(generation_id, (str, int)) or isinstance(generation_id, bool) \
             or not str(generation_id).strip():

@@ -26,7 +26,7 @@ from kling_provider._protocol import (
 )
 from kling_provider._schedule import PollSchedule, PollScheduleKind, phase_of
 from kling_provider.exceptions import KlingError, KlingTimeoutError, KlingValidationError
-from kling_provider.types import Generation, StatusClass
+from kling_provider.types import Generation, Stage
 
 #: One attempt, no backoff: live timings only refine the schedule, the wait never waits for them.
 METRICS_POLICY = RetryPolicy(max_attempts=1)
@@ -104,15 +104,15 @@ def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadlin
             log.warning("Poll %d of generation %s failed transiently, polling on: %s",
                         polls, generation_id, exc)
         else:
-            state = generation.status_class
-            if state is StatusClass.SUCCESS and generation.video_url:
+            stage = generation.stage
+            if stage is Stage.DONE:
                 return generation
-            if state is StatusClass.FAILURE:
+            if stage is Stage.FAILED:
                 raise generation_failed(generation)
-            if state is StatusClass.UNKNOWN:
+            if stage is Stage.UNKNOWN:
                 log.warning("Generation %s reports unknown status %r; polling on until the "
                             "deadline.", generation_id, generation.status)
-            elif state is StatusClass.SUCCESS:
+            elif stage is Stage.AWAITING_URL:
                 retry_soon = True
                 log.warning("Generation %s is completed but has no video URL yet; polling on.",
                             generation_id)

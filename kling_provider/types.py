@@ -20,6 +20,7 @@ __all__ = [
     "PENDING_STATUSES",
     "SUCCESS_STATUSES",
     "Generation",
+    "Stage",
     "StatusClass",
     "classify_status",
     "describe_error",
@@ -44,6 +45,23 @@ class StatusClass(str, enum.Enum):
     FAILURE = "failure"
     #: A status this provider has never seen: keep polling (bounded by the deadline) and warn,
     #: because a new intermediate status must not fail paid generations.
+    UNKNOWN = "unknown"
+
+
+class Stage(str, enum.Enum):
+    """What one answer about a generation means for the task waiting for it
+    (:attr:`Generation.stage`)."""
+
+    #: Completed, with its video URL: the task finishes with it.
+    DONE = "done"
+    #: Failed for good: the task fails with the API's reason.
+    FAILED = "failed"
+    #: A known in-progress status: wait.
+    PENDING = "pending"
+    #: Completed, but without its video URL yet (it can lag the status): look again soon.
+    AWAITING_URL = "awaiting_url"
+    #: A status never seen: wait (bounded by the deadline) and say so; a new intermediate status
+    #: must not fail a paid generation.
     UNKNOWN = "unknown"
 
 
@@ -83,6 +101,18 @@ class Generation:
     @property
     def status_class(self) -> StatusClass:
         return classify_status(self.status)
+
+    @property
+    def stage(self) -> Stage:
+        """Where this answer leaves whoever waits for the generation: the one done/failed/pending
+        decision of the wait loop, the resume after submitting, the sensor's poke and the
+        download. Done needs the video URL too: it can appear after the status says completed."""
+        state = self.status_class
+        if state is StatusClass.SUCCESS:
+            return Stage.DONE if self.video_url else Stage.AWAITING_URL
+        if state is StatusClass.FAILURE:
+            return Stage.FAILED
+        return Stage.UNKNOWN if state is StatusClass.UNKNOWN else Stage.PENDING
 
     @classmethod
     def from_api(cls, body: dict[str, Any], *, generation_id: str | None = None) -> Generation:

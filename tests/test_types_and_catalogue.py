@@ -7,10 +7,20 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kling_provider.catalogue import get_model, list_models, prepare_request
 from kling_provider.exceptions import KlingValidationError
-from kling_provider.types import Generation, StatusClass, classify_status
+from kling_provider.types import (
+    FAILURE_STATUSES,
+    PENDING_STATUSES,
+    SUCCESS_STATUSES,
+    Generation,
+    Stage,
+    StatusClass,
+    classify_status,
+)
 
 
 @pytest.mark.parametrize("status", ["queued", "waiting", "active", "generating", "processing",
@@ -30,6 +40,27 @@ def test_success_and_unknown() -> None:
     assert classify_status("complete") is StatusClass.UNKNOWN
     assert classify_status("") is StatusClass.UNKNOWN
     assert classify_status(None) is StatusClass.UNKNOWN
+
+
+KNOWN_STATUSES = sorted(PENDING_STATUSES | SUCCESS_STATUSES | FAILURE_STATUSES)
+
+
+@given(status=st.one_of(st.sampled_from(KNOWN_STATUSES), st.text(max_size=12)).map(
+           lambda s: s if len(s) % 2 else f" {s.upper()} "),
+       video_url=st.sampled_from([None, "", "https://cdn.example/v.mp4"]))
+def test_a_generation_is_done_only_completed_with_its_video_url(status: str,
+                                                                video_url: str | None) -> None:
+    """The one done/failed/pending decision: a completed answer without its URL (the URL can
+    lag the status) is not done yet; a failure is failed whatever else it carries; anything
+    else waits, a status never seen told apart so the wait can say so."""
+    stage = Generation(generation_id="g", status=status, video_url=video_url).stage
+    state = classify_status(status)
+    expected = {StatusClass.SUCCESS: Stage.DONE if video_url else Stage.AWAITING_URL,
+                StatusClass.FAILURE: Stage.FAILED, StatusClass.PENDING: Stage.PENDING,
+                StatusClass.UNKNOWN: Stage.UNKNOWN}[state]
+    assert stage is expected
+    assert (stage is Stage.DONE) == (status.strip().lower() in SUCCESS_STATUSES
+                                     and bool(video_url))
 
 
 def test_generation_from_seed_response_round_trips_json() -> None:

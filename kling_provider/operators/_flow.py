@@ -122,16 +122,16 @@ class GenerationFlow(DurableSubmission):
                           family: str | None) -> GenerationResult:
         """Go on from a generation this task paid for: return it, wait for it, or fail with it."""
         from kling_provider import metrics
-        from kling_provider.types import Generation, StatusClass
+        from kling_provider.types import Generation, Stage
 
         generation_id = generation.generation_id
         record = self._record(context)
         submitted_at = (record.submitted_at if record and record.generation_id == generation_id
                         else None) or hook.clock.now()
-        state = generation.status_class
-        if state is StatusClass.SUCCESS and generation.video_url:
+        stage = generation.stage
+        if stage is Stage.DONE:
             return self._complete(context, generation, family, submitted_at=submitted_at)
-        if state is StatusClass.FAILURE:
+        if stage is Stage.FAILED:
             from kling_provider._protocol import generation_failed
 
             raise generation_failed(generation)
@@ -302,11 +302,12 @@ class DownloadFlow(_Operator):
                     "Kling generate operator or sensor returns.")
             return dict(self.generation)
         if self.generation_id is not None:
-            from kling_provider.types import StatusClass
+            from kling_provider.types import Stage
 
             generation = hook.get_generation(self.generation_id,
                                              endpoint_family=self.endpoint_family)
-            if generation.status_class is not StatusClass.SUCCESS:
+            # A completed answer still without its URL is refused below, naming that.
+            if generation.stage not in (Stage.DONE, Stage.AWAITING_URL):
                 raise KlingError(f"Generation {self.generation_id!r} is {generation.status!r}, "
                                  "not completed: nothing to download yet.")
             return dict(generation_result(generation, model=None, family=self.endpoint_family))

@@ -312,7 +312,7 @@ class DurableSubmission(_Operator):
     def _reattach(self, context: Context, hook: KlingHook,
                   record: SubmissionRecord) -> Generation | None:
         """The generation an earlier try submitted, if it can still be used."""
-        from kling_provider.types import StatusClass
+        from kling_provider.types import Stage
 
         generation_id = str(record.generation_id)
         try:
@@ -328,7 +328,7 @@ class DurableSubmission(_Operator):
             self.log.warning("Earlier generation %s, submitted %.0f s ago, is unknown to the API; "
                              "submitting anew.", generation_id, age)
             return None
-        if generation.status_class is StatusClass.FAILURE:
+        if generation.stage is Stage.FAILED:
             self.log.warning("Earlier generation %s ended with status %r; submitting anew.",
                              generation_id, generation.status)
             return None

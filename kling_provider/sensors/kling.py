@@ -157,10 +157,10 @@ class KlingGenerationSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         generation = self.hook.get_generation(self._check_id(),
                                               endpoint_family=self.endpoint_family)
-        from kling_provider.types import StatusClass
+        from kling_provider.types import Stage
 
-        state = generation.status_class
-        if state is StatusClass.FAILURE:
+        stage = generation.stage
+        if stage is Stage.FAILED:
             from airflow.providers.common.compat.sdk import AirflowSkipException
 
             from kling_provider._protocol import generation_failed
@@ -169,7 +169,7 @@ class KlingGenerationSensor(BaseSensorOperator):
             if self.soft_fail:
                 raise AirflowSkipException(str(error)) from error
             raise error
-        if state is StatusClass.SUCCESS and generation.video_url:
+        if stage is Stage.DONE:
             return PokeReturnValue(is_done=True, xcom_value=self._complete(context, generation))
         self.log.info("Generation %s is %s", generation.generation_id, generation.status)
         return PokeReturnValue(is_done=False)
