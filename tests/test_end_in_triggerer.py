@@ -201,8 +201,8 @@ def test_ending_in_the_triggerer_logs_the_runs_running_total_like_a_worker(
 
     def spend_line() -> str:
         revived = KlingGenerationTrigger(**json.loads(json.dumps(kwargs)))
-        revived.task_instance = SimpleNamespace(dag_id="d", run_id="r", task_id="g",
-                                                map_index=-1)
+        monkeypatch.setattr(revived, "task_instance", SimpleNamespace(
+            dag_id="d", run_id="r", task_id="g", map_index=-1), raising=False)
         monkeypatch.setattr(revived, "_log", logging.getLogger("tests.trigger"))
 
         async def collect() -> list[TriggerEvent]:

@@ -45,11 +45,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 #: it; the engineer who lands that change deletes the entry (the check fails on an entry that
 #: matches no import any more). An entry lifts both the layer rule and the cycle rule for that edge.
 EXCEPTIONS: Mapping[tuple[str, str], str] = {
-    # issue 19, point 1: end_from_trigger builds the task's result with the operators'
-    # generation_result (and this edge closes the cycle operators._flow -> operators._submission
-    # -> triggers.kling -> operators._flow). Removed by the completion module below both.
-    ("kling_provider.triggers.kling", "kling_provider.operators._flow"):
-        "the trigger builds the task's result with the operators' generation_result",
     # issue 19, points 1 and 2: the sensor reuses the operators' result builder and constants.
     ("kling_provider.sensors.kling", "kling_provider.operators._flow"):
         "the sensor reuses the operators' result builder",
@@ -64,7 +59,6 @@ REASONS_OWED: Mapping[str, int] = {
     "kling_provider.operators._flow": 15,
     "kling_provider.operators._submission": 14,
     "kling_provider.sensors.kling": 9,
-    "kling_provider.triggers.kling": 2,
 }
 
 

@@ -30,7 +30,6 @@ from kling_provider.operators._submission import DurableSubmission
 if TYPE_CHECKING:
     from airflow.sdk import Asset, BaseOperator, Context
 
-    from kling_provider._result import CompletedResult, DownloadResult, GenerationResult
     from kling_provider._schedule import PollScheduleKind
     from kling_provider.hooks.kling import KlingHook
     from kling_provider.types import Generation
@@ -96,7 +95,7 @@ class GenerationFlow(DurableSubmission):
 
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
-    def execute(self, context: Context) -> GenerationResult:
+    def execute(self, context: Context) -> dict[str, Any]:
         self._check_before_paying()
         hook = self.hook
         self._prepared = None  # validated anew from this try's rendered fields
@@ -119,7 +118,7 @@ class GenerationFlow(DurableSubmission):
         metrics.generation_submitted(self.model)
 
     def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
-                          family: str | None) -> GenerationResult:
+                          family: str | None) -> dict[str, Any]:
         """Go on from a generation this task paid for: return it, wait for it, or fail with it."""
         from kling_provider import metrics
         from kling_provider.types import Generation, Stage
@@ -138,8 +137,8 @@ class GenerationFlow(DurableSubmission):
         if not self.wait_for_completion:
             submitted = Generation(generation_id=generation_id, status=generation.status)
             self._mark_delivered(context, generation_id)
-            return generation_result(submitted, model=self.model, family=family,
-                                     prompt=self.sent(hook, family, "prompt"))
+            return dict(generation_result(submitted, model=self.model, family=family,
+                                          prompt=self.sent(hook, family, "prompt")))
         schedule: dict[str, Any] = {
             "poll_schedule": self.poll_schedule, "submitted_at": submitted_at,
             "model": self.model,
@@ -183,7 +182,7 @@ class GenerationFlow(DurableSubmission):
 
     def execute_complete(self, context: Context, event: Any = None,
                          endpoint_family: str | None = None, submitted_at: float | None = None,
-                         estimated_usd: float | None = None) -> CompletedResult:
+                         estimated_usd: float | None = None) -> dict[str, Any]:
         """Resume after the trigger: validate its event, then finish like the worker path."""
         stored = self._record(context)
         expected = stored.generation_id if stored else None
@@ -204,7 +203,7 @@ class GenerationFlow(DurableSubmission):
         return self._complete(context, generation, endpoint_family, submitted_at=submitted_at)
 
     def _complete(self, context: Context, generation: Generation, family: str | None, *,
-                  submitted_at: float | None = None) -> CompletedResult:
+                  submitted_at: float | None = None) -> dict[str, Any]:
         from kling_provider._completion import finish  # execute time only (parse cost)
 
         hook = self.hook
@@ -223,7 +222,7 @@ class GenerationFlow(DurableSubmission):
             result["uri"], result["size"] = stored.uri, stored.size
             self._lineage_outputs = [stored.uri]
         self._mark_delivered(context, generation.generation_id)
-        return result
+        return dict(result)
 
     def _run_results(self, context: Context) -> list[Any] | None:
         """The return values of this DAG run's generate tasks so far (every map index), for the
@@ -264,7 +263,7 @@ class DownloadFlow(_Operator):
         max_bytes: int | None
         asset: Asset | None
 
-    def execute(self, context: Context) -> DownloadResult:
+    def execute(self, context: Context) -> dict[str, Any]:
         from kling_provider._checks import check_destination, check_max_bytes
         from kling_provider.hooks.kling import KlingHook
 
@@ -285,7 +284,7 @@ class DownloadFlow(_Operator):
         if self.asset is not None:
             context["outlet_events"][self.asset].extra = asset_extra(result)
         self._lineage = ([str(info["video_url"])], [stored.uri])
-        return result
+        return dict(result)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): the video URL in, the stored copy out."""

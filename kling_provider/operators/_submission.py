@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
 
     from kling_provider import _submission
-    from kling_provider._result import GenerationResult
     from kling_provider._submission import SubmissionRecord
     from kling_provider.catalogue import PreparedRequest
     from kling_provider.hooks.kling import KlingHook
@@ -69,7 +68,7 @@ class DurableSubmission(_Operator):
 
         def request_params(self) -> dict[str, Any]: ...
         def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
-                              family: str | None) -> GenerationResult: ...
+                              family: str | None) -> dict[str, Any]: ...
 
     def prepared_request(self, hook: KlingHook, family: str | None) -> PreparedRequest:
         """The create request as validated from this task's rendered fields, once per try.
@@ -269,7 +268,7 @@ class DurableSubmission(_Operator):
         return hook.get_generation(generation_id, endpoint_family=family)
 
     def execute_recovered(self, context: Context, event: Any = None,
-                          endpoint_family: str | None = None) -> GenerationResult:
+                          endpoint_family: str | None = None) -> dict[str, Any]:
         """Resume after the recovery trigger: record what it found, then go on as usual."""
         from kling_provider import _submission
 

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     # that uses the sensor needs none of them (parse cost).
     from airflow.sdk import Context
 
-    from kling_provider._result import CompletedResult
     from kling_provider._timings import Expectation
     from kling_provider.hooks.kling import KlingHook
     from kling_provider.types import Generation
@@ -194,16 +193,17 @@ class KlingGenerationSensor(BaseSensorOperator):
                                 self._expectation, phase_of(self._check_id()))
         return schedule.delay_after_poll(now)
 
-    def execute_complete(self, context: Context, event: Any = None) -> CompletedResult:
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Validate the trigger event; failures raise (``soft_fail`` turns them into skips)."""
         from kling_provider.triggers.kling import generation_from_event
 
         generation = generation_from_event(event, expected_generation_id=self._check_id())
         return self._complete(context, generation)
 
-    def _complete(self, context: Context, generation: Generation) -> CompletedResult:
+    def _complete(self, context: Context, generation: Generation) -> dict[str, Any]:
         from kling_provider._completion import finish  # execute time only (parse cost)
 
         ti = context["ti"]
-        return finish(generation, self._completion(), now=self.hook.clock.now(),
-                      push=lambda key, value: ti.xcom_push(key=key, value=value), log=self.log)
+        return dict(finish(generation, self._completion(), now=self.hook.clock.now(),
+                           push=lambda key, value: ti.xcom_push(key=key, value=value),
+                           log=self.log))

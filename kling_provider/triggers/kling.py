@@ -26,9 +26,10 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from kling_provider import _starting
+from kling_provider._result import RESULT_XCOM_KEY, Completion
 from kling_provider._starting import import_off_loop as import_off_loop  # tests patch it here
 from kling_provider.exceptions import (
     KlingError,
@@ -38,7 +39,6 @@ from kling_provider.exceptions import (
 from kling_provider.types import Generation
 
 if TYPE_CHECKING:
-    from kling_provider._result import Completion
     from kling_provider.hooks.kling import KlingHook
 
 log = logging.getLogger("kling_provider")
@@ -151,10 +151,7 @@ class KlingGenerationTrigger(BaseTrigger):
                       others: list[Any] | None = None) -> TriggerEvent:
         """End the task here with the XComs its ``execute_complete`` would have pushed, logged
         and counted the same way (``others``: the DAG run's generate results, for the total)."""
-        from airflow.triggers.base import TaskSuccessEvent
-
         from kling_provider._completion import finish  # loaded off the loop by run()
-        from kling_provider._result import RESULT_XCOM_KEY
 
         pushed: dict[str, Any] = {}
         xcoms: dict[str, Any] = {RESULT_XCOM_KEY: finish(
@@ -163,8 +160,6 @@ class KlingGenerationTrigger(BaseTrigger):
         return TaskSuccessEvent(xcoms={**xcoms, **pushed})
 
     def _completion(self) -> Completion:
-        from kling_provider._result import Completion
-
         return Completion.from_fields(self.result_fields, endpoint_family=self.endpoint_family,
                                       submitted_at=self.submitted_at)
 
@@ -187,9 +182,8 @@ def run_results(task_instance: Any, task_ids: Sequence[str]) -> list[Any] | None
     if task_instance is None:
         return None
     try:
+        # Execute time only, in a thread: the SDK's XCom reads through the supervisor.
         from airflow.sdk.execution_time.xcom import XCom
-
-        from kling_provider._result import RESULT_XCOM_KEY
 
         return [XCom.get_one(key=RESULT_XCOM_KEY, dag_id=task_instance.dag_id,
                              run_id=task_instance.run_id, task_id=task_id, map_index=-1)
