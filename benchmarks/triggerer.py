@@ -130,8 +130,9 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
 
         # A running triggerer has Airflow imported and its settings loaded: so does this one.
         await hook_module.KlingHook("kling_bench").aget_generation(generation_id)
-        if hasattr(hook_module, "_CONNECTIONS"):  # a fresh triggerer has looked up nothing yet
-            hook_module._CONNECTIONS.forget()
+        from kling_provider import _client
+
+        _client.CONNECTIONS.forget()  # a fresh triggerer has looked up nothing yet
         lookup = hook_module.KlingHook.aget_connection
 
         async def counted_lookup(conn_id: str) -> Any:  # each is a supervisor round trip in Airflow

@@ -1,34 +1,25 @@
-"""The guard before paying: spend limit and balance rules, as pure functions and a step generator.
+"""The guard before paying: spend limit and balance rules, as pure functions.
 
 The generate operators call the hook's ``guard_spend`` once, right before the create POST; it
 estimates the price (:mod:`kling_provider._pricing`), then applies these rules:
 
 - ``max_cost_usd``: an estimate above the limit fails the task before any paid request. An
   unknown price never blocks (the caller logs a warning instead).
-- ``check_balance``: ``GET /v2/billing`` first; a balance below the estimate (or at zero when the
-  price is unknown) fails fast, instead of a 403 halfway through a mapped run.
+- ``check_balance``: ``GET /v2/billing`` first (:func:`kling_provider._service.balance_steps`);
+  a balance below the estimate (or at zero when the price is unknown) fails fast, instead of a
+  403 halfway through a mapped run.
 """
 
 from __future__ import annotations
-
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
 
 # Defined with the parse-time checks (a DAG file parse needs it, not this module).
 from kling_provider._checks import validate_max_cost
 from kling_provider._pricing import PriceEstimate
 from kling_provider._spend import format_usd
+from kling_provider.exceptions import KlingCostLimitError, KlingInsufficientBalanceError
 
-if TYPE_CHECKING:  # imported where used: the operators import this module when a DAG is parsed
-    from kling_provider import _protocol
-from kling_provider.exceptions import (
-    KlingCostLimitError,
-    KlingInsufficientBalanceError,
-    KlingServerError,
-)
+__all__ = ["check_balance", "check_max_cost", "validate_max_cost"]
 
-__all__ = ["balance_steps", "check_balance", "check_max_cost",
-           "validate_max_cost"]
 
 def check_max_cost(estimate: PriceEstimate, max_cost_usd: float | None) -> None:
     """Raise :class:`KlingCostLimitError` when the estimate is known and above the limit."""
@@ -53,19 +44,3 @@ def check_balance(balance_usd: float, estimate: PriceEstimate, *, conn_id: str) 
         f"{format_usd(balance_usd)}, not enough for {price} of this {estimate.model} "
         "generation. Top up at https://aimlapi.com/app/billing/ and clear this task. Nothing was "
         "sent to the API.")
-
-
-def balance_steps(policy: _protocol.RetryPolicy, *, conn_id: str,
-                  secrets: tuple[str, ...] = ()) -> Generator[_protocol.Step, Any, float]:
-    """``GET /v2/billing`` (retried like any GET); return ``current_balance`` in USD."""
-    # the HTTP stack: only a balance check sends a request
-    from kling_provider import _protocol
-
-    request = _protocol.api_request("billing", "GET", "account", subject="the account balance")
-    answer = yield from _protocol.exchange(request, policy, conn_id=conn_id, secrets=secrets)
-    try:
-        return float(answer["current_balance"])
-    except (KeyError, TypeError, ValueError):
-        raise KlingServerError(
-            f"GET {request.path} answered without a readable 'current_balance' "
-            f"(keys: {sorted(answer)}).") from None

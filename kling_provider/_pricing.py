@@ -7,10 +7,11 @@ defaults filled in for fields the task leaves out, e.g. ``generate_audio=true`` 
 always reads ``price`` together with ``per``. An unknown price is an estimate with ``usd=None``
 and a reason: callers warn and go on, never block on it.
 
-The live list is fetched by the hook (``GET /v1/models?include=pricing&id=<model>``) and kept per
-process with its ETag (:class:`PriceListCache`), so a second estimate costs one ``304``. No prices
-ship in the package (the API's reference publishes none for Kling): when the live list cannot be
-read, the price is unknown, and an unknown price warns but never blocks.
+The live list is fetched by :func:`kling_provider._service.price_list_steps`
+(``GET /v1/models?include=pricing&id=<model>``) and kept per process with its ETag
+(:class:`PriceListCache`), so a second estimate costs one ``304``. No prices ship in the package
+(the API's reference publishes none for Kling): when the live list cannot be read, the price is
+unknown, and an unknown price warns but never blocks.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider import _starting
+from kling_provider import _client, _starting
 from kling_provider._connections import ConnectionCache
 from kling_provider._timings import MetricsCache
 from kling_provider.hooks import kling as hook_module
@@ -195,8 +195,8 @@ def airflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _fresh_timings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with empty per-process caches of live model timings and of connection
     settings (tests point the same connection id at a different simulator each time)."""
-    monkeypatch.setattr(hook_module, "_TIMINGS", MetricsCache())
-    monkeypatch.setattr(hook_module, "_CONNECTIONS", ConnectionCache())
+    monkeypatch.setattr(_client, "TIMINGS", MetricsCache())
+    monkeypatch.setattr(_client, "CONNECTIONS", ConnectionCache())
     monkeypatch.setattr(_starting, "PACER", _starting.StartPacer())
 
 

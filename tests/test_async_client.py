@@ -13,11 +13,12 @@ from collections.abc import Callable
 import pytest
 
 from kling_provider._aiohttp import AiohttpSender
+from kling_provider._client import ASYNC_CLIENTS
 from kling_provider.exceptions import (
     KlingNetworkError,
     KlingSubmissionUncertainError,
 )
-from kling_provider.hooks.kling import _ASYNC_CLIENTS, KlingHook
+from kling_provider.hooks.kling import KlingHook
 from kling_provider.testing.simulator import KlingSimulator
 from tests.conftest import SECRET_KEY, FakeClock, run_async
 
@@ -40,7 +41,7 @@ def test_the_triggerer_path_uses_aiohttp(simulator: KlingSimulator,
     async def create_and_fetch() -> tuple[type, str]:
         generation_id = await hook.acreate_generation(MODEL, prompt="p")
         generation = await hook.aget_generation(generation_id)
-        (shared,) = _ASYNC_CLIENTS[asyncio.get_running_loop()].values()
+        (shared,) = ASYNC_CLIENTS[asyncio.get_running_loop()].values()
         return type(shared.client), generation.status
 
     client_type, status = run_async(create_and_fetch)

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kling_provider import _client
 from kling_provider._schedule import (
     BACKOFF,
     DENSE_GAP,
@@ -35,7 +36,6 @@ from kling_provider._timings import (
 )
 from kling_provider._waiting import seconds_text
 from kling_provider.exceptions import KlingValidationError
-from kling_provider.hooks import kling as hook_module
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.sensors.kling import KlingGenerationSensor
 from kling_provider.testing.simulator import KlingSimulator
@@ -393,7 +393,7 @@ def test_simulator_metrics_report_finished_generations(sim_hook: KlingHook,
     assert body["models"][0]["metrics"]["duration_ms"] == {"p50": took, "p75": took,
                                                            "p90": took, "p99": took}
     assert httpx.get(url, params={"alias": MASTER}).status_code == 400
-    monkeypatch.setattr(hook_module, "_TIMINGS", MetricsCache())  # a fresh triggerer process
+    monkeypatch.setattr(_client, "TIMINGS", MetricsCache())  # a fresh triggerer process
     assert sim_hook.expected_duration(MASTER).typical == took / 1000
 
 

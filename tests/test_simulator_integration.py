@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kling_provider._client import ASYNC_CLIENTS
 from kling_provider.exceptions import (
     KlingDownloadError,
     KlingGenerationFailedError,
@@ -25,7 +26,7 @@ from kling_provider.exceptions import (
     KlingSubmissionUncertainError,
     KlingValidationError,
 )
-from kling_provider.hooks.kling import _ASYNC_CLIENTS, KlingHook, aclose_shared_clients
+from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
 from kling_provider.testing.simulator import Faults, KlingSimulator
 from tests.conftest import SECRET_KEY, FakeClock, run_async
 
@@ -215,7 +216,7 @@ def test_shared_async_client_sustains_many_concurrent_pollers(
         try:
             hooks = [KlingHook(clock=clock, async_transport=transport) for _ in range(300)]
             results = await asyncio.gather(*(h.aget_generation(generation_id) for h in hooks))
-            return len(results), len(_ASYNC_CLIENTS[asyncio.get_running_loop()])
+            return len(results), len(ASYNC_CLIENTS[asyncio.get_running_loop()])
         finally:
             await aclose_shared_clients()
 

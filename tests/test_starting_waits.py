@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from kling_provider import _starting
+from kling_provider import _client, _starting
 from kling_provider._connections import ConnectionCache
 from kling_provider._starting import StartPacer, import_off_loop
-from kling_provider.hooks import kling as hook_module
 from kling_provider.hooks.kling import KlingConnectionSettings, KlingHook
 from tests.conftest import SECRET_KEY
 
@@ -190,7 +189,7 @@ def test_hooks_of_one_connection_look_it_up_once_per_process(
 
     assert asyncio.run(scenario()) == {"kling_default", "kling_other"}
     assert sorted(calls) == ["kling_default", "kling_other"]
-    assert SECRET_KEY not in repr(hook_module._CONNECTIONS)
+    assert SECRET_KEY not in repr(_client.CONNECTIONS)
 
 
 def test_starts_beyond_the_burst_are_spread_at_the_rate() -> None:

@@ -2,8 +2,10 @@
 
 Workers use the sync methods (``create_generation``, ``wait_for_generation``, ``download_video``),
 the triggerer the async twins (``acreate_generation``, ``aget_generation``,
-``await_for_generation``). Both are thin drivers over the same step generators in
-:mod:`kling_provider._protocol`, which hold all request building, retry and error logic.
+``await_for_generation``). The hook is a thin front: each method builds a step generator
+(:mod:`kling_provider._protocol`, :mod:`kling_provider._waiting`, :mod:`kling_provider._submission`,
+:mod:`kling_provider._service`), which hold all request building, retry and error logic, and runs
+it with the drivers of :mod:`kling_provider._client` (connection settings, clock, clients).
 
 Connection (``conn_type="kling"``): password = API key; host = API base URL (default
 ``https://api.aimlapi.com``, a scheme-less host means https); extras: ``endpoint_family``
@@ -14,13 +16,8 @@ Connection (``conn_type="kling"``): password = API key; host = API base URL (def
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import time
-import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 from airflow.sdk import BaseHook
@@ -28,172 +25,39 @@ from airflow.sdk import BaseHook
 from kling_provider import (
     CONNECTION_FIELD_BEHAVIOUR,
     DEFAULT_CONN_ID,
-    _aiohttp,
-    _answers,
+    _client,
     _connections,
     _download,
     _endpoints,
     _guard,
-    _hosts,
-    _network,
     _pricing,
     _protocol,
+    _service,
     _submission,
     _timings,
     _waiting,
 )
 from kling_provider._checks import wait_seconds
+from kling_provider._client import (
+    DEFAULT_HOST,
+    USER_AGENT,
+    Clock,
+    KlingConnectionSettings,
+    SystemClock,
+    aclose_shared_clients,
+)
 from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
 from kling_provider._spend import format_usd as _spend_format_usd
-from kling_provider.catalogue import PreparedRequest, endpoint_family, prepare_request
-from kling_provider.exceptions import KlingAuthenticationError, KlingError, KlingValidationError
+from kling_provider.catalogue import PreparedRequest, prepare_request
+from kling_provider.exceptions import KlingError, KlingValidationError
 from kling_provider.types import Generation
 
-DEFAULT_HOST = "https://api.aimlapi.com"
+# Where users and the API reference find them; the connection's own machinery is in _client.
+__all__ = ["DEFAULT_HOST", "MODELS_PATH", "USER_AGENT", "Clock", "KlingConnectionSettings",
+           "KlingHook", "SystemClock", "aclose_shared_clients"]
+
 #: The model list (``?include=pricing`` adds prices); needs no API key.
 MODELS_PATH = _endpoints.path("models")
-USER_AGENT = "airflow-provider-kling"
-
-
-class Clock(Protocol):
-    """Time as the hook sees it; tests pass a fake one so no unit test sleeps on the wall clock."""
-
-    def now(self) -> float: ...
-    def sleep(self, seconds: float) -> None: ...
-    async def asleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The real clock: epoch seconds, blocking sleep in workers, ``asyncio.sleep`` in triggers."""
-
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-    async def asleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-@dataclass(frozen=True)
-class KlingConnectionSettings:
-    """What a Kling connection resolves to. The key is excluded from ``repr`` and equality."""
-
-    conn_id: str
-    base_url: str
-    endpoint_family: str
-    api_key: str = field(repr=False, compare=False)
-    timeout: float = 30.0
-    connect_timeout: float = 10.0
-    max_retries: int = 5
-    max_concurrency: int = 64
-    live_timings: bool = True
-    #: Which non-public addresses a download may reach (``allow_private_hosts`` + the API host).
-    download_hosts: _hosts.HostPolicy = field(default_factory=_hosts.HostPolicy)
-
-    @classmethod
-    def from_connection(cls, conn: Any) -> KlingConnectionSettings:
-        extra: Mapping[str, Any] = conn.extra_dejson or {}
-        host = (conn.host or "").strip() or DEFAULT_HOST
-        if "://" not in host:
-            host = f"https://{host}"
-        if conn.port:
-            host = f"{host.rstrip('/')}:{conn.port}"
-
-        def number(name: str, default: float, cast: type = float) -> Any:
-            value = extra.get(name, default)
-            try:
-                result = cast(value)
-            except (TypeError, ValueError):
-                result = None
-            if result is None or result <= 0:
-                raise KlingValidationError(
-                    f"Invalid extra {name!r}={value!r} in connection {conn.conn_id!r}: must be a "
-                    "positive number."
-                )
-            return result
-
-        return cls(
-            conn_id=conn.conn_id,
-            base_url=host.rstrip("/"),
-            endpoint_family=endpoint_family(str(extra.get("endpoint_family", "legacy"))),
-            api_key=(conn.password or "").strip(),
-            timeout=number("timeout", 30.0),
-            connect_timeout=number("connect_timeout", 10.0),
-            max_retries=number("max_retries", 5, int),
-            max_concurrency=number("max_concurrency", 64, int),
-            live_timings=str(extra.get("live_timings", True)).lower() not in ("false", "0", "no"),
-            download_hosts=_hosts.HostPolicy.of(
-                extra.get("allow_private_hosts"), api_host=httpx.URL(host).host,
-                conn_id=conn.conn_id),
-        )
-
-    @property
-    def httpx_timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(self.timeout, connect=self.connect_timeout)
-
-    def auth_headers(self) -> dict[str, str]:
-        if not self.api_key:
-            raise KlingAuthenticationError(
-                f"Connection {self.conn_id!r} has no API key: set its password (shown as "
-                "'API Key' in the UI) to your AI/ML API key."
-            )
-        return {"Authorization": f"Bearer {self.api_key}"}
-
-
-class _SharedAsyncClient:
-    """A shared async client plus a semaphore bounding its in-flight requests.
-
-    Why shared: creating a client builds an SSL context (~20 ms CPU); the triggerer polls
-    hundreds of generations, so one client per event loop and connection settings is reused by
-    every trigger. Why bounded: with 1,000 concurrent pollers an unbounded pool raises
-    ``PoolTimeout`` (and httpcore's pool walks every queued request on each change); waiting on
-    the semaphore instead queues them fairly. Why aiohttp: a third of the CPU per poll of the
-    httpx client (``kling_provider._aiohttp``); an explicit ``transport`` (tests) keeps httpx.
-    """
-
-    def __init__(self, settings: KlingConnectionSettings,
-                 transport: httpx.AsyncBaseTransport | None) -> None:
-        self.client: httpx.AsyncClient | _aiohttp.AiohttpSender
-        if transport is None:
-            self.client = _aiohttp.AiohttpSender(
-                settings.base_url, timeout=settings.timeout,
-                connect_timeout=settings.connect_timeout,
-                max_connections=settings.max_concurrency, user_agent=USER_AGENT)
-        else:
-            limits = httpx.Limits(max_connections=settings.max_concurrency,
-                                  max_keepalive_connections=settings.max_concurrency)
-            self.client = httpx.AsyncClient(base_url=settings.base_url,
-                                            timeout=settings.httpx_timeout, limits=limits,
-                                            transport=transport,
-                                            headers={"User-Agent": USER_AGENT})
-        self.slots = asyncio.Semaphore(settings.max_concurrency)
-
-
-#: Live model timings, per process: every wait of a triggerer shares one lookup per model.
-_TIMINGS = _timings.MetricsCache()
-
-#: Connection settings, per process: every wait of a triggerer shares one lookup per connection.
-_CONNECTIONS: _connections.ConnectionCache[KlingConnectionSettings] = _connections.ConnectionCache()
-
-_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                          dict[tuple[Any, ...], _SharedAsyncClient]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def aclose_shared_clients() -> None:
-    """Close the shared async clients of the running loop (tests and orderly shutdowns)."""
-    clients = _ASYNC_CLIENTS.pop(asyncio.get_running_loop(), {})
-    for shared in clients.values():
-        await shared.client.aclose()
-
-
-@functools.lru_cache(maxsize=16)
-def _default_policy(max_attempts: int) -> _protocol.RetryPolicy:
-    """One frozen policy per retry count, shared by every wait instead of one per wait."""
-    return _protocol.RetryPolicy(max_attempts=max_attempts)
 
 
 def _exact(client_request_id: str | None) -> _submission.Match:
@@ -202,12 +66,6 @@ def _exact(client_request_id: str | None) -> _submission.Match:
             "Invalid parameter 'client_request_id'=None: give the id the create request was "
             "sent with.")
     return lambda row: row.client_request_id == client_request_id
-
-
-def _headers(settings: KlingConnectionSettings, step: _protocol.ApiRequest) -> dict[str, str]:
-    """Authentication (unless the endpoint is keyless) over the request's own headers."""
-    auth = settings.auth_headers() if step.authenticated else {}
-    return {**(step.headers or {}), **auth}
 
 
 class KlingHook(BaseHook):
@@ -274,7 +132,7 @@ class KlingHook(BaseHook):
         """Connection settings without blocking the loop: one lookup per connection and process,
         shared by every wait and refreshed in the background (:mod:`kling_provider._connections`)."""
         if self._settings is None:
-            self._settings = await _CONNECTIONS.get(self.kling_conn_id, self._alookup)
+            self._settings = await _client.CONNECTIONS.get(self.kling_conn_id, self._alookup)
         return self._settings
 
     async def _alookup(self) -> KlingConnectionSettings:
@@ -285,15 +143,12 @@ class KlingHook(BaseHook):
         return settings
 
     def _policy(self, settings: KlingConnectionSettings) -> _protocol.RetryPolicy:
-        return self._retry_policy or _default_policy(settings.max_retries)
+        return self._retry_policy or _client.default_policy(settings.max_retries)
 
     def get_conn(self) -> httpx.Client:
         """The hook's sync client (one per hook, keep-alive across polls)."""
         if self._client is None:
-            settings = self.settings
-            self._client = httpx.Client(base_url=settings.base_url, timeout=settings.httpx_timeout,
-                                        transport=self._transport,
-                                        headers={"User-Agent": USER_AGENT})
+            self._client = self.settings.sync_client(self._transport)
         return self._client
 
     def close(self) -> None:
@@ -301,65 +156,12 @@ class KlingHook(BaseHook):
             self._client.close()
             self._client = None
 
-    def _async_client(self, settings: KlingConnectionSettings) -> _SharedAsyncClient:
-        loop = asyncio.get_running_loop()
-        per_loop = _ASYNC_CLIENTS.setdefault(loop, {})
-        key = (settings.base_url, settings.timeout, settings.connect_timeout,
-               settings.max_concurrency, id(self._async_transport))
-        shared = per_loop.get(key)
-        if shared is None or shared.client.is_closed:
-            shared = per_loop[key] = _SharedAsyncClient(settings, self._async_transport)
-        return shared
-
-    # -- drivers: the only sync/async-specific code ------------------------------------------
-
     def _run(self, steps: _protocol.Steps) -> Any:
-        settings = self.settings
-        client = self.get_conn()
-        reply: Any = None
-        while True:
-            try:
-                step = steps.send(reply)
-            except StopIteration as done:
-                return done.value
-            if isinstance(step, _protocol.ApiRequest):
-                try:
-                    reply = client.request(step.method, step.path, params=step.params,
-                                           json=step.json, headers=_headers(settings, step))
-                except httpx.RequestError as exc:  # incl. undecodable answers
-                    reply = exc
-            else:
-                self.clock.sleep(step)
-                reply = None
+        return _client.run(steps, self.get_conn(), self.settings, self.clock)
 
     async def _arun(self, steps: _protocol.Steps) -> Any:
-        """Drive ``steps`` on the loop's shared client.
-
-        A triggerer holds thousands of these between polls, and CPython's full garbage
-        collection walks every object they hold: so nothing of the last answer is kept across a
-        sleep, and the real clock sleeps without a coroutine of its own
-        (``benchmarks/triggerer.py`` measures the pause).
-        """
-        settings = await self.asettings()
-        shared = self._async_client(settings)
-        sleep = asyncio.sleep if type(self.clock) is SystemClock else self.clock.asleep
-        reply: Any = None
-        while True:
-            try:
-                step = steps.send(reply)
-            except StopIteration as done:
-                return done.value
-            reply = None
-            if isinstance(step, _protocol.ApiRequest):
-                try:
-                    async with shared.slots:
-                        reply = await shared.client.request(
-                            step.method, step.path, params=step.params, json=step.json,
-                            headers=_headers(settings, step))
-                except httpx.RequestError as exc:  # incl. undecodable answers
-                    reply = exc
-            else:
-                await sleep(step)
+        return await _client.arun(steps, await self.asettings(), self.clock,
+                                  self._async_transport)
 
     # -- API ---------------------------------------------------------------------------------
 
@@ -387,7 +189,7 @@ class KlingHook(BaseHook):
         self.log.info("Creating a %s generation on the %s endpoint (client request id %s)",
                       model, prepared.family, client_request_id)
         return _protocol.create_steps(prepared.family, prepared.body, self._policy(settings),
-                                      conn_id=settings.conn_id, secrets=(settings.api_key,),
+                                      conn_id=settings.conn_id, secrets=settings.secrets,
                                       client_request_id=client_request_id)
 
     def create_generation(self, model: str, *, extra_params: Mapping[str, Any] | None = None,
@@ -430,7 +232,7 @@ class KlingHook(BaseHook):
             model=model, since=since, match=match,
             deadline=self.clock.now() if deadline is None else deadline,
             interval=poll_interval, now=self.clock.now, policy=self._policy(settings),
-            conn_id=settings.conn_id, budget=self._logs_budget, secrets=(settings.api_key,))
+            conn_id=settings.conn_id, budget=self._logs_budget, secrets=settings.secrets)
 
     def find_generation(self, client_request_id: str | None = None, *, model: str,
                         since: float, deadline: float | None = None, poll_interval: float = 10.0,
@@ -465,7 +267,7 @@ class KlingHook(BaseHook):
                family: str | None) -> _protocol.Steps:
         return _protocol.fetch_steps(family or settings.endpoint_family, generation_id,
                                      self._policy(settings), conn_id=settings.conn_id,
-                                     secrets=(settings.api_key,))
+                                     secrets=settings.secrets)
 
     def get_generation(self, generation_id: str, *, endpoint_family: str | None = None
                        ) -> Generation:
@@ -487,7 +289,7 @@ class KlingHook(BaseHook):
         return _waiting.wait_steps(
             family or settings.endpoint_family, generation_id, poll_interval=poll_interval,
             deadline=deadline, now=self.clock.now, policy=self._policy(settings),
-            conn_id=settings.conn_id, secrets=(settings.api_key,), timings=_TIMINGS,
+            conn_id=settings.conn_id, secrets=settings.secrets, timings=_client.TIMINGS,
             live_timings=settings.live_timings, **schedule)
 
     def expected_duration(self, model: str | None, duration: int | None = None
@@ -495,7 +297,7 @@ class KlingHook(BaseHook):
         """When a generation of ``model`` should finish: live figures (cached), else documented."""
         settings = self.settings
         expectation: _timings.Expectation = self._run(_waiting.expectation_steps(
-            model, duration, _TIMINGS, now=self.clock.now, conn_id=settings.conn_id,
+            model, duration, _client.TIMINGS, now=self.clock.now, conn_id=settings.conn_id,
             live=settings.live_timings))
         return expectation
 
@@ -546,60 +348,29 @@ class KlingHook(BaseHook):
         ``<generation uuid>.mp4``, and an existing file is kept only if it holds this video.
         """
         settings = self.settings
-        headers = settings.auth_headers() if settings.api_key else {}
-        policy = settings.download_hosts
-        # Its own client: its transport (shared per process, never closed here) refuses the
-        # addresses the policy does not allow.
-        client = httpx.Client(timeout=settings.httpx_timeout, headers={"User-Agent": USER_AGENT},
-                              transport=self._transport or _hosts.guarded_transport(policy))
         return _download.download(
-            client, video_url, destination, auth_headers=headers,
+            settings.download_client(self._transport), video_url, destination,
+            auth_headers=settings.auth_headers() if settings.api_key else {},
             api_url=settings.base_url, expected_size=expected_size, file_name=file_name,
             generation_id=generation_id, overwrite=overwrite, max_bytes=max_bytes,
-            verify_mp4=verify_mp4, sleep=self.clock.sleep, hosts=policy,
+            verify_mp4=verify_mp4, sleep=self.clock.sleep, hosts=settings.download_hosts,
         )
 
     # -- spend -------------------------------------------------------------------------------
 
     def estimate_price(self, model: str, body: Mapping[str, Any]) -> _pricing.PriceEstimate:
-        """Estimate one generation's price for a create ``body`` (as sent); never raises for an
-        unknown price (``usd`` is ``None`` then, with the reason in ``basis``)."""
-        listing, source = self._price_list(model)
-        return _pricing.estimate_price(model, _pricing.find_pricing(listing, model),
-                                       _pricing.request_as_sent(model, body), source=source)
-
-    def _price_list(self, model: str) -> tuple[Mapping[str, Any], str]:
-        """The live model list for ``model`` (ETag-cached per process), else an empty list and why.
-
-        No prices ship with the provider: a guessed fallback could let a limit pass a costly
-        generation or block a cheap one. Without the live list the price is unknown, which warns
-        and never blocks."""
-        base_url = self.settings.base_url
-        cache = _pricing.PRICE_LISTS
-        try:
-            response = self.get_conn().get(
-                MODELS_PATH, params={"include": "pricing", "id": model},
-                headers=cache.conditional_headers(base_url, model))
-        except httpx.TransportError as exc:
-            problem = type(exc).__name__
-        else:
-            cached = cache.cached(base_url, model)
-            if response.status_code == 304 and cached is not None:
-                return cached, "live price list, unchanged (304)"
-            listing = _answers.json_object(response) if response.is_success else None
-            if listing is not None and _pricing.find_pricing(listing, model) is not None:
-                cache.store(base_url, model, response.headers.get("etag"), listing)
-                return listing, "live price list"
-            problem = (f"HTTP {response.status_code}" if listing is None
-                       else f"no price for {model} in it")
-        return {}, f"the live price list of {base_url} could not be used: {problem}"
+        """Estimate one generation's price for a create ``body`` (as sent) from the live model
+        list; never raises for an unknown price (``usd`` is ``None`` then, with the reason in
+        ``basis``)."""
+        estimate: _pricing.PriceEstimate = self._run(_service.estimate_steps(
+            model, body, self.settings.base_url, _pricing.PRICE_LISTS))
+        return estimate
 
     def get_balance(self) -> float:
         """The account's balance in USD (``GET /v2/billing``)."""
         settings = self.settings
-        return float(self._run(_guard.balance_steps(self._policy(settings),
-                                                    conn_id=settings.conn_id,
-                                                    secrets=(settings.api_key,))))
+        return float(self._run(_service.balance_steps(
+            self._policy(settings), conn_id=settings.conn_id, secrets=settings.secrets)))
 
     def guard_spend(self, model: str, body: Mapping[str, Any], *,
                     max_cost_usd: float | None = None,
@@ -622,24 +393,12 @@ class KlingHook(BaseHook):
         """Probe the fetch endpoint with a made-up id: authenticated, free, and creates nothing."""
         try:
             settings = self.settings
-            probe = replace(_protocol.build_fetch_request(settings.endpoint_family,
-                                                          "airflow-connection-test"),
-                            operation="probe")
-            response = self.get_conn().get(probe.path, params=probe.params,
-                                           headers=settings.auth_headers())
-        except KlingError as exc:
+            result: tuple[bool, str] = self._run(_service.probe_steps(
+                settings.endpoint_family, settings.base_url, conn_id=settings.conn_id,
+                secrets=settings.secrets))
+        except KlingError as exc:  # a bad extra, no key
             return False, str(exc)
-        except httpx.TransportError as exc:
-            return False, (f"Could not reach {self.settings.base_url} "
-                           f"({type(exc).__name__}): {_network.transport_cause(exc)}")
-        if response.status_code in (401, 403):
-            error = _answers.error_for_response(probe, response, conn_id=settings.conn_id,
-                                                secrets=(settings.api_key,))
-            return False, str(error)
-        if response.status_code >= 500:
-            return False, f"The API at {settings.base_url} answered HTTP {response.status_code}."
-        return True, (f"Connected to {settings.base_url}: API key accepted "
-                      f"({settings.endpoint_family} endpoint).")
+        return result
 
 
 def _schedule_args(poll_schedule: str, submitted_at: float | None, model: str | None,

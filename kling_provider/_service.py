@@ -1,0 +1,95 @@
+"""The API's account and service reads as step generators: balance, model list, connection probe.
+
+Like the generation calls of :mod:`kling_provider._protocol` (and the usage logs of
+:mod:`kling_provider._submission`, the live timings of :mod:`kling_provider._waiting`), these yield
+requests and receive answers, so the hook's drivers run them and unit tests script them. Used by
+:meth:`~kling_provider.hooks.kling.KlingHook.guard_spend` (the price and the balance before
+paying) and :meth:`~kling_provider.hooks.kling.KlingHook.test_connection`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from kling_provider import _pricing
+from kling_provider._answers import error_for_response, json_object
+from kling_provider._network import transport_cause
+from kling_provider._protocol import (
+    RetryPolicy,
+    Step,
+    api_request,
+    build_fetch_request,
+    exchange,
+)
+from kling_provider.exceptions import KlingServerError
+
+
+def balance_steps(policy: RetryPolicy, *, conn_id: str,
+                  secrets: tuple[str, ...] = ()) -> Generator[Step, Any, float]:
+    """``GET /v2/billing`` (retried like any GET); return ``current_balance`` in USD."""
+    request = api_request("billing", "GET", "account", subject="the account balance")
+    answer = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
+    try:
+        return float(answer["current_balance"])
+    except (KeyError, TypeError, ValueError):
+        raise KlingServerError(
+            f"GET {request.path} answered without a readable 'current_balance' "
+            f"(keys: {sorted(answer)}).") from None
+
+
+def price_list_steps(model: str, base_url: str, cache: _pricing.PriceListCache
+                     ) -> Generator[Step, Any, tuple[Mapping[str, Any], str]]:
+    """The live model list for ``model`` (ETag-cached per process), else an empty list and why.
+
+    One attempt, never raising: no prices ship with the provider (a guessed fallback could let
+    a limit pass a costly generation or block a cheap one), so without the live list the price
+    is unknown, which warns and never blocks.
+    """
+    outcome = yield api_request("models", "GET", "account", subject="the model list",
+                                params={"include": "pricing", "id": model},
+                                headers=cache.conditional_headers(base_url, model))
+    if isinstance(outcome, httpx.RequestError):
+        problem = type(outcome).__name__
+    else:
+        cached = cache.cached(base_url, model)
+        if outcome.status_code == 304 and cached is not None:
+            return cached, "live price list, unchanged (304)"
+        listing = json_object(outcome) if outcome.is_success else None
+        if listing is not None and _pricing.find_pricing(listing, model) is not None:
+            cache.store(base_url, model, outcome.headers.get("etag"), listing)
+            return listing, "live price list"
+        problem = (f"HTTP {outcome.status_code}" if listing is None
+                   else f"no price for {model} in it")
+    return {}, f"the live price list of {base_url} could not be used: {problem}"
+
+
+def estimate_steps(model: str, body: Mapping[str, Any], base_url: str,
+                   cache: _pricing.PriceListCache
+                   ) -> Generator[Step, Any, _pricing.PriceEstimate]:
+    """One generation's price for a create ``body`` (as sent), from the live model list."""
+    listing, source = yield from price_list_steps(model, base_url, cache)
+    return _pricing.estimate_price(model, _pricing.find_pricing(listing, model),
+                                   _pricing.request_as_sent(model, body), source=source)
+
+
+def probe_steps(family: str, base_url: str, *, conn_id: str,
+                secrets: tuple[str, ...]) -> Generator[Step, Any, tuple[bool, str]]:
+    """Ask the fetch endpoint for a made-up id: authenticated, free, and creates nothing.
+
+    One attempt: a connection test reports what it meets. Returns whether the key was accepted,
+    and what to tell the user.
+    """
+    probe = replace(build_fetch_request(family, "airflow-connection-test"), operation="probe")
+    outcome = yield probe
+    if isinstance(outcome, httpx.RequestError):
+        return False, (f"Could not reach {base_url} "
+                       f"({type(outcome).__name__}): {transport_cause(outcome)}")
+    if outcome.status_code in (401, 403):
+        return False, str(error_for_response(probe, outcome, conn_id=conn_id, secrets=secrets))
+    if outcome.status_code >= 500:
+        return False, f"The API at {base_url} answered HTTP {outcome.status_code}."
+    return True, f"Connected to {base_url}: API key accepted ({family} endpoint)."
