@@ -57,7 +57,7 @@ SPEND_FIELDS = ("credits_used", "usd_spent", "generation_seconds", "estimated_us
 class GenerationResult(TypedDict):
     """What the generate operators and the sensor return (XCom ``return_value``): small JSON,
     never video bytes. Only a paying task's completion adds ``generation_seconds`` and
-    ``estimated_usd``; only ``download_to`` adds ``uri`` and ``size``."""
+    ``estimated_usd``; only ``download_to`` adds ``uri``, ``size`` and ``downloaded``."""
 
     generation_id: str
     model: str | None
@@ -80,10 +80,12 @@ class CompletedResult(GenerationResult, total=False):
     estimated_usd: float | None
     uri: str
     size: int
+    downloaded: bool
 
 
 class DownloadResult(TypedDict):
-    """What the download operator returns; its Asset event extra is :func:`asset_extra` of it."""
+    """What the download operator returns, and what ``download_to`` adds to a generate task's;
+    the Asset event extra of either is :func:`asset_extra` of it."""
 
     uri: str
     size: int

@@ -170,11 +170,35 @@ def test_generate_operator_download_to_shortcut(airflow_sim: KlingSimulator,
     operator = KlingGenerateVideoOperator(task_id="g", model="klingai/v2.1-master-text-to-video",
                                           prompt="p", deferrable=False, poll_interval=60,
                                           download_to=f"{tmp_path}/")
-    result = operator.execute(context_for(None))
+    context = context_for(None)
+    result = operator.execute(context)
     stored = tmp_path / f"{result['generation_id'].split(':')[0]}.mp4"
     assert result["uri"] == stored.as_uri()
     assert stored.read_bytes() == airflow_sim.video_of(result["generation_id"])
     assert result["size"] == stored.stat().st_size
+    assert result["downloaded"] is True
+    # The same path as the download operator's: the copy is on the videos Asset's event, so
+    # the videos page lists it as stored (it plays only a video an event names).
+    assert operator.outlets == [KLING_VIDEOS_ASSET]
+    assert context["outlet_events"][KLING_VIDEOS_ASSET].extra == {
+        "generation_id": result["generation_id"], "model": "klingai/v2.1-master-text-to-video",
+        "prompt": "p", "uri": result["uri"], "size": result["size"],
+        **{k: result[k] for k in ("duration", "credits_used", "usd_spent", "generation_seconds",
+                                  "estimated_usd") if result.get(k) is not None}}
+
+
+def test_only_a_generate_task_that_downloads_updates_the_videos_asset() -> None:
+    from airflow.sdk import DAG
+
+    model = "klingai/v2.1-master-text-to-video"
+    assert KlingGenerateVideoOperator(task_id="g", model=model, prompt="p").outlets == []
+    with DAG("d", schedule=None):
+        mapped = KlingGenerateVideoOperator.partial(
+            task_id="m", model=model, download_to="/tmp/videos/").expand(prompt=["a", "b"])
+        not_stored = KlingGenerateVideoOperator.partial(task_id="n", model=model).expand(
+            prompt=["a"])
+    assert mapped.outlets == [KLING_VIDEOS_ASSET]
+    assert not_stored.outlets == []
 
 
 # -- constant memory ---------------------------------------------------------------------------

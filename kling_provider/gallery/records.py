@@ -1,10 +1,10 @@
 """What the gallery lists, built from database rows by pure functions.
 
 A video is one generation. Its stored copy comes from an Asset event on ``kling://videos`` (the
-download operator's); what only the generate task knows (status, credits, USD) comes from that
-task's XCom. Generations with no event yet (still running, or never downloaded) are listed too,
-without a player. Only an Asset event's id can name a file to serve, so the request never carries
-a path.
+download operator's, or a generate task's with ``download_to``); what only the generate task
+knows (status, credits, USD) comes from that task's XCom. Generations with no event yet (still
+running, or never downloaded) are listed too, without a player. Only an Asset event's id can
+name a file to serve, so the request never carries a path.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from kling_provider.operators._submission import DurableSubmission
 if TYPE_CHECKING:
     from airflow.sdk import Asset, BaseOperator, Context
 
+    from kling_provider._result import DownloadResult
     from kling_provider._schedule import PollScheduleKind
     from kling_provider.hooks.kling import KlingHook
     from kling_provider.types import Generation
@@ -63,6 +64,23 @@ def video_seconds(duration: Any) -> int | None:
     return round(seconds) if math.isfinite(seconds) and 0 < seconds < 3600 else None
 
 
+def store_video(context: Context, hook: KlingHook, info: Mapping[str, Any], destination: Any, *,
+                asset: Asset | None, overwrite: bool = False,
+                max_bytes: int | None = None) -> DownloadResult:
+    """Download the video ``info`` (a generation's result) names into ``destination`` and put the
+    copy on ``asset``'s event: the one path of the download operator and of ``download_to``, so
+    the videos page lists a video stored by either as stored (it serves only an event's file)."""
+    stored = hook.download_video(str(info["video_url"]), destination,
+                                 expected_size=info.get("file_size"),
+                                 file_name=info.get("file_name"),
+                                 generation_id=info.get("generation_id"),
+                                 overwrite=overwrite, max_bytes=max_bytes)
+    result = download_result(info, uri=stored.uri, size=stored.size, downloaded=stored.downloaded)
+    if asset is not None:
+        context["outlet_events"][asset].extra = asset_extra(result)
+    return result
+
+
 def generate_task_ids(context: Context) -> list[str]:
     """The DAG's generate tasks: their results make the spend line's running total."""
     return [task.task_id for task in getattr(context.get("dag"), "tasks", ())
@@ -83,6 +101,7 @@ class GenerationFlow(DurableSubmission):
         end_from_trigger: bool
         download_to: str | None
         max_bytes: int | None
+        asset: Asset | None
         max_cost_usd: float | None
         check_balance: bool
         estimated_usd: float | None
@@ -215,12 +234,11 @@ class GenerationFlow(DurableSubmission):
                         log=self.log, others=self._run_results(context))
         self._lineage_outputs = [generation.video_url]
         if self.download_to:
-            stored = hook.download_video(
-                generation.video_url or "", self.download_to, expected_size=generation.file_size,
-                file_name=generation.file_name, generation_id=generation.generation_id,
-                max_bytes=self.max_bytes)
-            result["uri"], result["size"] = stored.uri, stored.size
-            self._lineage_outputs = [stored.uri]
+            stored = store_video(context, hook, result, self.download_to, asset=self.asset,
+                                 max_bytes=self.max_bytes)
+            result["uri"], result["size"] = stored["uri"], stored["size"]
+            result["downloaded"] = stored["downloaded"]
+            self._lineage_outputs = [stored["uri"]]
         self._mark_delivered(context, generation.generation_id)
         return dict(result)
 
@@ -273,17 +291,10 @@ class DownloadFlow(_Operator):
         info = self._source(hook)
         if not info.get("video_url"):
             raise KlingError(f"Task {self.task_id!r}: no video URL to download in {info!r}.")
-        stored = hook.download_video(str(info["video_url"]), self.destination,
-                                     expected_size=info.get("file_size"),
-                                     file_name=info.get("file_name"),
-                                     generation_id=info.get("generation_id"),
-                                     overwrite=self.overwrite, max_bytes=self.max_bytes)
+        result = store_video(context, hook, info, self.destination, asset=self.asset,
+                             overwrite=self.overwrite, max_bytes=self.max_bytes)
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=info["video_url"])
-        result = download_result(info, uri=stored.uri, size=stored.size,
-                                 downloaded=stored.downloaded)
-        if self.asset is not None:
-            context["outlet_events"][self.asset].extra = asset_extra(result)
-        self._lineage = ([str(info["video_url"])], [stored.uri])
+        self._lineage = ([str(info["video_url"])], [result["uri"]])
         return dict(result)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

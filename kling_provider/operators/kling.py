@@ -63,6 +63,19 @@ __all__ = [
 #: The default Asset the download operator updates: schedule DAGs on it to react to new videos.
 KLING_VIDEOS_ASSET = Asset(name=VIDEOS_ASSET_NAME, uri=VIDEOS_ASSET_URI)
 
+
+def _with_outlet(kwargs: dict[str, Any], asset: Asset | None) -> dict[str, Any]:
+    """``kwargs`` with ``asset`` among its ``outlets`` (``None``: unchanged).
+
+    In ``partial()`` too: a mapped operator's ``outlets`` are its partial kwargs (``__init__``
+    only runs when a mapped task executes), and the DAG's Asset references, hence the Asset
+    graph, are built from them when the DAG is serialized.
+    """
+    outlets = list(kwargs.get("outlets") or [])
+    if asset is not None and asset not in outlets:
+        kwargs["outlets"] = [*outlets, asset]
+    return kwargs
+
 _PARAMETERS = ("prompt", "negative_prompt", "aspect_ratio", "duration", "cfg_scale",
                "camera_control", "image_url", "tail_image_url", "image_list")
 
@@ -139,7 +152,9 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
         backing off past it; ``fixed``: every ``poll_interval`` seconds, like the API docs' loop.
     :param timeout: seconds to wait for the video before failing (default 30 min; the generation
         is not lost on timeout: its id is in XCom).
-    :param download_to: optional path or ObjectStoragePath URI: download the MP4 in this task.
+    :param download_to: optional path or ObjectStoragePath URI: download the MP4 in this task,
+        like :class:`KlingDownloadVideoOperator` (its result adds ``uri``, ``size`` and
+        ``downloaded``, and the task updates the ``kling://videos`` Asset).
     :param max_bytes: (with ``download_to``) refuse videos larger than this (default 4 GiB).
     :param max_cost_usd: fail before any paid request when the estimated price (from the API's
         model list with pricing, schema defaults included) exceeds this many US dollars. An
@@ -197,7 +212,10 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
         on_uncertain_submission: str = "fail",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        # download_to records its copy on the videos Asset, as the download operator does.
+        asset = KLING_VIDEOS_ASSET if download_to is not None else None
+        super().__init__(**_with_outlet(kwargs, asset))
+        self.asset = asset
         require_rendered(self.task_id, kling_conn_id=kling_conn_id,
                          endpoint_family=endpoint_family, wait_for_completion=wait_for_completion,
                          deferrable=deferrable, poll_interval=poll_interval, timeout=timeout,
@@ -257,7 +275,8 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
         # Each mapped task is labelled by its prompt: Airflow reads ``map_index_template`` from
         # the mapped operator's partial kwargs, before any ``__init__`` runs.
         kwargs.setdefault("map_index_template", PROMPT_LABEL_TEMPLATE)
-        return super().partial(**kwargs)
+        asset = KLING_VIDEOS_ASSET if kwargs.get("download_to") is not None else None
+        return super().partial(**_with_outlet(kwargs, asset))
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -360,10 +379,7 @@ class KlingDownloadVideoOperator(DownloadFlow, BaseOperator):
                  endpoint_family: str | None = None, overwrite: bool = False,
                  max_bytes: int | None = None, asset: Asset | None = KLING_VIDEOS_ASSET,
                  **kwargs: Any) -> None:
-        outlets = list(kwargs.get("outlets") or [])
-        if asset is not None and asset not in outlets:  # mapped: partial() already added it
-            kwargs["outlets"] = [*outlets, asset]
-        super().__init__(**kwargs)
+        super().__init__(**_with_outlet(kwargs, asset))  # mapped: partial() already added it
         check_max_bytes(max_bytes, task_id=self.task_id)
         if not is_dynamic(destination):
             check_destination("destination", destination, task_id=self.task_id)
@@ -394,8 +410,4 @@ class KlingDownloadVideoOperator(DownloadFlow, BaseOperator):
         """
         require_run_independent("destination", kwargs.get("destination"),
                                 str(kwargs.get("task_id")))
-        asset = kwargs.get("asset", KLING_VIDEOS_ASSET)
-        outlets = list(kwargs.get("outlets") or [])
-        if asset is not None and asset not in outlets:
-            kwargs["outlets"] = [*outlets, asset]
-        return super().partial(**kwargs)
+        return super().partial(**_with_outlet(kwargs, kwargs.get("asset", KLING_VIDEOS_ASSET)))
