@@ -286,8 +286,8 @@ def test_trigger_rows_hold_what_the_security_page_says() -> None:
     for ends in (True, False):
         task = KlingTextToVideoOperator(task_id=f"t{ends}", prompt="A raccoon",
                                         end_from_trigger=ends)
-        fields[ends] = set(task._end_in_triggerer({}, None, 0.0, "A raccoon")
-                           .get("result_fields", {}))
+        completion = task._end_in_triggerer({}, None, 0.0, "A raccoon")
+        fields[ends] = set(completion.fields()) if completion else set()
     assert fields == {True: {"model", "prompt", "paying", "estimated_usd", "run_tasks"},
                       False: set()}
 

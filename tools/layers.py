@@ -44,11 +44,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 #: Imports that break the rules today, as (importer, imported) modules. Each names what removes
 #: it; the engineer who lands that change deletes the entry (the check fails on an entry that
 #: matches no import any more). An entry lifts both the layer rule and the cycle rule for that edge.
-EXCEPTIONS: Mapping[tuple[str, str], str] = {
-    # issue 19, points 1 and 2: the sensor reuses the operators' result builder and constants.
-    ("kling_provider.sensors.kling", "kling_provider.operators._flow"):
-        "the sensor reuses the operators' result builder",
-}
+EXCEPTIONS: Mapping[tuple[str, str], str] = {}
 
 #: In-function imports per module still without their one-line reason (issue 19: each gets one,
 #: or moves to the top of a module imported on first use). The check fails when a module has

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from kling_provider._deferral import wait_trigger_kwargs
 from kling_provider._result import (
     RESULT_XCOM_KEY,
     VIDEO_URL_XCOM_KEY,
@@ -39,11 +39,8 @@ if TYPE_CHECKING:
 else:
     _Operator = object
 
-__all__ = ["DEFERRAL_GRACE", "ESTIMATE_KEY", "DownloadFlow", "GenerationFlow"]
+__all__ = ["ESTIMATE_KEY", "DownloadFlow", "GenerationFlow"]
 
-#: The deferral outlives the trigger's own deadline by this much, so the trigger's clear timeout
-#: event (naming the generation id) wins over Airflow's generic deferral timeout.
-DEFERRAL_GRACE = timedelta(minutes=5)
 #: ``task_state_store`` key of the price estimated before this task's POST (USD).
 ESTIMATE_KEY = "kling_estimated_usd"
 
@@ -163,20 +160,17 @@ class GenerationFlow(DurableSubmission):
             "model": self.model,
             "duration": video_seconds(self.sent(hook, family, "duration"))}
         if self.deferrable:
-            from kling_provider.triggers.kling import KlingGenerationTrigger
+            from kling_provider.triggers.kling import defer_wait
 
-            self.defer(
-                trigger=KlingGenerationTrigger(
-                    kling_conn_id=self.kling_conn_id, generation_id=generation_id,
-                    poll_interval=self.poll_interval, deadline=hook.clock.now() + self.timeout,
-                    endpoint_family=family, **schedule,
-                    **self._end_in_triggerer(context, family, submitted_at,
-                                             self.sent(hook, family, "prompt"))),
-                method_name="execute_complete",
-                kwargs={"endpoint_family": family, "submitted_at": submitted_at,
-                        "estimated_usd": self.estimated_usd},
-                timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
-            )
+            defer_wait(self, wait_trigger_kwargs(
+                kling_conn_id=self.kling_conn_id, generation_id=generation_id,
+                poll_interval=self.poll_interval, deadline=hook.clock.now() + self.timeout,
+                endpoint_family=family, **schedule,
+                completion=self._end_in_triggerer(context, family, submitted_at,
+                                                  self.sent(hook, family, "prompt"))),
+                timeout=self.timeout,
+                resume_kwargs={"endpoint_family": family, "submitted_at": submitted_at,
+                               "estimated_usd": self.estimated_usd})
         with metrics.counting_failures(self.model):
             generation = hook.wait_for_generation(generation_id, poll_interval=self.poll_interval,
                                                   timeout=self.timeout, endpoint_family=family,
@@ -184,14 +178,12 @@ class GenerationFlow(DurableSubmission):
         return self._complete(context, generation, family, submitted_at=submitted_at)
 
     def _end_in_triggerer(self, context: Context, family: str | None,
-                          submitted_at: float, prompt: Any) -> dict[str, Any]:
-        """Trigger kwargs ending the task there on success (only when asked and nothing after
-        the wait needs a worker: ``download_to`` does). The prompt travels only then."""
+                          submitted_at: float, prompt: Any) -> Completion | None:
+        """How the trigger ends the task on success, if it does: only when asked and nothing
+        after the wait needs a worker (``download_to`` does). The prompt travels only then."""
         if not self.end_from_trigger or self.download_to:
-            return {}
-        return {"end_from_trigger": True,
-                "result_fields": self._completion(family, submitted_at, prompt,
-                                                  generate_task_ids(context)).fields()}
+            return None
+        return self._completion(family, submitted_at, prompt, generate_task_ids(context))
 
     def _completion(self, family: str | None, submitted_at: float | None, prompt: Any,
                     run_tasks: list[str]) -> Completion:

@@ -36,12 +36,13 @@ from kling_provider._checks import (
     validate_max_cost,
     wait_seconds,
 )
+from kling_provider._deferral import DEFERRAL_GRACE
 from kling_provider._result import VIDEOS_ASSET_NAME, VIDEOS_ASSET_URI, asset_extra, generation_result
 from kling_provider._templates import require_run_independent
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.links.kling import KlingVideoLink
-from kling_provider.operators._flow import DEFERRAL_GRACE, ESTIMATE_KEY, DownloadFlow, GenerationFlow
+from kling_provider.operators._flow import ESTIMATE_KEY, DownloadFlow, GenerationFlow
 from kling_provider.operators._submission import UNKNOWN_RESUBMIT_AFTER
 
 __all__ = [

@@ -20,10 +20,15 @@ from kling_provider._checks import (
     check_poll_schedule,
     wait_seconds,
 )
+from kling_provider._deferral import (
+    RESUME_METHOD,
+    WAIT_TRIGGER,
+    deferral_timeout,
+    wait_trigger_kwargs,
+)
 from kling_provider._result import VIDEO_URL_XCOM_KEY, Completion
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.links.kling import KlingVideoLink
-from kling_provider.operators._flow import DEFERRAL_GRACE
 
 if TYPE_CHECKING:
     # Imported where used (the hook, the trigger, the schedule, the types): parsing a DAG file
@@ -94,16 +99,20 @@ class KlingGenerationSensor(BaseSensorOperator):
 
         self.start_from_trigger = True
         self.start_trigger_args = StartTriggerArgs(
-            trigger_cls="kling_provider.triggers.kling.KlingGenerationTrigger",
-            next_method="execute_complete",
-            trigger_kwargs={"kling_conn_id": self.kling_conn_id,
-                            "generation_id": self.generation_id,  # rendered in the triggerer
-                            "poll_interval": self.poke_interval, "timeout": self.timeout,
-                            "endpoint_family": self.endpoint_family,
-                            "poll_schedule": self.poll_schedule,
-                            "end_from_trigger": self.end_from_trigger,
-                            "result_fields": self._result_fields()},
-            timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE)
+            trigger_cls=WAIT_TRIGGER, next_method=RESUME_METHOD,
+            trigger_kwargs=self._trigger_kwargs(  # generation_id: rendered in the triggerer
+                self.generation_id, timeout=self.timeout, endpoint_family=self.endpoint_family),
+            timeout=deferral_timeout(self.timeout))
+
+    def _trigger_kwargs(self, generation_id: str, *, endpoint_family: str | None,
+                        **when: Any) -> dict[str, Any]:
+        """The wait trigger's kwargs; ``when``: its ``deadline`` and ``submitted_at``, or only
+        its ``timeout`` when it starts in the triggerer."""
+        return wait_trigger_kwargs(
+            kling_conn_id=self.kling_conn_id, generation_id=generation_id,
+            poll_interval=self.poke_interval, endpoint_family=endpoint_family,
+            poll_schedule=self.poll_schedule,
+            completion=self._completion() if self.end_from_trigger else None, **when)
 
     @property
     def hook(self) -> KlingHook:
@@ -132,26 +141,16 @@ class KlingGenerationSensor(BaseSensorOperator):
         # The extra link is evaluated at every deferral: an empty URL until the video exists
         # keeps its lookup from logging a missing-XCom error each time.
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
-        from kling_provider.triggers.kling import KlingGenerationTrigger
+        from kling_provider.triggers.kling import defer_wait  # execute time only (parse cost)
 
-        self.defer(
-            trigger=KlingGenerationTrigger(
-                kling_conn_id=self.kling_conn_id, generation_id=generation_id,
-                poll_interval=self.poke_interval, deadline=hook.clock.now() + self.timeout,
-                endpoint_family=self.endpoint_family or hook.settings.endpoint_family,
-                poll_schedule=self.poll_schedule, submitted_at=hook.clock.now(),
-                end_from_trigger=self.end_from_trigger, result_fields=self._result_fields()),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout) + DEFERRAL_GRACE,
-        )
+        now = hook.clock.now()
+        defer_wait(self, self._trigger_kwargs(
+            generation_id, endpoint_family=self.endpoint_family or hook.settings.endpoint_family,
+            deadline=now + self.timeout, submitted_at=now), timeout=self.timeout)
 
     def _completion(self) -> Completion:
         """Finishing this task: someone else's generation (no spend line, no metrics)."""
         return Completion(model=None, endpoint_family=self.endpoint_family)
-
-    def _result_fields(self) -> dict[str, Any]:
-        """The trigger's ``result_fields`` (to end the task in the triggerer)."""
-        return self._completion().fields()
 
     def poke(self, context: Context) -> PokeReturnValue:
         generation = self.hook.get_generation(self._check_id(),

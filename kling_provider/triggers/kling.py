@@ -24,11 +24,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from kling_provider import _starting
+from kling_provider._deferral import RESUME_METHOD, deferral_timeout
 from kling_provider._result import RESULT_XCOM_KEY, Completion
 from kling_provider._starting import import_off_loop as import_off_loop  # tests patch it here
 from kling_provider.exceptions import (
@@ -39,6 +40,8 @@ from kling_provider.exceptions import (
 from kling_provider.types import Generation
 
 if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+
     from kling_provider.hooks.kling import KlingHook
 
 log = logging.getLogger("kling_provider")
@@ -173,6 +176,14 @@ class KlingGenerationTrigger(BaseTrigger):
         self.log.warning("%s", killed_message(
             self.generation_id, kling_conn_id=self.kling_conn_id,
             endpoint_family=self.endpoint_family, task=getattr(self, "task_instance", None)))
+
+
+def defer_wait(task: BaseOperator, trigger_kwargs: dict[str, Any], *, timeout: float,
+               resume_kwargs: dict[str, Any] | None = None) -> NoReturn:
+    """Defer ``task`` (a generate operator or the sensor) to wait in the triggerer, with the
+    kwargs of :func:`kling_provider._deferral.wait_trigger_kwargs`, for ``timeout`` seconds."""
+    task.defer(trigger=KlingGenerationTrigger(**trigger_kwargs), method_name=RESUME_METHOD,
+               kwargs=resume_kwargs, timeout=deferral_timeout(timeout))
 
 
 def run_results(task_instance: Any, task_ids: Sequence[str]) -> list[Any] | None:
