@@ -102,4 +102,5 @@ clean:
 .PHONY: mutation
 MODULES ?=
 mutation: $(STAMP)
+	bash tools/ensure-ffmpeg.sh
 	$(BIN)/python tools/mutation.py $(MODULES)

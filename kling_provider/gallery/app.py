@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date, datetime, timezone
 from typing import Annotated, Any
@@ -179,16 +180,22 @@ def video_poster(event_id: int, user: User) -> Response:
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
 
+_ROUTES: tuple[tuple[str, Callable[..., Any]], ...] = (
+    ("/", gallery_page),
+    ("/api/videos", list_videos),
+    ("/api/in-flight", list_in_flight),
+    ("/videos/{event_id}.mp4", video_file),
+    ("/videos/{event_id}/poster.jpg", video_poster),
+)
+
+
 def create_app() -> FastAPI:
     """The app the plugin mounts at ``kling_provider.gallery.URL_PREFIX``.
 
     No ``/docs``, ``/redoc`` or ``/openapi.json``: they would answer without a login.
     """
-    app = FastAPI(title="Kling videos", description="Kling generations and their spend.",
-                  docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_api_route("/", gallery_page, methods=["GET"], response_class=HTMLResponse)
-    app.add_api_route("/api/videos", list_videos, methods=["GET"])
-    app.add_api_route("/api/in-flight", list_in_flight, methods=["GET"])
-    app.add_api_route("/videos/{event_id}.mp4", video_file, methods=["GET"])
-    app.add_api_route("/videos/{event_id}/poster.jpg", video_poster, methods=["GET"])
+    # openapi_url=None also turns off /docs and /redoc, which FastAPI serves only beside it.
+    app = FastAPI(openapi_url=None)
+    for path, endpoint in _ROUTES:  # GET only (FastAPI's default)
+        app.add_api_route(path, endpoint)
     return app
