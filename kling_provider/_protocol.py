@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -33,6 +33,7 @@ from kling_provider._endpoints import ENDPOINTS
 from kling_provider._spend import with_cost_headers
 from kling_provider.catalogue import endpoint_family
 from kling_provider.exceptions import (
+    KlingError,
     KlingGenerationFailedError,
     KlingServerError,
     KlingSubmissionUncertainError,
@@ -269,3 +270,24 @@ def generation_failed(generation: Generation) -> KlingGenerationFailedError:
         error_name=generation.error_name,
         error_message=generation.error_message,
     )
+
+
+_T = TypeVar("_T")
+
+
+def unless_transient(steps: Generator[Step, Any, _T], what: str,
+                     going_on: str) -> Generator[Step, Any, _T | None]:
+    """``steps``' answer, or ``None`` after a transient failure (network, 429, 5xx after the
+    request's own retries), logged as ``<what> failed transiently, <going_on>: <error>``.
+
+    The one "keep going" rule of the loops that must outlast a flaky API: the wait for a paid
+    generation and the lookup of a lost create answer. Anything else (a bad key, no credits, a
+    404, a refused request) is raised: waiting longer cannot fix it.
+    """
+    try:
+        return (yield from steps)
+    except KlingError as exc:
+        if not exc.transient:
+            raise
+        log.warning("%s failed transiently, %s: %s", what, going_on, exc)
+        return None

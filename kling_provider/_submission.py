@@ -34,7 +34,7 @@ from kling_provider import STATE_KEY as STATE_KEY
 from kling_provider._checks import ON_UNCERTAIN_SUBMISSION as ON_UNCERTAIN_SUBMISSION
 from kling_provider._checks import OnUncertainSubmission as OnUncertainSubmission
 from kling_provider._checks import check_on_uncertain_submission as check_on_uncertain_submission
-from kling_provider.exceptions import KlingError, KlingValidationError
+from kling_provider.exceptions import KlingValidationError
 
 if TYPE_CHECKING:  # imported where used: the record and decision rules need no HTTP stack
     from kling_provider._protocol import ApiRequest, RetryPolicy, Step
@@ -352,20 +352,18 @@ def recover_steps(*, model: str, since: float, match: Match, deadline: float,
     """Look the generation up until it shows (its row appears once it finished) or ``deadline``.
 
     Transient lookup failures (429, 5xx, network) do not end the search; anything else (bad key,
-    a 400 from the logs endpoint) is raised, since waiting cannot fix it.
+    a 400 from the logs endpoint) is raised, since waiting cannot fix it
+    (:func:`~kling_provider._protocol.unless_transient`, the rule of the wait too).
     """
+    from kling_provider._protocol import unless_transient  # httpx: the record rules need none
+
     lookups = 0
     while True:
         lookups += 1
-        try:
-            row = yield from lookup_steps(model=model, since=since, match=match, now=now,
-                                          policy=policy, conn_id=conn_id, budget=budget,
-                                          secrets=secrets)
-        except KlingError as exc:
-            if not exc.transient:
-                raise
-            log.warning("Usage-logs lookup %d failed transiently, looking on: %s", lookups, exc)
-            row = None
+        row = yield from unless_transient(
+            lookup_steps(model=model, since=since, match=match, now=now, policy=policy,
+                         conn_id=conn_id, budget=budget, secrets=secrets),
+            f"Usage-logs lookup {lookups}", "looking on")
         if row is not None:
             return row
         remaining = deadline - now()

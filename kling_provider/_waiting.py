@@ -23,6 +23,7 @@ from kling_provider._protocol import (
     fetch_steps,
     generation_failed,
     log,
+    unless_transient,
 )
 from kling_provider._schedule import PollSchedule, PollScheduleKind, phase_of
 from kling_provider.exceptions import KlingError, KlingTimeoutError, KlingValidationError
@@ -55,6 +56,23 @@ def expectation_steps(model: str | None, duration: int | None, cache: _timings.M
     return cache.expectation(model, duration)
 
 
+def schedule_steps(kind: PollScheduleKind, generation_id: str, *, started_at: float,
+                   poll_interval: float, model: str | None, duration: int | None,
+                   timings: _timings.MetricsCache, now: Callable[[], float], conn_id: str,
+                   live: bool = True) -> Generator[Step, Any, PollSchedule]:
+    """The poll schedule of one wait, counted from ``started_at``: the one set-up of the
+    trigger's, the worker's and the sensor's polls. An adaptive one is placed around when
+    ``model`` (default: the one the generation id names) should finish and shifted by the
+    generation's own phase; a fixed one needs no expectation (and asks for none)."""
+    expectation = None
+    if kind == "adaptive":
+        expectation = yield from expectation_steps(
+            model or _timings.model_from_generation_id(generation_id), duration, timings,
+            now=now, conn_id=conn_id, live=live)
+    return PollSchedule(kind, started_at, float(poll_interval), expectation,
+                        phase_of(generation_id))
+
+
 def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadline: float,
                now: Callable[[], float], policy: RetryPolicy, conn_id: str,
                secrets: tuple[str, ...] = (), poll_schedule: PollScheduleKind = "adaptive",
@@ -76,17 +94,14 @@ def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadlin
     if not isinstance(deadline, (int, float)) or not math.isfinite(deadline):
         raise KlingValidationError(
             f"Invalid parameter 'deadline'={deadline!r}: must be finite epoch seconds.")
-    expectation = None
-    if poll_schedule == "adaptive":
-        model = model or _timings.model_from_generation_id(generation_id)
-        expectation = yield from expectation_steps(
-            model, duration, timings if timings is not None else _timings.MetricsCache(),
-            now=now, conn_id=conn_id, live=live_timings)
-    schedule = PollSchedule(poll_schedule, now() if started_at is None else started_at,
-                            float(poll_interval), expectation, phase_of(generation_id))
+    model = model or _timings.model_from_generation_id(generation_id)
+    schedule = yield from schedule_steps(
+        poll_schedule, generation_id, started_at=now() if started_at is None else started_at,
+        poll_interval=poll_interval, model=model, duration=duration,
+        timings=timings if timings is not None else _timings.MetricsCache(), now=now,
+        conn_id=conn_id, live=live_timings)
     # Only for the progress lines of a fixed schedule, which places no poll from it (pure).
-    expected = expectation or _timings.documented_expectation(
-        model or _timings.model_from_generation_id(generation_id), duration)
+    expected = schedule.expectation or _timings.documented_expectation(model, duration)
     first = min(schedule.first_delay(now()), deadline - now())
     if first > 0:
         yield first
@@ -95,15 +110,10 @@ def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadlin
         polls += 1
         retry_soon = False
         status: str | None = None  # set when this poll's progress line is due
-        try:
-            generation = yield from fetch_steps(family, generation_id, policy, conn_id=conn_id,
-                                                secrets=secrets)
-        except KlingError as exc:
-            if not exc.transient:
-                raise
-            log.warning("Poll %d of generation %s failed transiently, polling on: %s",
-                        polls, generation_id, exc)
-        else:
+        generation = yield from unless_transient(
+            fetch_steps(family, generation_id, policy, conn_id=conn_id, secrets=secrets),
+            f"Poll {polls} of generation {generation_id}", "polling on")
+        if generation is not None:
             stage = generation.stage
             if stage is Stage.DONE:
                 return generation

@@ -46,7 +46,12 @@ from kling_provider._client import (
     SystemClock,
     aclose_shared_clients,
 )
-from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollScheduleKind, check_poll_schedule
+from kling_provider._schedule import (
+    DEFAULT_POLL_INTERVAL,
+    PollSchedule,
+    PollScheduleKind,
+    check_poll_schedule,
+)
 from kling_provider._spend import format_usd as _spend_format_usd
 from kling_provider.catalogue import PreparedRequest, prepare_request
 from kling_provider.exceptions import KlingError, KlingValidationError
@@ -300,6 +305,18 @@ class KlingHook(BaseHook):
             model, duration, _client.TIMINGS, now=self.clock.now, conn_id=settings.conn_id,
             live=settings.live_timings))
         return expectation
+
+    def wait_schedule(self, generation_id: str, *, poll_schedule: PollScheduleKind,
+                      started_at: float, poll_interval: float, model: str | None = None,
+                      duration: int | None = None) -> PollSchedule:
+        """When to poll ``generation_id`` (the sensor's ``poke`` and ``reschedule`` modes): the
+        schedule the trigger and :meth:`wait_for_generation` follow."""
+        settings = self.settings
+        schedule: PollSchedule = self._run(_waiting.schedule_steps(
+            poll_schedule, generation_id, started_at=started_at, poll_interval=poll_interval,
+            model=model, duration=duration, timings=_client.TIMINGS, now=self.clock.now,
+            conn_id=settings.conn_id, live=settings.live_timings))
+        return schedule
 
     def wait_for_generation(self, generation_id: str, *,
                             poll_interval: float = DEFAULT_POLL_INTERVAL,

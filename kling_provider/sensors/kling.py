@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     # that uses the sensor needs none of them (parse cost).
     from airflow.sdk import Context
 
-    from kling_provider._timings import Expectation
+    from kling_provider._schedule import PollSchedule
     from kling_provider.hooks.kling import KlingHook
     from kling_provider.types import Generation
 
@@ -84,7 +84,7 @@ class KlingGenerationSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.poll_schedule = check_poll_schedule(poll_schedule, task_id=task_id)
         self.end_from_trigger = end_from_trigger
-        self._expectation: Expectation | None = None
+        self._schedule: PollSchedule | None = None
         if start_from_trigger and deferrable:
             self._start_in_triggerer()
 
@@ -181,16 +181,13 @@ class KlingGenerationSensor(BaseSensorOperator):
         """
         if self.poll_schedule == "fixed" or self.exponential_backoff:
             return float(super()._get_next_poke_interval(started_at, run_duration, poke_count))
-        from kling_provider._schedule import PollSchedule, phase_of
-        from kling_provider._timings import model_from_generation_id
-
         hook = self.hook
-        if self._expectation is None:
-            self._expectation = hook.expected_duration(model_from_generation_id(self._check_id()))
         now = hook.clock.now()
-        schedule = PollSchedule("adaptive", now - run_duration(), float(self.poke_interval),
-                                self._expectation, phase_of(self._check_id()))
-        return schedule.delay_after_poll(now)
+        if self._schedule is None:  # asks for the model's timings once per process
+            self._schedule = hook.wait_schedule(
+                self._check_id(), poll_schedule="adaptive", started_at=now - run_duration(),
+                poll_interval=float(self.poke_interval))
+        return self._schedule.delay_after_poll(now)
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Validate the trigger event; failures raise (``soft_fail`` turns them into skips)."""
