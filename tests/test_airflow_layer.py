@@ -26,7 +26,7 @@ from kling_provider.exceptions import (
     KlingTimeoutError,
     KlingValidationError,
 )
-from kling_provider.hooks.kling import aclose_shared_clients
+from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
 from kling_provider.operators.kling import (
     STATE_KEY,
     KlingGenerateVideoOperator,
@@ -366,3 +366,47 @@ def test_trigger_never_blocks_the_event_loop(airflow_sim: KlingSimulator,
     with caplog.at_level(logging.WARNING, logger="asyncio"):
         blocked = asyncio.run(watched(), debug=True)
     assert not all(blocked), f"every watched wait blocked the event loop: {blocked}"
+
+
+def test_each_entry_point_uses_one_hook_and_closes_it(
+        airflow_sim: KlingSimulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One connection lookup and one keep-alive client per ``execute``/``execute_complete``,
+    closed when it returns, fails or defers (a hook per ``hook`` access left clients open)."""
+    from kling_provider.hooks import kling as hook_module
+
+    made: list[KlingHook] = []
+    closed: list[KlingHook] = []
+    real_init, real_close = hook_module.KlingHook.__init__, hook_module.KlingHook.close
+
+    def init(self: KlingHook, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    def close(self: KlingHook) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(hook_module.KlingHook, "__init__", init)
+    monkeypatch.setattr(hook_module.KlingHook, "close", close)
+    operator = KlingGenerateVideoOperator(task_id="generate", deferrable=False, poll_interval=30,
+                                          **RACCOON)
+    assert operator.execute(context_for(StateStoreStub()))["status"] == "completed"
+    assert len(made) == 1 and closed == made
+    deferred = KlingGenerateVideoOperator(task_id="deferred", **RACCOON)
+    store = StateStoreStub()
+    defer(deferred, context_for(store))
+    assert len(made) == 2 and closed == made  # closed when it defers, too
+    failing = KlingGenerateVideoOperator(
+        task_id="failing", deferrable=False, poll_interval=30,
+        extra_params={"simulator_faults": {"error": {"name": "Upstream", "message": "died"}}},
+        **RACCOON)
+    with pytest.raises(KlingGenerationFailedError):
+        failing.execute(context_for(StateStoreStub()))
+    assert len(made) == 3 and closed == made
+    sensor = KlingGenerationSensor(task_id="wait", generation_id=submit(airflow_sim),
+                                   deferrable=False, poke_interval=30)
+    made.clear()
+    closed.clear()
+    clock.t += 3600
+    sensor.execute(context_for(None))
+    assert len(made) == 1 and closed == made

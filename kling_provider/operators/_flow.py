@@ -6,7 +6,9 @@ continuation after the deferral) and :class:`DownloadFlow` of
 :class:`~kling_provider.operators.kling.KlingDownloadVideoOperator`. The operator module keeps
 what parsing a DAG file needs (arguments, literal checks). The operator classes inherit from these
 mixins, so parsing imports this module too: the hook, the trigger, metrics, spend, pricing and
-lineage are imported in the methods that use them (parse cost), never at the top.
+lineage are imported in the methods that use them (parse cost), never at the top. Each entry
+point (``execute``, ``execute_complete``, ``execute_recovered``) works with one hook
+(:class:`~kling_provider.hooks._task.TaskHook`), closed when it returns, fails or defers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from kling_provider._result import (
     generation_result,
 )
 from kling_provider.exceptions import KlingError, KlingValidationError
+from kling_provider.hooks._task import TaskHook, closes_hook
 from kling_provider.operators._submission import DurableSubmission
 
 if TYPE_CHECKING:
@@ -84,7 +87,7 @@ def generate_task_ids(context: Context) -> list[str]:
             if isinstance(task, GenerationFlow)]
 
 
-class GenerationFlow(DurableSubmission):
+class GenerationFlow(DurableSubmission, TaskHook):
     """``execute`` and its continuations for the generate operators (a mixin, see above)."""
 
     if TYPE_CHECKING:
@@ -99,18 +102,10 @@ class GenerationFlow(DurableSubmission):
         download_to: str | None
         max_bytes: int | None
         asset: Asset | None
-        max_cost_usd: float | None
-        check_balance: bool
-        estimated_usd: float | None
 
         def _check_before_paying(self) -> None: ...
 
-    @property
-    def hook(self) -> KlingHook:
-        from kling_provider.hooks.kling import KlingHook
-
-        return KlingHook(kling_conn_id=self.kling_conn_id)
-
+    @closes_hook
     def execute(self, context: Context) -> dict[str, Any]:
         self._check_before_paying()
         hook = self.hook
@@ -122,16 +117,12 @@ class GenerationFlow(DurableSubmission):
             state.set(ESTIMATE_KEY, self.estimated_usd)
         return self.resume_generation(context, hook, generation, prepared.family)
 
-    def _before_paying(self, hook: KlingHook, family: str) -> None:
-        """The spend guard, right before a POST (never before reattaching or recovering)."""
-        body = self.prepared_request(hook, family).body
-        self.estimated_usd = hook.guard_spend(self.model, body, max_cost_usd=self.max_cost_usd,
-                                              check_balance=self.check_balance).usd
-
-    def _after_paying(self) -> None:
-        from kling_provider import metrics  # execute time only, like every import below
-
-        metrics.generation_submitted(self.model)
+    @closes_hook
+    def execute_recovered(self, context: Context, event: Any = None,
+                          endpoint_family: str | None = None) -> dict[str, Any]:
+        """Resume after the recovery trigger: record what it found, then go on as usual."""
+        generation = self.recovered_generation(context, self.hook, event, endpoint_family)
+        return self.resume_generation(context, self.hook, generation, endpoint_family)
 
     def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
                           family: str | None) -> dict[str, Any]:
@@ -191,6 +182,7 @@ class GenerationFlow(DurableSubmission):
                           submitted_at=submitted_at, estimated_usd=self.estimated_usd,
                           run_tasks=tuple(run_tasks))
 
+    @closes_hook
     def execute_complete(self, context: Context, event: Any = None,
                          endpoint_family: str | None = None, submitted_at: float | None = None,
                          estimated_usd: float | None = None) -> dict[str, Any]:
@@ -259,7 +251,7 @@ class GenerationFlow(DurableSubmission):
                                 getattr(self, "_lineage_outputs", []))
 
 
-class DownloadFlow(_Operator):
+class DownloadFlow(TaskHook, _Operator):
     """``execute`` of :class:`~kling_provider.operators.kling.KlingDownloadVideoOperator`."""
 
     if TYPE_CHECKING:
@@ -273,13 +265,13 @@ class DownloadFlow(_Operator):
         max_bytes: int | None
         asset: Asset | None
 
+    @closes_hook
     def execute(self, context: Context) -> dict[str, Any]:
         from kling_provider._checks import check_destination, check_max_bytes
-        from kling_provider.hooks.kling import KlingHook
 
         check_max_bytes(self.max_bytes, task_id=self.task_id)
         check_destination("destination", self.destination, task_id=self.task_id)
-        hook = KlingHook(kling_conn_id=self.kling_conn_id)
+        hook = self.hook
         info = self._source(hook)
         if not info.get("video_url"):
             raise KlingError(f"Task {self.task_id!r}: no video URL to download in {info!r}.")

@@ -10,7 +10,9 @@ task: ``task_state_store``, XCom, the hook and deferral. Order of writes is the 
   generation in the usage logs.
 
 The operator classes inherit this mixin, so parsing a DAG file imports this module: its methods
-import the rules, types, hook and triggers themselves, when a task runs (parse cost).
+import the rules, types, hook and triggers themselves, when a task runs (parse cost). It calls
+nothing of :class:`~kling_provider.operators._flow.GenerationFlow`, which builds on it: the entry
+points (``execute``, ``execute_recovered``) are there, the spend guard before a POST is here.
 """
 
 from __future__ import annotations
@@ -66,9 +68,11 @@ class DurableSubmission(_Operator):
         allow_unknown_model: bool
         _prepared: PreparedRequest | None
 
+        max_cost_usd: float | None
+        check_balance: bool
+        estimated_usd: float | None
+
         def request_params(self) -> dict[str, Any]: ...
-        def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
-                              family: str | None) -> dict[str, Any]: ...
 
     def prepared_request(self, hook: KlingHook, family: str | None) -> PreparedRequest:
         """The create request as validated from this task's rendered fields, once per try.
@@ -102,10 +106,17 @@ class DurableSubmission(_Operator):
             return None
 
     def _before_paying(self, hook: KlingHook, family: str) -> None:
-        """Runs right before a POST (and only then): the operator's spend guard."""
+        """The spend guard, right before a POST (and only then: never before reattaching or
+        recovering); it keeps the estimate for the result and the spend line."""
+        body = self.prepared_request(hook, family).body
+        self.estimated_usd = hook.guard_spend(self.model, body, max_cost_usd=self.max_cost_usd,
+                                              check_balance=self.check_balance).usd
 
     def _after_paying(self) -> None:
-        """Runs right after a POST that returned a generation id (metrics)."""
+        """Right after a POST that returned a generation id: count it."""
+        from kling_provider import metrics  # execute time only (parse cost)
+
+        metrics.generation_submitted(self.model)
 
     # -- the record ------------------------------------------------------------------------
 
@@ -267,9 +278,9 @@ class DurableSubmission(_Operator):
         self._record_generation(context, record, generation_id, hook.clock.now())
         return hook.get_generation(generation_id, endpoint_family=family)
 
-    def execute_recovered(self, context: Context, event: Any = None,
-                          endpoint_family: str | None = None) -> dict[str, Any]:
-        """Resume after the recovery trigger: record what it found, then go on as usual."""
+    def recovered_generation(self, context: Context, hook: KlingHook, event: Any,
+                             endpoint_family: str | None) -> Generation:
+        """After the recovery trigger: record the generation it found (or act on none)."""
         from kling_provider import _submission
 
         if not isinstance(event, dict) or event.get("status") not in ("found", "not_found"):
@@ -279,11 +290,7 @@ class DurableSubmission(_Operator):
             client_request_id=str(event.get("client_request_id")), model=self.model,
             endpoint_family=endpoint_family, intent_at=0.0,
             clear_number=self._clear_number(context))
-        from kling_provider.hooks.kling import KlingHook
-
-        hook = KlingHook(kling_conn_id=self.kling_conn_id)
-        generation = self._recovered(context, hook, record, event.get("generation_id"))
-        return self.resume_generation(context, hook, generation, endpoint_family)
+        return self._recovered(context, hook, record, event.get("generation_id"))
 
     def _earlier_try(self, context: Context, hook: KlingHook, family: str) -> Generation | None:
         """Airflow < 3.3: find a generation an earlier try of this task paid for, if finished."""

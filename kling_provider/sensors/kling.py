@@ -28,6 +28,7 @@ from kling_provider._deferral import (
 )
 from kling_provider._result import VIDEO_URL_XCOM_KEY, Completion
 from kling_provider.exceptions import KlingValidationError
+from kling_provider.hooks._task import TaskHook, closes_hook
 from kling_provider.links.kling import KlingVideoLink
 
 if TYPE_CHECKING:
@@ -36,11 +37,10 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from kling_provider._schedule import PollSchedule
-    from kling_provider.hooks.kling import KlingHook
     from kling_provider.types import Generation
 
 
-class KlingGenerationSensor(BaseSensorOperator):
+class KlingGenerationSensor(TaskHook, BaseSensorOperator):
     """Wait until a Kling generation is ``completed``.
 
     :param generation_id: the id to wait for (templated), e.g.
@@ -114,12 +114,6 @@ class KlingGenerationSensor(BaseSensorOperator):
             poll_schedule=self.poll_schedule,
             completion=self._completion() if self.end_from_trigger else None, **when)
 
-    @property
-    def hook(self) -> KlingHook:
-        from kling_provider.hooks.kling import KlingHook
-
-        return KlingHook(kling_conn_id=self.kling_conn_id)
-
     def _check_id(self) -> str:
         if not isinstance(self.generation_id, str) or not self.generation_id.strip():
             raise KlingValidationError(
@@ -127,6 +121,7 @@ class KlingGenerationSensor(BaseSensorOperator):
                 "a generation id is required.")
         return self.generation_id.strip()
 
+    @closes_hook
     def execute(self, context: Context) -> Any:
         self.poke_interval = wait_seconds("poke_interval", self.poke_interval, task_id=self.task_id)
         self.timeout = wait_seconds("timeout", self.timeout, task_id=self.task_id)
@@ -189,6 +184,7 @@ class KlingGenerationSensor(BaseSensorOperator):
                 poll_interval=float(self.poke_interval))
         return self._schedule.delay_after_poll(now)
 
+    @closes_hook
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Validate the trigger event; failures raise (``soft_fail`` turns them into skips)."""
         from kling_provider.triggers.kling import generation_from_event
