@@ -11,10 +11,15 @@ alternatives, each in a fresh process with ``airflow.sdk`` imported (as in a tri
 
 - ``lean sleep``: a bare future woken by ``call_later`` with a shared context (no coroutine, no
   context copy per sleep);
-- ``shared timer``: one heap of futures per process and a single armed timer handle.
+- ``shared timer``: one heap of futures per process and a single armed timer handle;
+- ``kling driver``: what the provider does (``kling_provider._driving``): the chain awaits one
+  future for its whole life, and its sleeps are numbers in one heap per loop.
 
-Printed: tracked objects per sleeping wait (what every full collection walks), CPU per wake-up
-and one full collection's pause. Numbers are printed, not asserted: compare rows of one run.
+Printed: tracked objects per sleeping wait (what every full collection walks), CPU per wake-up,
+the full collections CPython ran during the three wake-ups of every wait (it runs one once the
+objects surviving the young collections reach a quarter of the old ones: what a sleep leaves
+alive sets their rate) and one full collection's pause. Numbers are printed, not asserted:
+compare rows of one run.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Generator
+from typing import Any
 
-KINDS = ("asyncio.sleep", "lean sleep", "shared timer")
+KINDS = ("asyncio.sleep", "lean sleep", "shared timer", "kling driver")
 CONTEXT = contextvars.Context()
 
 
@@ -88,6 +94,15 @@ async def child(kind: str, waits: int) -> dict[str, float]:
         return asyncio.sleep(1.0)
 
     async def driver() -> None:
+        if kind == "kling driver":
+            from kling_provider import _driving
+
+            def sleeps() -> Generator[float, Any, None]:
+                for _ in range(1000):
+                    yield 1.0
+
+            await _driving.drive(sleeps(), nothing)
+            return
         for _ in range(1000):
             await pause()
 
@@ -100,27 +115,41 @@ async def child(kind: str, waits: int) -> dict[str, float]:
     await asyncio.sleep(0.2)
     gc.collect()
     per_wait = (len(gc.get_objects()) - before) / waits
+    full = [0]
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        full[0] += phase == "stop" and info["generation"] == 2
+
+    gc.callbacks.append(count)
     cpu = time.process_time()
     await asyncio.sleep(3.0)  # three wake-ups of every wait
     cpu = time.process_time() - cpu
+    gc.callbacks.remove(count)
     started = time.perf_counter()
     gc.collect()
     full_gc_ms = (time.perf_counter() - started) * 1000
     for task in tasks:
         task.cancel()
-    return {"objects": per_wait, "wake_us": cpu / (3 * waits) * 1e6, "full_gc_ms": full_gc_ms}
+    return {"objects": per_wait, "wake_us": cpu / (3 * waits) * 1e6, "full_gcs": full[0],
+            "full_gc_ms": full_gc_ms}
+
+
+async def nothing(args: object, step: object) -> None:
+    """The kling driver row asks no requests."""
 
 
 def main() -> None:
     waits = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     print(f"\n{waits} sleeping waits (three coroutines each) waking every second, airflow.sdk "
           "imported; one process per row")
-    print(f"{'sleep':<16}{'objects/wait':>13}{'CPU us/wake-up':>16}{'full GC ms':>12}")
+    print(f"{'sleep':<16}{'objects/wait':>13}{'CPU us/wake-up':>16}{'full GCs':>10}"
+          f"{'full GC ms':>12}")
     for kind in KINDS:
         done = subprocess.run([sys.executable, __file__, "--child", kind, str(waits)],
                               capture_output=True, text=True, check=True, timeout=300)
         row = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{kind:<16}{row['objects']:>13.1f}{row['wake_us']:>16.1f}{row['full_gc_ms']:>12.0f}")
+        print(f"{kind:<16}{row['objects']:>13.1f}{row['wake_us']:>16.1f}{row['full_gcs']:>10}"
+              f"{row['full_gc_ms']:>12.0f}")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,13 @@ Counted in the child only. Over the first interval (every wait starts and polls 
 ``start stall``, the longest an event-loop callback was late (a 50 ms ticker), and ``lookups``,
 the connection lookups the waits made (each a round trip to the supervisor in a real triggerer).
 Over the steady rest of the run: CPU per poll (``getrusage``); ``max lag`` (the same ticker);
-``full GC``, the longest full (generation 2) collection (``gc.callbacks``), which walks every
-tracked object of the process, so its pause grows with what each wait keeps (none in the
-window: one is forced at its end, marked ``*``); RSS growth (peak) and polls/s reached.
+``full GCs``, how many full (generation 2) collections ran (``gc.callbacks``): CPython runs one
+once the objects that survived the young collections since the last one reach a quarter of the
+old ones, so their rate grows with what each poll leaves alive; ``full GC ms``, the longest,
+which walks every tracked object of the process, so its pause grows with what each wait keeps
+(none in the window: one is forced at its end, marked ``*``); ``obj/wait``, the tracked objects
+the process holds per wait at the end (a collected heap, counted from just before the waits);
+RSS growth (peak) and polls/s reached.
 
 Every row imports Airflow first, as a running triggerer has (about 150,000 tracked objects).
 Rows: 5,000 waits that only sleep (the floor); a new ``httpx.AsyncClient`` per poll (1/50 of the
@@ -200,13 +204,14 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
     end = start + seconds
     lag, stall = [0.0], [0.0]
     window: dict[str, float] = {}
-    full_gc = {"ms": 0.0, "forced": 0.0}
+    full_gc = {"ms": 0.0, "forced": 0.0, "count": 0}
     gc_started = [0.0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             gc_started[0] = time.perf_counter()
         elif info["generation"] == 2 and window:
+            full_gc["count"] += 1
             full_gc["ms"] = max(full_gc["ms"], (time.perf_counter() - gc_started[0]) * 1000)
 
     gc.callbacks.append(on_gc)
@@ -224,17 +229,21 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
                 stall[0] = max(stall[0], late)
 
     def report() -> dict[str, Any]:
+        collections = full_gc["count"]  # before the ones this report makes
         if not full_gc["ms"]:  # none fell in the window: time the one that is coming
             before = time.perf_counter()
             gc.collect()
             full_gc["ms"] = full_gc["forced"] = (time.perf_counter() - before) * 1000
+        gc.collect()
+        kept = (len(gc.get_objects()) - tracked_before) / waits
         measured = {"cpu": cpu() - window.get("cpu", 0.0), "polls": polls[0] - window.get("polls", 0),
                     "wall": time.perf_counter() - window.get("wall", time.perf_counter() - 1)}
         failed = sum(t.done() and not t.cancelled() and t.exception() is not None for t in tasks)
         return {"errors": errors[0] + failed, "stall_ms": stall[0] * 1000, "lookups": lookups[0],
                 "cpu_ms_per_poll": measured["cpu"] / max(1, measured["polls"]) * 1000,
                 "max_lag_ms": lag[0] * 1000 if window else None, "full_gc_ms": full_gc["ms"],
-                "full_gc_forced": bool(full_gc["forced"]), "rss_growth_mb": rss_peak_mb() - rss_start,
+                "full_gc_forced": bool(full_gc["forced"]), "full_gcs": collections,
+                "objects_per_wait": kept, "rss_growth_mb": rss_peak_mb() - rss_start,
                 "polls_per_s": measured["polls"] / measured["wall"], "asked": waits / INTERVAL,
                 "overrun_s": time.time() - end}  # > 0: the loop could not keep up
 
@@ -244,6 +253,8 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
 
     threading.Timer(seconds + 30, watchdog).start()
     tasks: list[asyncio.Task[None]] = []
+    gc.collect()  # every row starts from a collected heap; what the waits keep is counted from here
+    tracked_before = len(gc.get_objects())
     if at_once and not variant.endswith("-1turn"):
         tasks.append(loop.create_task(restart()))
     else:
@@ -269,7 +280,7 @@ def main() -> None:
           "server in its own process; CPU, lag and RSS of the waiting process only")
     only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
     print(f"{'client':<34}{'waits':>6}{'start stall ms':>15}{'lookups':>8}{'CPU ms/poll':>12}"
-          f"{'max lag ms':>11}{'full GC ms':>11}{'RSS +MB':>9}"
+          f"{'max lag ms':>11}{'full GCs':>9}{'full GC ms':>11}{'obj/wait':>9}{'RSS +MB':>9}"
           f"{'polls/s':>9}{'asked':>7}{'late s':>8}{'errors':>8}")
     from kling_provider.testing.simulator import spawn
 
@@ -298,7 +309,8 @@ def main() -> None:
             lag = "-" if r["max_lag_ms"] is None else f"{r['max_lag_ms']:.0f}"
             cpu_ms = f"{r['cpu_ms_per_poll']:.2f}" if r["polls_per_s"] else "-"
             print(f"{label:<34}{n:>6}{r['stall_ms']:>15.0f}{r['lookups']:>8}{cpu_ms:>12}{lag:>11}"
-                  f"{r['full_gc_ms']:>10.0f}{forced}{r['rss_growth_mb']:>9.0f}{r['polls_per_s']:>9.0f}{r['asked']:>7.0f}"
+                  f"{r['full_gcs']:>9}{r['full_gc_ms']:>10.0f}{forced}{r['objects_per_wait']:>9.1f}"
+                  f"{r['rss_growth_mb']:>9.0f}{r['polls_per_s']:>9.0f}{r['asked']:>7.0f}"
                   f"{r['overrun_s']:>8.1f}{r['errors']:>8}{'  stalled' if r.get('stalled') else ''}")
         finally:
             server.terminate()

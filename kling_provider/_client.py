@@ -20,13 +20,13 @@ import asyncio
 import functools
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import httpx
 
-from kling_provider import _aiohttp, _connections, _hosts, _timings
+from kling_provider import _aiohttp, _connections, _driving, _hosts, _timings
 from kling_provider._protocol import ApiRequest, RetryPolicy, Step, Steps
 from kling_provider.catalogue import endpoint_family
 from kling_provider.exceptions import KlingAuthenticationError, KlingValidationError
@@ -260,29 +260,29 @@ def run(steps: Steps, sender: Sender, settings: KlingConnectionSettings, clock: 
     return step.value
 
 
-async def arun(steps: Steps, settings: KlingConnectionSettings, clock: Clock,
-               transport: httpx.AsyncBaseTransport | None) -> Any:
-    """Drive ``steps`` on the loop's shared client.
+def arun(steps: Steps, settings: KlingConnectionSettings, clock: Clock,
+         transport: httpx.AsyncBaseTransport | None) -> Coroutine[Any, Any, Any]:
+    """Drive ``steps`` on the loop's shared client (to await).
 
     A triggerer holds thousands of these between polls, and CPython's full garbage collection
-    walks every object they hold: so nothing of the last answer is kept across a sleep, and the
-    real clock sleeps without a coroutine of its own (``benchmarks/triggerer.py`` measures the
-    pause).
+    walks every object they hold, and runs when enough objects survived the young collections:
+    so nothing of the last answer is kept across a sleep, and the real clock's sleeps are
+    entries of one timer per loop, not objects per sleep (:mod:`kling_provider._driving`;
+    ``benchmarks/triggerer.py`` measures the pause and the lag). Not a coroutine itself: one
+    object fewer per waiting trigger.
     """
-    shared = shared_async_client(settings, transport)
-    sleep = asyncio.sleep if type(clock) is SystemClock else clock.asleep
-    step = _advance(steps, None)
-    while not isinstance(step, _Done):
-        reply: Any = None  # dropped before the next sleep or request
-        if isinstance(step, ApiRequest):
-            try:
-                async with shared.slots:
-                    reply = await shared.client.request(
-                        step.method, step.path, params=step.params, json=step.json,
-                        headers=settings.headers_for(step))
-            except httpx.RequestError as exc:  # incl. undecodable answers
-                reply = exc
-        else:
-            await sleep(step)
-        step = _advance(steps, reply)
-    return step.value
+    return _driving.drive(steps, _asend, (shared_async_client(settings, transport), settings),
+                          None if type(clock) is SystemClock else clock.asleep)
+
+
+async def _asend(on: tuple[SharedAsyncClient, KlingConnectionSettings], step: ApiRequest) -> Any:
+    """One request step on the shared client with the settings' key; a transport error is
+    returned (the steps decide on it), anything else raised."""
+    shared, settings = on
+    try:
+        async with shared.slots:
+            return await shared.client.request(
+                step.method, step.path, params=step.params, json=step.json,
+                headers=settings.headers_for(step))
+    except httpx.RequestError as exc:  # incl. undecodable answers
+        return exc

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -80,8 +80,11 @@ def model_from_generation_id(generation_id: str) -> str | None:
     return _models_by_path().get(path) or (path if path in _table()["models"] else None)
 
 
+@lru_cache(maxsize=256)
 def documented_expectation(model: str | None, duration: int | None = None) -> Expectation:
     """The model page's figure for this video length (a generic one for undocumented models).
+
+    Cached: the figure is fixed, and every wait of a triggerer holds one (a shared one).
 
     Pages that give no figure for a longer video are scaled like the ones that do (about 2x for
     10 s instead of 5 s).
