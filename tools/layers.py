@@ -52,9 +52,6 @@ EXCEPTIONS: Mapping[tuple[str, str], str] = {}
 REASONS_OWED: Mapping[str, int] = {
     # Being reworked (issue 19, points 4 and 5): runtime modules importing at their top.
     "kling_provider.hooks.kling": 1,
-    "kling_provider.operators._flow": 11,
-    "kling_provider.operators._submission": 14,
-    "kling_provider.sensors.kling": 8,
 }
 
 

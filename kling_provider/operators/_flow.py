@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from kling_provider._checks import check_destination, check_max_bytes
 from kling_provider._deferral import wait_trigger_kwargs
 from kling_provider._result import (
     RESULT_XCOM_KEY,
@@ -127,7 +128,7 @@ class GenerationFlow(DurableSubmission, TaskHook):
     def resume_generation(self, context: Context, hook: KlingHook, generation: Generation,
                           family: str | None) -> dict[str, Any]:
         """Go on from a generation this task paid for: return it, wait for it, or fail with it."""
-        from kling_provider import metrics
+        from kling_provider import metrics  # execute time only (parse cost)
         from kling_provider.types import Generation, Stage
 
         generation_id = generation.generation_id
@@ -138,7 +139,7 @@ class GenerationFlow(DurableSubmission, TaskHook):
         if stage is Stage.DONE:
             return self._complete(context, generation, family, submitted_at=submitted_at)
         if stage is Stage.FAILED:
-            from kling_provider._protocol import generation_failed
+            from kling_provider._protocol import generation_failed  # execute time only (parse cost)
 
             raise generation_failed(generation)
         if not self.wait_for_completion:
@@ -151,7 +152,7 @@ class GenerationFlow(DurableSubmission, TaskHook):
             "model": self.model,
             "duration": video_seconds(self.sent(hook, family, "duration"))}
         if self.deferrable:
-            from kling_provider.triggers.kling import defer_wait
+            from kling_provider.triggers.kling import defer_wait  # execute time only (parse cost)
 
             defer_wait(self, wait_trigger_kwargs(
                 kling_conn_id=self.kling_conn_id, generation_id=generation_id,
@@ -189,7 +190,7 @@ class GenerationFlow(DurableSubmission, TaskHook):
         """Resume after the trigger: validate its event, then finish like the worker path."""
         stored = self._record(context)
         expected = stored.generation_id if stored else None
-        from kling_provider import metrics
+        from kling_provider import metrics  # execute time only (parse cost)
         from kling_provider.triggers.kling import generation_from_event
 
         with metrics.counting_failures(self.model):
@@ -241,7 +242,7 @@ class GenerationFlow(DurableSubmission, TaskHook):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): image URLs in, the video out."""
-        from kling_provider._lineage import operator_lineage
+        from kling_provider._lineage import operator_lineage  # execute time only (parse cost)
 
         prepared = getattr(self, "_prepared", None)
         sent = prepared.body if prepared is not None else {}
@@ -267,8 +268,6 @@ class DownloadFlow(TaskHook, _Operator):
 
     @closes_hook
     def execute(self, context: Context) -> dict[str, Any]:
-        from kling_provider._checks import check_destination, check_max_bytes
-
         check_max_bytes(self.max_bytes, task_id=self.task_id)
         check_destination("destination", self.destination, task_id=self.task_id)
         hook = self.hook
@@ -296,7 +295,7 @@ class DownloadFlow(TaskHook, _Operator):
                     "Kling generate operator or sensor returns.")
             return dict(self.generation)
         if self.generation_id is not None:
-            from kling_provider.types import Stage
+            from kling_provider.types import Stage  # execute time only (parse cost)
 
             generation = hook.get_generation(self.generation_id,
                                              endpoint_family=self.endpoint_family)

@@ -25,6 +25,7 @@ from kling_provider.exceptions import (
     KlingError,
     KlingGenerationNotFoundError,
     KlingSubmissionUncertainError,
+    KlingValidationError,
 )
 
 if TYPE_CHECKING:
@@ -96,8 +97,6 @@ class DurableSubmission(_Operator):
         A try resumed after a deferral validates its rendered fields again; they passed before
         the POST, so a failure here is unexpected, and it must not fail a paid generation.
         """
-        from kling_provider.exceptions import KlingValidationError
-
         try:
             return self.prepared_request(hook, family).body.get(name)
         except KlingValidationError as exc:
@@ -125,13 +124,13 @@ class DurableSubmission(_Operator):
         return context.get("task_state_store")
 
     def _record(self, context: Context) -> SubmissionRecord | None:
-        from kling_provider import _submission
+        from kling_provider import _submission  # execute time only (parse cost)
 
         store = self._store(context)
         return _submission.SubmissionRecord.from_json(store.get(_submission.STATE_KEY)) if store else None
 
     def _write(self, context: Context, record: SubmissionRecord) -> None:
-        from kling_provider import _submission
+        from kling_provider import _submission  # execute time only (parse cost)
 
         store = self._store(context)
         if store is not None:
@@ -142,7 +141,7 @@ class DurableSubmission(_Operator):
         return int(getattr(context.get("dag_run"), "clear_number", 0) or 0)
 
     def _prefix(self, context: Context) -> str:
-        from kling_provider import _submission
+        from kling_provider import _submission  # execute time only (parse cost)
 
         return _submission.task_prefix(
             str(_ti_value(context, "dag_id", "dag")), str(_ti_value(context, "run_id", "run")),
@@ -162,7 +161,7 @@ class DurableSubmission(_Operator):
 
     def _mark_delivered(self, context: Context, generation_id: str) -> None:
         """Note that the task succeeded with this generation: a later try is then a clear."""
-        from kling_provider import _submission
+        from kling_provider import _submission  # execute time only (parse cost)
 
         record = self._record(context)
         if record is not None and record.generation_id == generation_id:
@@ -175,7 +174,7 @@ class DurableSubmission(_Operator):
 
         May defer (recovery in the triggerer); the caller continues with the result.
         """
-        from kling_provider import _submission
+        from kling_provider import _submission  # execute time only (parse cost)
 
         record = self._record(context)
         action = _submission.decide(record, clear_number=self._clear_number(context),
@@ -197,7 +196,7 @@ class DurableSubmission(_Operator):
 
     def _submit(self, context: Context, hook: KlingHook, family: str,
                 previous: SubmissionRecord | None) -> Generation:
-        from kling_provider import _submission
+        from kling_provider import _submission  # execute time only (parse cost)
         from kling_provider.types import Generation
 
         self._before_paying(hook, family)
@@ -234,13 +233,14 @@ class DurableSubmission(_Operator):
     # -- recovery --------------------------------------------------------------------------
 
     def _recover(self, context: Context, hook: KlingHook, record: SubmissionRecord) -> Generation:
-        from kling_provider import _submission
+        from kling_provider import _submission  # execute time only (parse cost)
 
         cri = str(record.client_request_id)
         deadline = _submission.lookup_deadline(record.intent_at, self.timeout)
         self.log.info("Looking up the generation of client request id %s (model %s) in the usage "
                       "logs until %s.", cri, record.model, _submission._iso(deadline))
         if self.deferrable:
+            # execute time only (parse cost)
             from kling_provider.triggers.kling import KlingSubmissionRecoveryTrigger
 
             self.defer(
@@ -281,7 +281,7 @@ class DurableSubmission(_Operator):
     def recovered_generation(self, context: Context, hook: KlingHook, event: Any,
                              endpoint_family: str | None) -> Generation:
         """After the recovery trigger: record the generation it found (or act on none)."""
-        from kling_provider import _submission
+        from kling_provider import _submission  # execute time only (parse cost)
 
         if not isinstance(event, dict) or event.get("status") not in ("found", "not_found"):
             raise KlingError(f"Task {self.task_id!r}: the usage-logs lookup failed: "
@@ -294,7 +294,7 @@ class DurableSubmission(_Operator):
 
     def _earlier_try(self, context: Context, hook: KlingHook, family: str) -> Generation | None:
         """Airflow < 3.3: find a generation an earlier try of this task paid for, if finished."""
-        from kling_provider import _submission
+        from kling_provider import _submission  # execute time only (parse cost)
 
         prefix = self._prefix(context)
         try_number = int(_ti_value(context, "try_number", 1))
@@ -318,7 +318,7 @@ class DurableSubmission(_Operator):
     def _reattach(self, context: Context, hook: KlingHook,
                   record: SubmissionRecord) -> Generation | None:
         """The generation an earlier try submitted, if it can still be used."""
-        from kling_provider.types import Stage
+        from kling_provider.types import Stage  # execute time only (parse cost)
 
         generation_id = str(record.generation_id)
         try:

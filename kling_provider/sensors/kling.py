@@ -95,6 +95,7 @@ class KlingGenerationSensor(TaskHook, BaseSensorOperator):
         from its own start; Airflow's trigger timeout (set when the task is scheduled) still
         bounds the whole wait.
         """
+        # Airflow's task-time API: execute time only (parse cost)
         from airflow.triggers.base import StartTriggerArgs
 
         self.start_from_trigger = True
@@ -150,13 +151,14 @@ class KlingGenerationSensor(TaskHook, BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         generation = self.hook.get_generation(self._check_id(),
                                               endpoint_family=self.endpoint_family)
-        from kling_provider.types import Stage
+        from kling_provider.types import Stage  # execute time only (parse cost)
 
         stage = generation.stage
         if stage is Stage.FAILED:
+            # Airflow's compat layer and the protocol: execute time only (parse cost)
             from airflow.providers.common.compat.sdk import AirflowSkipException
 
-            from kling_provider._protocol import generation_failed
+            from kling_provider._protocol import generation_failed  # (same reason)
 
             error = generation_failed(generation)
             if self.soft_fail:
@@ -187,6 +189,7 @@ class KlingGenerationSensor(TaskHook, BaseSensorOperator):
     @closes_hook
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Validate the trigger event; failures raise (``soft_fail`` turns them into skips)."""
+        # execute time only (parse cost)
         from kling_provider.triggers.kling import generation_from_event
 
         generation = generation_from_event(event, expected_generation_id=self._check_id())
