@@ -60,11 +60,12 @@ def _page_number(request: Request) -> int:
     return int(value)
 
 
-def _listing(user: BaseUser, filters: Filters, number: int
+def _listing(user: BaseUser, dag_ids: set[str], filters: Filters, number: int
              ) -> tuple[list[Video], Spend, queries.Listing]:
-    """The page ``number`` of cards and the spend of every video matching ``filters``."""
+    """The page ``number`` of cards and the spend of every video matching ``filters`` among
+    ``dag_ids`` (:func:`access.shown_dag_ids`: asked once per request)."""
     assets = access.readable_assets(user, store.videos_asset_ids())
-    found = queries.listing(access.shown_dag_ids(user), assets, filters,
+    found = queries.listing(dag_ids, assets, filters,
                             offset=(number - 1) * page.PER_PAGE, limit=page.PER_PAGE)
     videos = build_videos(found.events, found.generations)
     runs = {(v.source.dag_id, v.source.run_id) for v in videos}
@@ -99,12 +100,12 @@ def gallery_page(request: Request,
     if user is None:
         login = access.auth_manager().get_url_login(next_url=str(request.url))
         return RedirectResponse(login, status_code=303)
-    filters, number = _filters(request), _page_number(request)
-    videos, spend, found = _listing(user, filters, number)
+    filters, number, dag_ids = _filters(request), _page_number(request), access.shown_dag_ids(user)
+    videos, spend, found = _listing(user, dag_ids, filters, number)
     html = page.render(videos, spend, filters, dag_ids=found.dag_ids, models=found.models,
                        number=number, posters=shutil.which("ffmpeg") is not None,
-                       in_flight=inflight.render(_in_flight(user, filters),
-                                                 inflight.latest_video(access.shown_dag_ids(user))))
+                       in_flight=inflight.render(_in_flight(dag_ids, filters),
+                                                 inflight.latest_video(dag_ids)))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
@@ -112,7 +113,7 @@ def list_videos(request: Request, user: User) -> dict[str, Any]:
     """One page of the matching videos (``page``, :data:`~kling_provider.gallery.page.PER_PAGE`
     each) and the spend of all of them (``by_run``: the runs of this page's videos)."""
     number = _page_number(request)
-    videos, spend, _ = _listing(user, _filters(request), number)
+    videos, spend, _ = _listing(user, access.shown_dag_ids(user), _filters(request), number)
     return {"videos": [{**asdict(v), "url": page.video_url(v.event_id) if v.event_id else None}
                        for v in videos],
             "page": number, "per_page": page.PER_PAGE,
@@ -134,16 +135,16 @@ class _FileResponse(StreamingResponse):
             self.stored.handle.close()
 
 
-def _in_flight(user: BaseUser, filters: Filters) -> list[inflight.InFlight]:
-    return inflight.load(access.shown_dag_ids(user), filters.generation_id, filters.dag_id)
+def _in_flight(dag_ids: set[str], filters: Filters) -> list[inflight.InFlight]:
+    return inflight.load(dag_ids, filters.generation_id, filters.dag_id)
 
 
 def list_in_flight(request: Request, user: User) -> dict[str, Any]:
     """The generations in flight (same filters as the page), for the page's moving bars."""
-    now = datetime.now(timezone.utc)
+    now, dag_ids = datetime.now(timezone.utc), access.shown_dag_ids(user)
     return {"in_flight": [inflight.as_json(item, now)
-                          for item in _in_flight(user, _filters(request))],
-            "latest_video": inflight.latest_video(access.shown_dag_ids(user))}
+                          for item in _in_flight(dag_ids, _filters(request))],
+            "latest_video": inflight.latest_video(dag_ids)}
 
 
 def video_file(event_id: int, request: Request, user: User) -> Response:

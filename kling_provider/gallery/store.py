@@ -1,16 +1,16 @@
 """The gallery's database reads: ``kling://videos`` Asset events and generate tasks' XCom.
 
-The list and its spend are :mod:`~kling_provider.gallery.queries`; here: the Asset's ids, one
+The list and its spend are :mod:`~kling_provider.gallery.queries` (over the page's summary,
+:mod:`~kling_provider.gallery.summary`); here: the Asset's ids, one
 event (the video routes), the DAG that first recorded a file, and how each database reads a
 field of a JSON column (:class:`JsonReads`). Rows become the pure records of ``records``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Numeric, case, cast, func, select
+from sqlalchemy import ColumnElement, case, cast, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 
 from kling_provider._result import GENERATION_ID_XCOM_KEY, RESULT_XCOM_KEY, VIDEOS_ASSET_URI
@@ -25,12 +25,14 @@ RESULT_KEY = RESULT_XCOM_KEY
 
 
 #: Amounts are summed as integers of this many parts of a unit (USD to the millionth of a
-#: dollar): exact on every database, up to 9.2e12 units in one sum.
+#: dollar): exact on every database, up to 9.2e18 units (9.2e12 dollars) in one sum.
 SCALE = 10**6
 
 
 class JsonReads:
-    """JSON field reads of one dialect: SQLite's ``json_extract`` or PostgreSQL's ``jsonb``."""
+    """JSON field reads of one dialect: SQLite's ``json_extract`` or PostgreSQL's ``jsonb`` (the
+    file route's owner check; the list reads the typed summary, :mod:`~kling_provider.gallery.
+    summary`)."""
 
     def __init__(self, dialect: str) -> None:
         self.postgres = dialect == "postgresql"
@@ -44,35 +46,6 @@ class JsonReads:
             return case((func.jsonb_typeof(item) == "string", raw))
         path = "$" if key is None else f'$."{key}"'
         return case((func.json_type(column, path) == "text", func.json_extract(column, path)))
-
-    def units(self, column: Any, keys: Sequence[str]) -> ColumnElement[Any]:
-        """The first number among ``keys``, in :data:`SCALE` units (booleans are no number)."""
-        found: list[ColumnElement[Any]] = []
-        for key in keys:
-            if self.postgres:
-                item = cast(column, JSONB).op("->")(key)
-                found.append(case((func.jsonb_typeof(item) == "number",
-                                   cast(cast(column, JSONB).op("->>")(key), Numeric))))
-            else:
-                path = f'$."{key}"'
-                found.append(case((func.json_type(column, path).in_(("integer", "real")),
-                                   func.json_extract(column, path))))
-        number = found[0] if len(found) == 1 else func.coalesce(*found)
-        return cast(func.round(number * SCALE), BigInteger)
-
-    def parsed(self, query: Any, column: Any) -> Any:
-        """``query`` with ``column`` as ``doc``, parsed once per row: PostgreSQL re-parses a
-        ``json`` value at each ``->`` (``jsonb`` is parsed data); OFFSET 0 keeps the planner from
-        folding the cast back into every use. SQLite caches its parse per value."""
-        if self.postgres:
-            return query.add_columns(cast(column, JSONB).label("doc")).offset(0)
-        return query.add_columns(column.label("doc"))
-
-    def day(self, column: Any) -> ColumnElement[Any]:
-        """The UTC day of a timestamp, as ``YYYY-MM-DD`` text."""
-        if self.postgres:
-            return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
-        return func.date(column)
 
 
 def videos_asset_ids() -> list[int]:
