@@ -160,6 +160,25 @@ class KlingConnectionSettings:
                             transport=transport, headers={"User-Agent": USER_AGENT})
 
 
+def load_settings(conn: Any) -> KlingConnectionSettings:
+    """A worker's settings of ``conn``, its key masked in the task's logs."""
+    settings = KlingConnectionSettings.from_connection(conn)
+    if settings.api_key:
+        # Airflow's log machinery: a task has it loaded, the triggerer uses aload_settings
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(settings.api_key)
+    return settings
+
+
+async def aload_settings(conn: Any) -> KlingConnectionSettings:
+    """The triggerer's twin of :func:`load_settings`: masks without blocking the loop."""
+    settings = KlingConnectionSettings.from_connection(conn)
+    if settings.api_key:
+        await _connections.amask(settings.api_key)
+    return settings
+
+
 @functools.lru_cache(maxsize=16)
 def default_policy(max_attempts: int) -> RetryPolicy:
     """One frozen policy per retry count, shared by every wait instead of one per wait."""

@@ -23,7 +23,7 @@ import pytest
 from kling_provider import _client, _starting
 from kling_provider._connections import ConnectionCache
 from kling_provider._timings import MetricsCache
-from kling_provider.hooks import kling as hook_module
+from kling_provider.hooks import _base as hook_base
 from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
 from kling_provider.testing.simulator import KlingSimulator
 from tests import hypothesis_profiles  # noqa: F401  (the Hypothesis profile of this run)
@@ -267,7 +267,7 @@ def airflow_sim(simulator: KlingSimulator, kling_env: Callable[..., None], clock
     simulator: operator and trigger waits then take no wall-clock time.
     """
     kling_env(simulator.base_url)
-    monkeypatch.setattr(hook_module, "SystemClock", lambda: clock)
+    monkeypatch.setattr(hook_base, "SystemClock", lambda: clock)
     return simulator
 
 

@@ -93,11 +93,11 @@ def test_model_typo_fails_at_parse_time_with_closest_ids() -> None:
 
 def test_allowed_unknown_model_is_sent_unvalidated(kling_env: Any, clock: Any,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from kling_provider.hooks import kling as hook_module
+    from kling_provider.hooks import _base as hook_base
 
     with KlingSimulator(clock=clock.monotonic, api_keys=None, accept_unknown_models=True) as sim:
         kling_env(sim.base_url)
-        monkeypatch.setattr(hook_module, "SystemClock", lambda: clock)
+        monkeypatch.setattr(hook_base, "SystemClock", lambda: clock)
         operator = KlingGenerateVideoOperator(
             task_id="g", model="klingai/v9-text-to-video", prompt="p", endpoint_family="unified",
             allow_unknown_model=True, deferrable=False, poll_interval=60)

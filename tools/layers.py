@@ -49,10 +49,7 @@ EXCEPTIONS: Mapping[tuple[str, str], str] = {}
 #: In-function imports per module still without their one-line reason (issue 19: each gets one,
 #: or moves to the top of a module imported on first use). The check fails when a module has
 #: more; fewer is fine (lower the figure, or delete the entry at 0).
-REASONS_OWED: Mapping[str, int] = {
-    # Being reworked (issue 19, points 4 and 5): runtime modules importing at their top.
-    "kling_provider.hooks.kling": 1,
-}
+REASONS_OWED: Mapping[str, int] = {}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,110 @@
+"""The step generators behind the hook's methods, bound to one connection's settings.
+
+A method of :class:`~kling_provider.hooks.kling.KlingHook` and its async twin differ only in the
+driver that runs the steps (:func:`kling_provider._client.run` or :func:`~kling_provider._client.arun`);
+what they run is built here, once for both, from the connection's settings and the hook's own
+options (clock, retry policy, logs budget). Nothing here sends a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kling_provider import _client, _pricing, _protocol, _service, _submission, _waiting
+from kling_provider._client import Clock, KlingConnectionSettings
+from kling_provider._protocol import RetryPolicy, Steps
+from kling_provider._schedule import PollScheduleKind, check_poll_schedule
+from kling_provider.catalogue import PreparedRequest
+from kling_provider.exceptions import KlingValidationError
+
+
+class Log(Protocol):
+    """The one call :meth:`Calls.create` makes on the hook's logger (Airflow's or stdlib)."""
+
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+
+
+def exact(client_request_id: str | None) -> _submission.Match:
+    """The usage-log rows of the create request sent with ``client_request_id``."""
+    if not client_request_id:
+        raise KlingValidationError(
+            "Invalid parameter 'client_request_id'=None: give the id the create request was "
+            "sent with.")
+    return lambda row: row.client_request_id == client_request_id
+
+
+def schedule_args(poll_schedule: str, submitted_at: float | None, model: str | None,
+                  duration: int | str | None) -> dict[str, Any]:
+    """A wait's schedule arguments, checked (before any request)."""
+    return {"poll_schedule": check_poll_schedule(poll_schedule), "started_at": submitted_at,
+            "model": model, "duration": int(duration) if duration else None}
+
+
+@dataclass(frozen=True)
+class Calls:
+    """Builds each API call of one hook as steps, for either driver."""
+
+    settings: KlingConnectionSettings
+    clock: Clock
+    policy: RetryPolicy
+    logs_budget: _submission.RateBudget
+
+    def create(self, prepared: PreparedRequest, client_request_id: str | None,
+               log: Log) -> Steps:
+        """The paid POST, announced in ``log`` (the hook's: a task log line before paying)."""
+        log.info("Creating a %s generation on the %s endpoint (client request id %s)",
+                 prepared.body.get("model"), prepared.family, client_request_id)
+        return _protocol.create_steps(
+            prepared.family, prepared.body, self.policy, conn_id=self.settings.conn_id,
+            secrets=self.settings.secrets, client_request_id=client_request_id)
+
+    def find(self, client_request_id: str | None, *, model: str, since: float,
+             deadline: float | None, poll_interval: float,
+             match: _submission.Match | None) -> Steps:
+        now = self.clock.now
+        return _submission.recover_steps(
+            model=model, since=since, match=match or exact(client_request_id),
+            deadline=now() if deadline is None else deadline, interval=poll_interval, now=now,
+            policy=self.policy, conn_id=self.settings.conn_id, budget=self.logs_budget,
+            secrets=self.settings.secrets)
+
+    def fetch(self, generation_id: str, family: str | None) -> Steps:
+        return _protocol.fetch_steps(family or self.settings.endpoint_family, generation_id,
+                                     self.policy, conn_id=self.settings.conn_id,
+                                     secrets=self.settings.secrets)
+
+    def wait(self, generation_id: str, poll_interval: float, deadline: float,
+             family: str | None, schedule: dict[str, Any]) -> Steps:
+        """Poll until done; ``schedule`` from :func:`schedule_args`."""
+        settings = self.settings
+        return _waiting.wait_steps(
+            family or settings.endpoint_family, generation_id, poll_interval=poll_interval,
+            deadline=deadline, now=self.clock.now, policy=self.policy, conn_id=settings.conn_id,
+            secrets=settings.secrets, timings=_client.TIMINGS,  # read now: tests swap it
+            live_timings=settings.live_timings, **schedule)
+
+    def expectation(self, model: str | None, duration: int | None) -> Steps:
+        return _waiting.expectation_steps(model, duration, _client.TIMINGS, now=self.clock.now,
+                                          conn_id=self.settings.conn_id,
+                                          live=self.settings.live_timings)
+
+    def schedule(self, generation_id: str, *, poll_schedule: PollScheduleKind, started_at: float,
+                 poll_interval: float, model: str | None, duration: int | None) -> Steps:
+        return _waiting.schedule_steps(
+            poll_schedule, generation_id, started_at=started_at, poll_interval=poll_interval,
+            model=model, duration=duration, timings=_client.TIMINGS, now=self.clock.now,
+            conn_id=self.settings.conn_id, live=self.settings.live_timings)
+
+    def balance(self) -> Steps:
+        return _service.balance_steps(self.policy, conn_id=self.settings.conn_id,
+                                      secrets=self.settings.secrets)
+
+    def estimate(self, model: str, body: Mapping[str, Any]) -> Steps:
+        return _service.estimate_steps(model, body, self.settings.base_url, _pricing.PRICE_LISTS)
+
+    def probe(self) -> Steps:
+        settings = self.settings
+        return _service.probe_steps(settings.endpoint_family, settings.base_url,
+                                    conn_id=settings.conn_id, secrets=settings.secrets)
