@@ -86,6 +86,14 @@ def test_every_example_without_logical_date_and_pipeline_rerun(
     runs = {dag_id: trigger(airflow, dag_id) for dag_id in EXAMPLES}
     states = {dag_id: finished(airflow, dag_id, run_id) for dag_id, run_id in runs.items()}
     assert states == dict.fromkeys(EXAMPLES, "success"), airflow.diagnostics()
+    # download_to stores the way the download operator does: its copy is a kling://videos event
+    # too (the videos page plays only a video an event names).
+    dragon = xcom(airflow, "kling_dragon", runs["kling_dragon"], "generate")
+    events = airflow.api.get("/api/v2/assets/events", params={
+        "source_dag_id": "kling_dragon", "source_run_id": runs["kling_dragon"]}).json()
+    assert [(e["source_task_id"], e["uri"].rstrip("/"), e["extra"].get("generation_id"),
+             e["extra"].get("uri")) for e in events["asset_events"]] == [
+        ("generate", "kling://videos", dragon["generation_id"], dragon["uri"])]  # Airflow adds "/"
 
     first = pipeline_downloads(airflow, runs["kling_media_pipeline"])
     check_delivered(first, sim)
