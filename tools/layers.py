@@ -41,15 +41,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core",),                            # kling_provider/__init__.py, _*.py, catalogue, types...
 )
 
-#: Imports that break the rules today, as (importer, imported) modules. Each names what removes
-#: it; the engineer who lands that change deletes the entry (the check fails on an entry that
-#: matches no import any more). An entry lifts both the layer rule and the cycle rule for that edge.
+#: Imports allowed to break the layer and cycle rules, as (importer, imported) modules, each with
+#: what removes it: for a change that must land in steps. None today (issue 19 removed the
+#: trigger's and the sensor's imports of operators._flow); the check fails on an entry that
+#: matches no import any more, so whoever removes the import deletes the entry.
 EXCEPTIONS: Mapping[tuple[str, str], str] = {}
-
-#: In-function imports per module still without their one-line reason (issue 19: each gets one,
-#: or moves to the top of a module imported on first use). The check fails when a module has
-#: more; fewer is fine (lower the figure, or delete the entry at 0).
-REASONS_OWED: Mapping[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -131,13 +127,12 @@ def _comment_lines(source: str) -> set[int]:
     return {token.start[0] for token in tokens if token.type == tokenize.COMMENT}
 
 
-def scan(source_root: Path, package: str = PACKAGE) -> tuple[list[Import], dict[str, int],
-                                                              list[tuple[Path, int, str]]]:
+def scan(source_root: Path, package: str = PACKAGE) -> tuple[list[Import], list[tuple[Path, int]]]:
     """Every import of the package's modules, and each in-function import without a reason."""
     files = sorted((source_root / package).rglob("*.py"))
     modules = {module_name(path, source_root) for path in files}
     imports: list[Import] = []
-    unexplained: list[tuple[Path, int, str]] = []
+    unexplained: list[tuple[Path, int]] = []
     for path in files:
         source = path.read_text(encoding="utf-8")
         importer = module_name(path, source_root)
@@ -154,11 +149,8 @@ def scan(source_root: Path, package: str = PACKAGE) -> tuple[list[Import], dict[
                       or explained_until == node.lineno - 1)
             explained_until = end if reason else -1
             if not reason:
-                unexplained.append((path, node.lineno, importer))
-    owed: dict[str, int] = {}
-    for _, _, importer in unexplained:
-        owed[importer] = owed.get(importer, 0) + 1
-    return imports, owed, unexplained
+                unexplained.append((path, node.lineno))
+    return imports, unexplained
 
 
 def _ancestors(module: str, package: str) -> list[str]:
@@ -216,10 +208,9 @@ def _one_cycle(group: Sequence[str], edges: Mapping[str, set[str]]) -> list[str]
 
 
 def check(source_root: Path = ROOT, package: str = PACKAGE, *,
-          exceptions: Mapping[tuple[str, str], str] = EXCEPTIONS,
-          reasons_owed: Mapping[str, int] = REASONS_OWED) -> list[str]:
+          exceptions: Mapping[tuple[str, str], str] = EXCEPTIONS) -> list[str]:
     """What breaks the architecture, one line each (empty: nothing)."""
-    imports, owed, unexplained = scan(source_root, package)
+    imports, unexplained = scan(source_root, package)
     problems: list[str] = []
     used: set[tuple[str, str]] = set()
     edges: dict[str, set[str]] = {}
@@ -248,15 +239,10 @@ def check(source_root: Path = ROOT, package: str = PACKAGE, *,
         problems.append(f"{_rel(first.path, source_root)}:{first.line}: import cycle "
                         f"{' -> '.join(cycle)} (an import under TYPE_CHECKING or a lower module "
                         "for what both need breaks it)")
-    for importer, count in sorted(owed.items()):
-        allowed = reasons_owed.get(importer, 0)
-        if count > allowed:
-            lines = [f"{_rel(path, source_root)}:{line}" for path, line, who in unexplained
-                     if who == importer]
-            problems.append(
-                f"{lines[0]}: {importer} imports inside a function without a one-line reason "
-                f"({count} such imports, {allowed} listed in REASONS_OWED: {', '.join(lines)}); "
-                "add a comment saying why it is not at the top")
+    for path, line in unexplained:
+        problems.append(f"{_rel(path, source_root)}:{line}: an import inside a function without a "
+                        "one-line reason: say why it is not at the top (a comment on it or on "
+                        "the line above), or move it there")
     for key in sorted(set(exceptions) - used):
         problems.append(f"tools/layers.py: EXCEPTIONS lists {key[0]} -> {key[1]}, which no "
                         "module imports any more: delete the entry")
