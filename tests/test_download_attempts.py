@@ -155,7 +155,8 @@ def test_backoff_doubles_up_to_30_s(tmp_path: Path) -> None:
     with httpx.Client(transport=httpx.MockTransport(script)) as client, \
             pytest.raises(KlingDownloadError, match="after 6 attempts"):
         download(client, URL, tmp_path / "v.mp4", auth_headers={}, api_url="https://api.test",
-                 attempts=6, sleep=sleeps.append, hosts=HostPolicy())
+                 overwrite=False, verify_mp4=True, attempts=6, sleep=sleeps.append,
+                 hosts=HostPolicy())
     assert sleeps == [2.0, 4.0, 8.0, 16.0, 30.0] and len(script.requests) == 6
 
 
@@ -202,5 +203,6 @@ def test_the_same_video_stored_meanwhile_by_another_run_is_kept(
     result = this.download_video(URL, tmp_path / "v.mp4", generation_id="g-1")
     assert (result.downloaded, result.uri, result.size, result.sha256) == (
         False, (tmp_path / "v.mp4").resolve().as_uri(), len(MP4), hashlib.sha256(MP4).hexdigest())
-    assert "another run stored" in caplog.text and "g-1" in caplog.text
+    assert (f"Keeping {tmp_path / 'v.mp4'}: another run stored "
+            f"{VideoIdentity.of('g-1', URL).describe()} there meanwhile") in caplog.messages
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4", "v.mp4.kling.json"]

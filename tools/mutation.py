@@ -55,6 +55,7 @@ MODULES: dict[str, tuple[str, ...]] = {
                                  "tests/test_paid_path_rules.py",
                                  "tests/test_submission_recovery_paths.py"),
     "_download.py": ("tests/test_download.py", "tests/test_download_attempts.py",
+                     "tests/test_download_lines.py",
                      "tests/test_download_rules.py",
                      "tests/test_download_race.py", "tests/test_network_errors.py",
                      "tests/test_paid_path_rules.py"),
