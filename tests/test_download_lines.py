@@ -50,7 +50,7 @@ def test_a_retried_attempt_is_said_with_its_number_url_and_cause(
 
 def test_a_stale_temporary_file_is_removed_and_named(
         mock_hook: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    target = tmp_path / "v.mp4"
+    target: Any = tmp_path / "v.mp4"  # a WritablePath (a Path's open() is typed narrower)
     stale = tmp_path / f"{part_prefix(target, VideoIdentity.of('g-1', URL))}dead{_download.PART_SUFFIX}"
     stale.write_bytes(b"half")
     mock_hook(Script(httpx.Response(200, content=MP4))).download_video(
