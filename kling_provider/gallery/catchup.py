@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from kling_provider.gallery import summary as s
@@ -132,9 +132,8 @@ def _changed_runs(session: Session, checked_at: datetime | None, now: datetime
     seen: dict[tuple[str, str], Any] = {}
     for start in range(0, len(candidates), s.BATCH):
         seen.update({(d, r): at for d, r, at in session.execute(
-            select(s.runs.c.dag_id, s.runs.c.run_id, s.runs.c.updated_at).where(tuple_(
-                s.runs.c.dag_id, s.runs.c.run_id).in_(
-                [(d, r) for d, r, _, _ in candidates[start:start + s.BATCH]])))})
+            select(s.runs.c.dag_id, s.runs.c.run_id, s.runs.c.updated_at).where(_of_runs(
+                s.runs.c, [(d, r) for d, r, _, _ in candidates[start:start + s.BATCH]])))})
     found = {(d, r) for d, r, state, at in candidates
              if state in LIVE_RUN_STATES or at is None or seen.get((d, r)) != at}
     # The number of ids pushed (the key's index alone answers it) against the number seen.
@@ -154,14 +153,22 @@ def _changed_runs(session: Session, checked_at: datetime | None, now: datetime
     return found
 
 
+def _of_runs(columns: Any, chunk: Sequence[tuple[str, str]]) -> Any:
+    """Rows of these runs, and perhaps of other runs pairing their DAG and run ids (the caller
+    keeps its own): PostgreSQL reads a list of (dag_id, run_id) pairs row by row, not by index."""
+    return (columns.dag_id.in_(sorted({d for d, _ in chunk}))
+            & columns.run_id.in_(sorted({r for _, r in chunk})))
+
+
 def _resummarise(session: Session, chunk: Sequence[tuple[str, str]]) -> None:
     """Re-summarise these runs from the mirrored events and the runs' XCom."""
     from airflow.models.dagrun import DagRun  # ORM models (~0.4 s): page requests only
     from airflow.models.xcom import XComModel
 
+    wanted = set(chunk)
     dag_runs = {(d, r): (i, at) for i, d, r, at in session.execute(select(
         DagRun.id, DagRun.dag_id, DagRun.run_id, DagRun.updated_at).where(
-        tuple_(DagRun.dag_id, DagRun.run_id).in_(chunk)))}
+        _of_runs(DagRun, chunk))) if (d, r) in wanted}
     ids = {run: i for run, (i, _) in dag_runs.items()}
     pushes: dict[tuple[str, str], list[s.Pushed]] = {}
     counts: dict[tuple[str, str], int] = {}
@@ -189,20 +196,21 @@ def _resummarise(session: Session, chunk: Sequence[tuple[str, str]]) -> None:
                 timestamp=found[GENERATION_ID_KEY].timestamp, generation_id=pushed,
                 result=s.fields(result) if isinstance(result, dict) else None))
     mirrored: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for event in session.execute(select(s.events).where(
-            tuple_(s.events.c.dag_id, s.events.c.run_id).in_(chunk))).mappings():
+    for event in session.execute(select(s.events).where(_of_runs(s.events.c, chunk))).mappings():
         mirrored.setdefault((event["dag_id"], event["run_id"]), []).append(dict(event))
     rows = [row for dag_id, run_id in chunk for row in s.summarise_run(
         dag_id, run_id, mirrored.get((dag_id, run_id), []), pushes.get((dag_id, run_id), []))]
     made = {row["key"] for row in rows}
-    stale = [key for key in session.scalars(select(s.videos.c.key).where(
-        tuple_(s.videos.c.dag_id, s.videos.c.run_id).in_(chunk))) if key not in made]
+    stale = [key for key, d, r in session.execute(select(
+        s.videos.c.key, s.videos.c.dag_id, s.videos.c.run_id).where(_of_runs(s.videos.c, chunk)))
+        if (d, r) in wanted and key not in made]
     for start in range(0, len(stale), s.BATCH):
         session.execute(delete(s.videos).where(s.videos.c.key.in_(stale[start:start + s.BATCH])))
     s.upsert(session, s.videos, rows, update_columns=True)
-    session.execute(delete(s.runs).where(tuple_(s.runs.c.dag_id, s.runs.c.run_id).in_(chunk)))
-    s.upsert(session, s.runs, [  # runs of videos (others are looked at again while recent)
-        {"dag_id": d, "run_id": r, "dag_run_id": dag_runs[(d, r)][0],
-         "pushed": counts.get((d, r), 0), "updated_at": dag_runs[(d, r)][1]}
-        for d, r in chunk if (d, r) in dag_runs and (counts.get((d, r)) or (d, r) in mirrored)],
+    for dag_id, run_id in wanted - set(dag_runs):  # deleted runs (their events may stay)
+        session.execute(delete(s.runs).where(s.runs.c.dag_id == dag_id,
+                                             s.runs.c.run_id == run_id))
+    s.upsert(session, s.runs, [  # every run read, so an unchanged one is not read again
+        {"dag_id": d, "run_id": r, "dag_run_id": i, "pushed": counts.get((d, r), 0),
+         "updated_at": at} for (d, r), (i, at) in sorted(dag_runs.items())],
         update_columns=True)
