@@ -81,3 +81,12 @@ def test_worker_starts_per_generation(tmp_path: Path, airflow_db_template: Path)
         assert xcom("sensor_in_triggerer", "return_value")["generation_id"] == \
             submitted["generation_id"]
         assert sim.ledger.count(method="POST") == 6  # one paid create per generate instance
+
+        # The spend line the triggerer logs when it ends a paying task carries the DAG run's
+        # running total, read through the triggerer's XCom access, like a worker's.
+        logs = [p for p in (airflow.home / "logs").rglob("attempt=*.log*")
+                if p.parent.name == "task_id=ends_in_triggerer" and ".trigger." in p.name]
+        ended = "".join(p.read_text(errors="replace") for p in logs)
+        generation_id = xcom("ends_in_triggerer", "return_value")["generation_id"]
+        assert f"Generation {generation_id} finished in " in ended, [p.name for p in logs]
+        assert "This DAG run so far: " in ended, ended[-2000:]

@@ -2,7 +2,9 @@
 
 Deferred by the generate operators and the sensor. Its serialised kwargs are only the connection
 id, the generation id, the poll interval and schedule, the endpoint family, the model and video
-length, and *absolute* times (submission, deadline), never the key or headers: the poll schedule
+length, *absolute* times (submission, deadline) and, for ``end_from_trigger``, what the task's
+result takes from outside the generation (:class:`~kling_provider._result.Completion`), never
+the key or headers: the poll schedule
 is a function of the time since submission, so a triggerer restart or hand-over resumes the same
 schedule with the same deadline. Polling goes through :meth:`KlingHook.await_for_generation`, the
 same step generator the worker path uses, on the hook's shared async client (aiohttp): nothing
@@ -15,7 +17,9 @@ the loop keeps serving the other triggers meanwhile; triggers arriving together 
 (both in :mod:`kling_provider._starting`).
 
 :func:`generation_from_event` is the single validator of the events it fires, used by
-``execute_complete`` of the operators and the sensor.
+``execute_complete`` of the operators and the sensor. A task that ends here is finished by
+:func:`kling_provider._completion.finish`, like one on a worker (its spend line reads the run's
+other results through the triggerer's XCom access, :func:`run_results`).
 """
 
 from __future__ import annotations
