@@ -258,3 +258,18 @@ def test_the_benchmark_times_the_one_time_catch_up_apart(site: Site,
     assert "one-time catch-up: 4 events, 2 runs in" in capsys.readouterr().out
     assert caught() == catchup.Caught(events=0, runs=0)
     assert total(site) == (6, "8.4")
+
+
+def test_an_event_naming_another_dags_generation_is_a_video_of_its_own_dag(site: Site) -> None:
+    """A DAG author copying red's generation id into their own event gets a card of their own
+    DAG: it neither replaces red's video nor takes over its spend."""
+    write(Runs("red_dag", runs=1, per_run=1))
+    stolen = Runs("red_dag", runs=1, per_run=1).generation_id(0, 0)
+    site.event(DAG, "file:///videos/copy.mp4", stolen, usd_spent=0)
+    assert total(site) == (2, "1.4")
+    assert total(site, dag_id="red_dag") == (1, "1.4")
+    with site.client("admin") as client:
+        found = client.get("/api/videos", params={"generation_id": stolen}).json()
+    assert found["spend"]["total"]["count"] == 2
+    assert {line["label"] for line in found["spend"]["by_run"]} >= {
+        "red_dag / manual__red_dag_000000"}

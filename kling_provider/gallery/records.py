@@ -230,20 +230,22 @@ def _merge(stored: Video, generated: Video) -> Video:
 
 
 def build_videos(events: Iterable[EventRow], generations: Iterable[GenerationRow]) -> list[Video]:
-    """One video per generation, newest first; the newest event wins for a generation."""
-    stored: dict[str, Video] = {}
+    """One video per generation of a DAG run, newest first; the newest event wins for it. An
+    event of another DAG or run naming the same id is another video (as in the summary)."""
+    stored: dict[tuple[str, str, str], Video] = {}
     anonymous: list[Video] = []
     for row in sorted(events, key=lambda r: (r.timestamp, r.event_id), reverse=True):
         video = _from_event(row)
         if video.generation_id is None:
             anonymous.append(video)
-        elif video.generation_id not in stored:
-            stored[video.generation_id] = video
+        else:
+            stored.setdefault((row.source.dag_id, row.source.run_id, video.generation_id), video)
     pending: list[Video] = []
     for generation in generations:
         video = _from_generation(generation)
-        if generation.generation_id in stored:
-            stored[generation.generation_id] = _merge(stored[generation.generation_id], video)
+        key = (generation.source.dag_id, generation.source.run_id, generation.generation_id)
+        if key in stored:
+            stored[key] = _merge(stored[key], video)
         else:
             pending.append(video)
     videos = [*stored.values(), *anonymous, *pending]
