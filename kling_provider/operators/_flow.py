@@ -191,7 +191,7 @@ class GenerationFlow(DurableSubmission, TaskHook):
         stored = self._record(context)
         expected = stored.generation_id if stored else None
         from kling_provider import metrics  # execute time only (parse cost)
-        from kling_provider.triggers.kling import generation_from_event
+        from kling_provider._events import generation_from_event
 
         with metrics.counting_failures(self.model):
             generation = generation_from_event(event, expected_generation_id=expected)

@@ -190,7 +190,7 @@ class KlingGenerationSensor(TaskHook, BaseSensorOperator):
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Validate the trigger event; failures raise (``soft_fail`` turns them into skips)."""
         # execute time only (parse cost)
-        from kling_provider.triggers.kling import generation_from_event
+        from kling_provider._events import generation_from_event
 
         generation = generation_from_event(event, expected_generation_id=self._check_id())
         return self._complete(context, generation)

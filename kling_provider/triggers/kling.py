@@ -16,10 +16,11 @@ imports on a 2-core machine) is imported in a worker thread the first time a tri
 the loop keeps serving the other triggers meanwhile; triggers arriving together start spread out
 (both in :mod:`kling_provider._starting`).
 
-:func:`generation_from_event` is the single validator of the events it fires, used by
-``execute_complete`` of the operators and the sensor. A task that ends here is finished by
-:func:`kling_provider._completion.finish`, like one on a worker (its spend line reads the run's
-other results through the triggerer's XCom access, :func:`run_results`).
+What its events say is written and read in :mod:`kling_provider._events`
+(:func:`generation_from_event`, the one validator, is importable from here too). A task that
+ends here is finished by :func:`kling_provider._completion.finish`, like one on a worker (its
+spend line reads the run's other results through the triggerer's XCom access,
+:func:`run_results`).
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from kling_provider import _starting
 from kling_provider._deferral import RESUME_METHOD, deferral_timeout
+from kling_provider._events import error_event
+from kling_provider._events import generation_from_event as generation_from_event  # public here
+from kling_provider._events import killed_message as killed_message
 from kling_provider._result import RESULT_XCOM_KEY, Completion
 from kling_provider._starting import import_off_loop as import_off_loop  # tests patch it here
 from kling_provider.exceptions import (
     KlingError,
-    KlingGenerationFailedError,
-    KlingTimeoutError,
 )
 from kling_provider.types import Generation
 
@@ -50,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kling_provider")
 
-EVENT_STATUSES = ("success", "failure", "timeout", "error")
 HOOK_MODULE = "kling_provider.hooks.kling"
 #: What finishes a task (result, XCom, spend line, metrics), for ``end_from_trigger``.
 RESULT_MODULE = "kling_provider._completion"
@@ -133,14 +134,8 @@ class KlingGenerationTrigger(BaseTrigger):
                 endpoint_family=self.endpoint_family,
                 poll_schedule=self.poll_schedule,  # type: ignore[arg-type]  # checked there
                 submitted_at=self.submitted_at, model=self.model, duration=self.duration)
-        except KlingGenerationFailedError as exc:
-            event = {**base, "status": "failure", "message": str(exc),
-                     "error_name": exc.error_name, "error_message": exc.error_message}
-        except KlingTimeoutError as exc:
-            event = {**base, "status": "timeout", "message": str(exc)}
         except KlingError as exc:
-            # Auth, credits, unknown id, bad settings: waiting longer cannot fix these.
-            event = {**base, "status": "error", "message": str(exc)}
+            event = error_event(base, exc)
         else:
             if self.end_from_trigger:
                 await import_off_loop(RESULT_MODULE)  # metrics and spend, off the loop
@@ -206,51 +201,6 @@ def run_results(task_instance: Any, task_ids: Sequence[str]) -> list[Any] | None
     except Exception as why:  # never fail a paid, finished generation over a log line
         log.debug("No DAG run total for the spend line: %s", why)
         return None
-
-
-def killed_message(generation_id: str, *, kling_conn_id: str, endpoint_family: str | None,
-                   task: Any = None) -> str:
-    """What a user reads after killing a task that waited for ``generation_id``."""
-    who = ""
-    if task is not None and getattr(task, "task_id", None):
-        index = getattr(task, "map_index", -1)
-        who = (f" (DAG {getattr(task, 'dag_id', '?')!r}, run {getattr(task, 'run_id', '?')!r}, "
-               f"task {task.task_id!r}{f', map index {index}' if index not in (-1, None) else ''})")
-    family = f", endpoint_family={endpoint_family!r}" if endpoint_family else ""
-    return (
-        f"Task killed while waiting for Kling generation {generation_id!r}{who}. The AI/ML API "
-        "cannot cancel a generation: it keeps running and is billed. Its video will be at the "
-        f"URL the API reports when it completes: wait for it with KlingGenerationSensor("
-        f"generation_id={generation_id!r}, kling_conn_id={kling_conn_id!r}{family}), download "
-        f"it with KlingDownloadVideoOperator(generation_id={generation_id!r}, destination=...), "
-        "or find it by this id in the AI/ML API dashboard."
-    )
-
-
-def generation_from_event(event: Any, *, expected_generation_id: str | None = None) -> Generation:
-    """Validate a trigger event; return the completed generation or raise the matching error."""
-    if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
-        raise KlingError(f"Unexpected event from KlingGenerationTrigger: {event!r}")
-    generation_id = event.get("generation_id")
-    if expected_generation_id is not None and generation_id != expected_generation_id:
-        raise KlingError(
-            f"Trigger event is for generation {generation_id!r}, expected "
-            f"{expected_generation_id!r}: {event!r}"
-        )
-    status = event["status"]
-    message = str(event.get("message") or "")
-    if status == "failure":
-        raise KlingGenerationFailedError(message, generation_id=str(generation_id),
-                                         error_name=event.get("error_name"),
-                                         error_message=event.get("error_message"))
-    if status == "timeout":
-        raise KlingTimeoutError(message)
-    if status == "error":
-        raise KlingError(message)
-    data = event.get("generation")
-    if not isinstance(data, dict) or not data.get("video_url"):
-        raise KlingError(f"Success event without a generation video URL: {event!r}")
-    return Generation.from_dict(data)
 
 
 class KlingSubmissionRecoveryTrigger(BaseTrigger):
