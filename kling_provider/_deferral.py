@@ -12,13 +12,14 @@ module's :data:`DEFERRAL_GRACE`), so it imports nothing of the trigger, the hook
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
 from kling_provider._result import Completion
 
 __all__ = ["DEFERRAL_GRACE", "RESUME_METHOD", "WAIT_TRIGGER", "deferral_timeout",
-           "wait_trigger_kwargs"]
+           "video_seconds", "wait_trigger_kwargs"]
 
 #: The deferral outlives the trigger's own deadline by this much, so the trigger's clear timeout
 #: event (naming the generation id) wins over Airflow's generic deferral timeout.
@@ -27,6 +28,22 @@ DEFERRAL_GRACE = timedelta(minutes=5)
 WAIT_TRIGGER = "kling_provider.triggers.kling.KlingGenerationTrigger"
 #: The task method a trigger event resumes (operators and sensor alike).
 RESUME_METHOD = "execute_complete"
+
+
+def video_seconds(duration: Any) -> int | None:
+    """The length a prepared request asks for, as the poll schedule reads it; ``None`` for none.
+
+    A catalogue model's duration is already the schema's integer; a model the catalogue lacks
+    is sent as given, so anything but a finite positive number is no length here (the schedule
+    then uses the documented default), never an error after paying.
+    """
+    if isinstance(duration, bool):
+        return None
+    try:
+        seconds = float(duration)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return round(seconds) if math.isfinite(seconds) and 0 < seconds < 3600 else None
 
 
 def deferral_timeout(wait_seconds: float) -> timedelta:

@@ -1,24 +1,19 @@
 """What the operators do on a worker: submit (once), wait or defer, finish, download, report.
 
-Two mixins: :class:`GenerationFlow` of
-:class:`~kling_provider.operators.kling.KlingGenerateVideoOperator` (``execute`` and its
-continuation after the deferral) and :class:`DownloadFlow` of
-:class:`~kling_provider.operators.kling.KlingDownloadVideoOperator`. The operator module keeps
-what parsing a DAG file needs (arguments, literal checks). The operator classes inherit from these
-mixins, so parsing imports this module too: the hook, the trigger, metrics, spend, pricing and
-lineage are imported in the methods that use them (parse cost), never at the top. Each entry
-point (``execute``, ``execute_complete``, ``execute_recovered``) works with one hook
-(:class:`~kling_provider.hooks._task.TaskHook`), closed when it returns, fails or defers.
+Mixins of the operator classes: :class:`GenerationFlow` (the generate operators' ``execute``,
+``execute_complete``, ``execute_recovered``) and :class:`DownloadFlow` (the download
+operator's ``execute``). Parsing a DAG file imports this module with the classes, so the hook,
+the trigger, metrics, spend and lineage are imported where used (parse cost). Each entry point
+works with one hook (:class:`~kling_provider.hooks._task.TaskHook`), closed at its end.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kling_provider._checks import check_destination, check_max_bytes
-from kling_provider._deferral import wait_trigger_kwargs
+from kling_provider._deferral import video_seconds, wait_trigger_kwargs
 from kling_provider._result import (
     RESULT_XCOM_KEY,
     VIDEO_URL_XCOM_KEY,
@@ -47,22 +42,6 @@ __all__ = ["ESTIMATE_KEY", "DownloadFlow", "GenerationFlow"]
 
 #: ``task_state_store`` key of the price estimated before this task's POST (USD).
 ESTIMATE_KEY = "kling_estimated_usd"
-
-
-def video_seconds(duration: Any) -> int | None:
-    """The length a prepared request asks for, as the poll schedule reads it; ``None`` for none.
-
-    A catalogue model's duration is already the schema's integer; a model the catalogue lacks
-    is sent as given, so anything but a finite positive number is no length here (the schedule
-    then uses the documented default), never an error after paying.
-    """
-    if isinstance(duration, bool):
-        return None
-    try:
-        seconds = float(duration)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return round(seconds) if math.isfinite(seconds) and 0 < seconds < 3600 else None
 
 
 def store_video(context: Context, hook: KlingHook, info: Mapping[str, Any], destination: Any, *,
