@@ -521,3 +521,17 @@ def test_readme_spend_guard_snippet_builds_the_mapped_task() -> None:
     assert (mapped.partial_kwargs["max_cost_usd"], mapped.partial_kwargs["check_balance"]) == (
         2.0, True)
     assert mapped.map_index_template == PROMPT_LABEL_TEMPLATE
+
+
+def test_the_running_total_reads_the_unmapped_generate_tasks_only() -> None:
+    """A mapped generate task is left out of the spend line's total (docs/gallery.rst says so):
+    reading every map index on each completion is one XCom read per index per generation."""
+    from airflow.sdk import DAG
+
+    from kling_provider.operators._flow import generate_task_ids
+
+    with DAG("spend_mapped", schedule=None) as dag:
+        KlingTextToVideoOperator(task_id="single", model=V2_MASTER, prompt="p")
+        KlingTextToVideoOperator.partial(task_id="variants", model=V2_MASTER).expand(
+            prompt=["a", "b", "c"])
+    assert generate_task_ids({"dag": dag}) == ["single"]  # type: ignore[typeddict-unknown-key]

@@ -62,7 +62,10 @@ def store_video(context: Context, hook: KlingHook, info: Mapping[str, Any], dest
 
 
 def generate_task_ids(context: Context) -> list[str]:
-    """The DAG's generate tasks: their results make the spend line's running total."""
+    """The DAG's unmapped generate tasks: their results make the spend line's running total.
+
+    A mapped task is a ``MappedOperator`` here and is left out: its every map index would be
+    read again on each completion (docs/gallery.rst)."""
     return [task.task_id for task in getattr(context.get("dag"), "tasks", ())
             if isinstance(task, GenerationFlow)]
 
@@ -207,8 +210,8 @@ class GenerationFlow(DurableSubmission, TaskHook):
         return dict(result)
 
     def _run_results(self, context: Context) -> list[Any] | None:
-        """The return values of this DAG run's generate tasks so far (every map index), for the
-        running total; ``None`` when they cannot be read (the log line then has no total)."""
+        """The return values of this DAG run's unmapped generate tasks so far, for the running
+        total; ``None`` when they cannot be read (the log line then has no total)."""
         task_ids = generate_task_ids(context)
         if not task_ids:
             return None
