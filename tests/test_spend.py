@@ -534,4 +534,4 @@ def test_the_running_total_reads_the_unmapped_generate_tasks_only() -> None:
         KlingTextToVideoOperator(task_id="single", model=V2_MASTER, prompt="p")
         KlingTextToVideoOperator.partial(task_id="variants", model=V2_MASTER).expand(
             prompt=["a", "b", "c"])
-    assert generate_task_ids({"dag": dag}) == ["single"]  # type: ignore[typeddict-unknown-key]
+    assert generate_task_ids({"dag": dag}) == ["single"]
