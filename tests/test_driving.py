@@ -219,5 +219,7 @@ def test_a_sleeping_wait_keeps_nothing_its_polls_made() -> None:
          "print(json.dumps(t.held_per_wait((1, 12))))"],
         capture_output=True, text=True, check=True, cwd=ROOT, timeout=120)
     after_one, after_twelve = json.loads(done.stdout)
-    assert after_one < 11.5
+    # Python 3.10's asyncio keeps two more objects per task (measured in the version matrix:
+    # 12.96 per wait on 3.10 against 10.96 on 3.11, 3.12 and 3.13, for the same code).
+    assert after_one < (13.5 if sys.version_info < (3, 11) else 11.5)
     assert after_twelve == pytest.approx(after_one, abs=0.5)

@@ -43,6 +43,9 @@ FLOOR = 0.90
 # costs only that first run.
 MODULES: dict[str, tuple[str, ...]] = {
     "_guard.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
+    # The balance read (moved out of _guard.py), the price list and estimate, the probe.
+    "_service.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py",
+                    "tests/test_hook_rules.py", "tests/test_airflow_layer.py"),
     "_pricing.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
     "_schedule.py": ("tests/test_poll_schedule.py", "tests/test_hook_rules.py",
                      "tests/test_paid_path_rules.py"),
