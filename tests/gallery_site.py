@@ -245,3 +245,16 @@ def postgres_database(template: str) -> Iterator[str]:
         yield f"{POSTGRES}/{name}"
     finally:
         postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def site_on_param(request: pytest.FixtureRequest, tmp_path: Path,
+                  airflow_db_template: Path) -> Iterator[Site]:
+    """The body of a ``site`` fixture parametrised by ``"sqlite"`` or ``"postgresql"``: a site with
+    the simple auth manager on SQLite, or on a fresh PostgreSQL database made from the module's
+    ``postgres_template_db`` fixture."""
+    if request.param == "sqlite":
+        yield from make_site(tmp_path, airflow_db_template, SIMPLE)
+        return
+    template = request.getfixturevalue("postgres_template_db")
+    for url in postgres_database(template):
+        yield from make_site(tmp_path, airflow_db_template, SIMPLE, database=url)

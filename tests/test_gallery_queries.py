@@ -18,7 +18,7 @@ import pytest
 
 from kling_provider.gallery import page
 from tests.gallery_seed import Runs, seed, videos_asset
-from tests.gallery_site import SIMPLE, Site, make_site, postgres_database, postgres_template
+from tests.gallery_site import Site, postgres_template, site_on_param
 
 HOURLY = timedelta(hours=1)
 
@@ -31,12 +31,7 @@ def postgres_template_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def site(request: pytest.FixtureRequest, tmp_path: Path,
          airflow_db_template: Path) -> Iterator[Site]:
-    if request.param == "sqlite":
-        yield from make_site(tmp_path, airflow_db_template, SIMPLE)
-        return
-    template = request.getfixturevalue("postgres_template_db")
-    for url in postgres_database(template):
-        yield from make_site(tmp_path, airflow_db_template, SIMPLE, database=url)
+    yield from site_on_param(request, tmp_path, airflow_db_template)
 
 
 def write(*plans: Runs) -> int:
