@@ -98,7 +98,7 @@ clean:
 	rm -rf $(VENV) .venv-* .screenshots dist docs/_build mutants .mypy_cache .pytest_cache .ruff_cache build *.egg-info
 
 # Mutation testing of the paid path (tools/mutation.py): per-module kill rates; fails under 90 %.
-# Slow (minutes per module), so not part of `make test`. One module: make mutation MODULES=_guard.py
+# Slow (minutes per module), so not part of `make test`. One module: make mutation MODULES=_money/guard.py
 .PHONY: mutation
 MODULES ?=
 mutation: $(STAMP)

@@ -34,7 +34,9 @@ from typing import Any
 
 import httpx
 
-from kling_provider import _protocol, _timings, _waiting
+from kling_provider._api import protocol as _protocol
+from kling_provider._wait import timings as _timings
+from kling_provider._wait import waiting as _waiting
 from kling_provider.exceptions import KlingGenerationFailedError
 
 GENERATIONS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000

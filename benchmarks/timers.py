@@ -12,7 +12,7 @@ alternatives, each in a fresh process with ``airflow.sdk`` imported (as in a tri
 - ``lean sleep``: a bare future woken by ``call_later`` with a shared context (no coroutine, no
   context copy per sleep);
 - ``shared timer``: one heap of futures per process and a single armed timer handle;
-- ``kling driver``: what the provider does (``kling_provider._driving``): the chain awaits one
+- ``kling driver``: what the provider does (``kling_provider._runtime.driving``): the chain awaits one
   future for its whole life, and its sleeps are numbers in one heap per loop.
 
 Printed: tracked objects per sleeping wait (what every full collection walks), CPU per wake-up,
@@ -95,7 +95,7 @@ async def child(kind: str, waits: int) -> dict[str, float]:
 
     async def driver() -> None:
         if kind == "kling driver":
-            from kling_provider import _driving
+            from kling_provider._runtime import driving as _driving
 
             def sleeps() -> Generator[float, Any, None]:
                 for _ in range(1000):

@@ -128,13 +128,13 @@ async def child(variant: str, base_url: str, generation_id: str, waits: int,
     elif variant.startswith("trigger"):
         import httpx
 
-        from kling_provider import _protocol
+        from kling_provider._api import protocol as _protocol
         from kling_provider.hooks import kling as hook_module
         from kling_provider.triggers.kling import KlingGenerationTrigger
 
         # A running triggerer has Airflow imported and its settings loaded: so does this one.
         await hook_module.KlingHook("kling_bench").aget_generation(generation_id)
-        from kling_provider import _client
+        from kling_provider._runtime import client as _client
 
         _client.CONNECTIONS.forget()  # a fresh triggerer has looked up nothing yet
         lookup = hook_module.KlingHook.aget_connection

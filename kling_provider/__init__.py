@@ -18,7 +18,7 @@ _PACKAGE = "kling_provider"
 #: on the hook so DAG files can name it without importing httpx (parse cost).
 DEFAULT_CONN_ID = "kling_default"
 #: ``task_state_store`` key of a generate task's submission record (see
-#: :mod:`kling_provider._submission`). Renaming it would orphan the generations of tasks being
+#: :mod:`kling_provider._task.submission`). Renaming it would orphan the generations of tasks being
 #: retried during an upgrade. Here so the operator module can export it without loading those
 #: rules when a DAG file is parsed.
 STATE_KEY = "kling_generation"

@@ -101,7 +101,7 @@ def check_max_bytes(value: Any, *, task_id: str | None = None) -> None:
 
 
 def check_poll_schedule(value: object, *, task_id: str | None = None) -> PollScheduleKind:
-    """``value`` as a schedule kind (:mod:`kling_provider._schedule`), or the error naming what
+    """``value`` as a schedule kind (:mod:`kling_provider._wait.schedule`), or the error naming what
     is allowed."""
     if value not in POLL_SCHEDULES:
         raise _invalid(task_id, "poll_schedule", value,

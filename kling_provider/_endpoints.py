@@ -1,6 +1,6 @@
 """Every AI/ML API path the provider calls, in one table.
 
-The step generators (:mod:`kling_provider._protocol` and the modules beside it) build their
+The step generators (:mod:`kling_provider._api.protocol` and the modules beside it) build their
 requests from it, :func:`kling_provider.catalogue.endpoint_path` answers from it, and the
 simulator (:mod:`kling_provider.testing`) routes by it, so a path the API moves changes here and
 nowhere else. Imports nothing: the catalogue reads it when a DAG file is parsed.

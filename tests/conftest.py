@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider import _client, _starting
-from kling_provider._connections import ConnectionCache
-from kling_provider._timings import MetricsCache
+from kling_provider._runtime import client as _client
+from kling_provider._runtime.connections import ConnectionCache
+from kling_provider._wait import starting as _starting
+from kling_provider._wait.timings import MetricsCache
 from kling_provider.hooks import _base as hook_base
 from kling_provider.hooks.kling import KlingHook, aclose_shared_clients
 from kling_provider.testing.simulator import KlingSimulator

@@ -25,7 +25,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from kling_provider._identity import VideoIdentity, write_sidecar
+from kling_provider._storage.identity import VideoIdentity, write_sidecar
 from kling_provider.gallery import files
 from kling_provider.gallery.app import create_app
 from kling_provider.gallery.plugin import KlingGalleryPlugin

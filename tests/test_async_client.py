@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from kling_provider._aiohttp import AiohttpSender
-from kling_provider._client import ASYNC_CLIENTS
+from kling_provider._runtime.aiohttp_client import AiohttpSender
+from kling_provider._runtime.client import ASYNC_CLIENTS
 from kling_provider.exceptions import (
     KlingNetworkError,
     KlingSubmissionUncertainError,

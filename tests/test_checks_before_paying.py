@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG
 
-from kling_provider._templates import logical_date_keys
+from kling_provider._task.templates import logical_date_keys
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.operators.kling import (
     KlingDownloadVideoOperator,

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider import _identity
+from kling_provider._storage import identity as _identity
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.operators.kling import (

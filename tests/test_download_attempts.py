@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider import _download, _lock
-from kling_provider._download import download, origin
-from kling_provider._hosts import HostPolicy
-from kling_provider._identity import VideoIdentity
+from kling_provider._storage import download as _download
+from kling_provider._storage import lock as _lock
+from kling_provider._storage.download import download, origin
+from kling_provider._storage.hosts import HostPolicy
+from kling_provider._storage.identity import VideoIdentity
 from kling_provider.exceptions import KlingDownloadError
 from tests.conftest import SECRET_KEY, FakeClock, Script
 from tests.test_download import MP4

@@ -18,8 +18,8 @@ import httpcore
 import httpx
 import pytest
 
-from kling_provider._body import READ_SIZE, BodyStream, body_chunks
-from kling_provider._hosts import HostPolicy, guarded_transport
+from kling_provider._storage.body import READ_SIZE, BodyStream, body_chunks
+from kling_provider._storage.hosts import HostPolicy, guarded_transport
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.testing.simulator import KlingSimulator
 from tests.test_download import ready

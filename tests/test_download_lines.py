@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider import _download
-from kling_provider._download import check_video_url, origin, part_prefix
-from kling_provider._identity import VideoIdentity
+from kling_provider._storage import download as _download
+from kling_provider._storage.download import check_video_url, origin, part_prefix
+from kling_provider._storage.identity import VideoIdentity
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 from tests.conftest import Script
 from tests.test_download import MP4

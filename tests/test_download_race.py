@@ -89,7 +89,7 @@ def test_a_claim_held_by_another_process_is_waited_for(tmp_path: Path,
     import json
     import time
 
-    from kling_provider import _lock
+    from kling_provider._storage import lock as _lock
     from kling_provider.exceptions import KlingDownloadError
 
     target = tmp_path / "clip.mp4"
@@ -110,7 +110,7 @@ def test_a_claim_held_by_another_process_is_waited_for(tmp_path: Path,
 def test_a_claim_held_by_another_thread_is_waited_for(tmp_path: Path, memory_folder: Any,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       where: str) -> None:
-    from kling_provider import _lock
+    from kling_provider._storage import lock as _lock
     from kling_provider.exceptions import KlingDownloadError
 
     target = (tmp_path if where == "file" else memory_folder) / "clip.mp4"

@@ -27,8 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kling_provider._checks import DEFAULT_MAX_BYTES
-from kling_provider._hosts import HostPolicy
-from kling_provider._lineage import dataset_id
+from kling_provider._storage.hosts import HostPolicy
+from kling_provider._storage.lineage import dataset_id
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.operators.kling import KlingDownloadVideoOperator, KlingGenerateVideoOperator
@@ -169,7 +169,7 @@ def test_generate_operator_download_to_takes_max_bytes(airflow_sim: KlingSimulat
 
 KILLED_MID_DOWNLOAD = textwrap.dedent("""
     import os, signal, sys
-    from kling_provider import _download
+    from kling_provider._storage import download as _download
     from kling_provider.hooks.kling import KlingHook
 
     real = _download.body_chunks

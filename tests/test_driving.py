@@ -23,8 +23,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kling_provider import _driving
-from kling_provider._driving import Timetable
+from kling_provider._runtime import driving as _driving
+from kling_provider._runtime.driving import Timetable
 
 ROOT = Path(__file__).resolve().parent.parent
 

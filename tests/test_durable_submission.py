@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
-from kling_provider import _submission
+from kling_provider._task import submission as _submission
 from kling_provider.exceptions import KlingError, KlingGenerationNotFoundError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.links.kling import VIDEO_URL_XCOM_KEY

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kling_provider._identity import SIDECAR_SUFFIX, VideoIdentity, write_sidecar
+from kling_provider._storage.identity import SIDECAR_SUFFIX, VideoIdentity, write_sidecar
 from kling_provider.gallery import files
 from tests.gallery_site import SAMPLE, SIMPLE, Site, make_site
 

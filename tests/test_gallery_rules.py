@@ -193,7 +193,7 @@ def test_empty_page_says_why() -> None:
 def _stored(target: Path, generation_id: str | None, data: bytes) -> None:
     import hashlib
 
-    from kling_provider._identity import VideoIdentity, write_sidecar
+    from kling_provider._storage.identity import VideoIdentity, write_sidecar
 
     target.write_bytes(data)
     write_sidecar(target, VideoIdentity.of(generation_id, "https://cdn.test/v.mp4"),
@@ -231,7 +231,7 @@ def test_object_storage_copies_are_served_only_under_their_root() -> None:
     target.write_bytes(SAMPLE.read_bytes())
     import hashlib
 
-    from kling_provider._identity import VideoIdentity, write_sidecar
+    from kling_provider._storage.identity import VideoIdentity, write_sidecar
 
     write_sidecar(target, VideoIdentity.of("g1", "https://cdn.test/v.mp4"),
                   size=SAMPLE.stat().st_size, sha256=hashlib.sha256(SAMPLE.read_bytes()).hexdigest())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from kling_provider._spend import exact_amount as money
+from kling_provider._money.spend import exact_amount as money
 from kling_provider.gallery import page
 from kling_provider.gallery.records import Filters, TaskRef, Video, summarise
 

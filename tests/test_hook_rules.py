@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider import _protocol
+from kling_provider._api import protocol as _protocol
 from kling_provider.exceptions import (
     KlingAuthenticationError,
     KlingGenerationFailedError,

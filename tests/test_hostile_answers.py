@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from kling_provider import metrics
-from kling_provider._pricing import estimate_price
-from kling_provider._spend import format_duration, spend_summary, with_cost_headers
+from kling_provider._money.pricing import estimate_price
+from kling_provider._money.spend import format_duration, spend_summary, with_cost_headers
 from kling_provider.operators.kling import KlingGenerateVideoOperator
 from kling_provider.testing.simulator import KlingSimulator
 from kling_provider.types import Generation

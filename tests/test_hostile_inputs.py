@@ -17,7 +17,7 @@ import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk import DAG
 
-from kling_provider._submission import STATE_KEY
+from kling_provider._task.submission import STATE_KEY
 from kling_provider.catalogue import prepare_request
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.operators.kling import KlingGenerateVideoOperator, KlingTextToVideoOperator

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider import _submission
-from kling_provider._protocol import RetryPolicy
-from kling_provider._submission import STATE_KEY, SubmissionRecord, lookup_steps, parse_rows
+from kling_provider._api.protocol import RetryPolicy
+from kling_provider._task import submission as _submission
+from kling_provider._task.submission import STATE_KEY, SubmissionRecord, lookup_steps, parse_rows
 from kling_provider.exceptions import KlingError
 from kling_provider.testing.simulator import KlingSimulator
 from tests.conftest import FakeClock, StateStoreStub, context_for

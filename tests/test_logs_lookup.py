@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider import _submission
-from kling_provider._protocol import ApiRequest, RetryPolicy
-from kling_provider._submission import LogRow, RateBudget
+from kling_provider._api.protocol import ApiRequest, RetryPolicy
+from kling_provider._task import submission as _submission
+from kling_provider._task.submission import LogRow, RateBudget
 from kling_provider.exceptions import KlingAuthenticationError
 
 MODEL = "klingai/v2-master-text-to-video"

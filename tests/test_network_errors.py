@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider._network import transport_cause
+from kling_provider._api.network import transport_cause
 from kling_provider.exceptions import KlingDownloadError, KlingNetworkError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.testing.simulator import KlingSimulator

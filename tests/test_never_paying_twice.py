@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
-from kling_provider._submission import STATE_KEY
+from kling_provider._task.submission import STATE_KEY
 from kling_provider.exceptions import KlingGenerationFailedError, KlingSubmissionUncertainError
 from kling_provider.hooks.kling import aclose_shared_clients
 from kling_provider.operators.kling import KlingGenerateVideoOperator

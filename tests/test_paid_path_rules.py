@@ -13,9 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider import _guard, _pricing, _submission
-from kling_provider._pricing import PriceEstimate, estimate_price, find_pricing, request_as_sent
-from kling_provider._submission import SubmissionRecord
+from kling_provider._money import guard as _guard
+from kling_provider._money import pricing as _pricing
+from kling_provider._money.pricing import PriceEstimate, estimate_price, find_pricing, request_as_sent
+from kling_provider._task import submission as _submission
+from kling_provider._task.submission import SubmissionRecord
 from kling_provider.exceptions import (
     KlingAuthenticationError,
     KlingCostLimitError,

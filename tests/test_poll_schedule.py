@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kling_provider import _client
-from kling_provider._schedule import (
+from kling_provider._runtime import client as _client
+from kling_provider._wait.schedule import (
     BACKOFF,
     DENSE_GAP,
     JITTER_SPAN,
@@ -26,7 +26,7 @@ from kling_provider._schedule import (
     check_poll_schedule,
     phase_of,
 )
-from kling_provider._timings import (
+from kling_provider._wait.timings import (
     Expectation,
     MetricsCache,
     documented_expectation,
@@ -34,7 +34,7 @@ from kling_provider._timings import (
     live_expectation,
     model_from_generation_id,
 )
-from kling_provider._waiting import seconds_text
+from kling_provider._wait.waiting import seconds_text
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.sensors.kling import KlingGenerationSensor

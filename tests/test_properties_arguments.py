@@ -28,8 +28,8 @@ from airflow.sdk import DAG
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
-from kling_provider import _protocol
-from kling_provider._submission import STATE_KEY
+from kling_provider._api import protocol as _protocol
+from kling_provider._task.submission import STATE_KEY
 from kling_provider.catalogue import list_models
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.operators.kling import KlingGenerateVideoOperator

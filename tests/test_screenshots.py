@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from kling_provider._pricing import request_as_sent
+from kling_provider._money.pricing import request_as_sent
 from kling_provider.operators.kling import KlingGenerateVideoOperator
 from kling_provider.testing._billing import CREDITS_PER_USD, price_of, simulator_price_list
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kling_provider._client import ASYNC_CLIENTS
+from kling_provider._runtime.client import ASYNC_CLIENTS
 from kling_provider.exceptions import (
     KlingDownloadError,
     KlingGenerationFailedError,

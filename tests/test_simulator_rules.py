@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-import kling_provider._pricing
+import kling_provider._money.pricing
 from kling_provider.testing._billing import UNPRICED_USD, price_of
 from kling_provider.testing.simulator import KlingSimulator
 from tests.conftest import SECRET_KEY
@@ -42,7 +42,7 @@ def test_charges_come_from_the_simulators_own_prices(simulator: KlingSimulator,
     def not_here(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the simulator priced with the provider's estimate")
 
-    monkeypatch.setattr(kling_provider._pricing, "estimate_price", not_here)
+    monkeypatch.setattr(kling_provider._money.pricing, "estimate_price", not_here)
     created = post(simulator, {"model": model, "prompt": "p", **extra}, path)
     assert created.status_code == 200, created.text
     [generation] = simulator._generations.values()

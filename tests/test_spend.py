@@ -18,21 +18,22 @@ import httpx
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
-from kling_provider import _pricing, metrics
-from kling_provider._lineage import dataset_id
-from kling_provider._pricing import (
+from kling_provider import metrics
+from kling_provider._money import pricing as _pricing
+from kling_provider._money.pricing import (
     PRICE_LISTS,
     estimate_price,
     find_pricing,
     request_as_sent,
 )
-from kling_provider._spend import (
+from kling_provider._money.spend import (
     format_duration,
     format_usd,
     run_total,
     spend_summary,
     with_cost_headers,
 )
+from kling_provider._storage.lineage import dataset_id
 from kling_provider.catalogue import endpoint_path
 from kling_provider.exceptions import (
     KlingCostLimitError,

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from kling_provider import _client, _starting
-from kling_provider._connections import ConnectionCache
-from kling_provider._starting import StartPacer, import_off_loop
+from kling_provider._runtime import client as _client
+from kling_provider._runtime.connections import ConnectionCache
+from kling_provider._wait import starting as _starting
+from kling_provider._wait.starting import StartPacer, import_off_loop
 from kling_provider.hooks.kling import KlingConnectionSettings, KlingHook
 from tests.conftest import SECRET_KEY
 

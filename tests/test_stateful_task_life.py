@@ -36,7 +36,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from kling_provider._submission import STATE_KEY
+from kling_provider._task.submission import STATE_KEY
 from kling_provider.exceptions import KlingError, KlingSubmissionUncertainError
 from kling_provider.operators.kling import KlingGenerateVideoOperator
 from kling_provider.testing.simulator import KlingSimulator

@@ -14,8 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from kling_provider import _protocol, _submission
-from kling_provider._submission import Action, RateBudget, SubmissionRecord, decide
+from kling_provider._api import protocol as _protocol
+from kling_provider._task import submission as _submission
+from kling_provider._task.submission import Action, RateBudget, SubmissionRecord, decide
 from kling_provider.exceptions import KlingAuthenticationError, KlingValidationError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.testing.simulator import Faults, KlingSimulator

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
-from kling_provider import _submission
+from kling_provider._task import submission as _submission
 from kling_provider.catalogue import endpoint_path, list_models
 from kling_provider.exceptions import KlingError, KlingSubmissionUncertainError
 from kling_provider.hooks.kling import KlingHook

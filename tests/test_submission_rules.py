@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from kling_provider import _submission
-from kling_provider._submission import Action, LogRow, RateBudget, SubmissionRecord, decide
+from kling_provider._task import submission as _submission
+from kling_provider._task.submission import Action, LogRow, RateBudget, SubmissionRecord, decide
 from kling_provider.exceptions import KlingValidationError
 
 MODEL = "klingai/v2-master-text-to-video"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
-from kling_provider import _protocol
+from kling_provider._api import protocol as _protocol
 from kling_provider.exceptions import (
     KlingGenerationFailedError,
     KlingSubmissionUncertainError,

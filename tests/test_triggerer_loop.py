@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from kling_provider._starting import import_off_loop
+from kling_provider._wait.starting import import_off_loop
 
 
 def test_the_trigger_module_leaves_the_http_stack_unimported() -> None:
     code = ("import sys, json, airflow.triggers.base\n"
             "import kling_provider.triggers.kling\n"
-            "print(json.dumps([m for m in ('aiohttp', 'kling_provider._aiohttp', "
+            "print(json.dumps([m for m in ('aiohttp', 'kling_provider._runtime.aiohttp_client', "
             "'kling_provider.hooks.kling') if m in sys.modules]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=120)

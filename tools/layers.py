@@ -1,8 +1,9 @@
 """The architecture check run by ``make lint``: which part of ``kling_provider`` may import which.
 
 The map (docs/development.rst, "Architecture") in code. Every module of the package belongs to one
-*component* (its subpackage, or ``core`` for the modules directly under ``kling_provider/`` and
-its ``__init__.py``); :data:`LAYERS` orders them. Importing any module runs the package's
+*component* (its subpackage: a public one such as ``operators`` or a private group of modules by
+concern such as ``_api``; or ``core`` for the modules directly under ``kling_provider/``, the
+foundation every part shares); :data:`LAYERS` orders them. Importing any module runs the package's
 ``__init__`` first, so the cycle rule lets it import only modules that import nothing of the
 package (``_endpoints.py``). The check reads the
 source (``ast``, nothing is imported) and fails on:
@@ -38,7 +39,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("triggers",),                        # the triggerer's half of a wait (deferred to from above)
     ("hooks", "links"),                   # the API client users call; the task's UI link
     ("gallery",),                         # the videos page (links build its URLs)
-    ("core",),                            # kling_provider/__init__.py, _*.py, catalogue, types...
+    ("_runtime",),                        # what runs the steps: settings, clients, drivers (I/O)
+    ("_wait",),                           # when to poll, timings, the trigger's arguments/events
+    ("_storage", "_task"),                # a video on disk; one paid submission, a task's result
+    ("_api",),                            # the protocol as I/O-free step generators
+    ("_money",),                          # costs, estimates and the guard before paying
+    ("core",),                            # __init__, exceptions, types, catalogue, metrics...
 )
 
 #: Imports allowed to break the layer and cycle rules, as (importer, imported) modules, each with

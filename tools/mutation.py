@@ -19,7 +19,7 @@ Why a timeout is a kill here: mutmut's own wall-clock limit counts time spent wa
 counts only the time a mutant's processes were blocked; see that module.
 
 Usage: ``python tools/mutation.py [MODULE ...] [--workers N]`` (modules as paths under
-``kling_provider/``, e.g. ``_guard.py``; default: all of them).
+``kling_provider/``, e.g. ``_money/guard.py``; default: all of them).
 """
 
 from __future__ import annotations
@@ -42,14 +42,14 @@ FLOOR = 0.90
 # that called the mutated function in its first (stats) run over these files, so a wider list
 # costs only that first run.
 MODULES: dict[str, tuple[str, ...]] = {
-    "_guard.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
-    # The balance read (moved out of _guard.py), the price list and estimate, the probe.
-    "_service.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py",
+    "_money/guard.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
+    # The balance read (moved out of _money/guard.py), the price list and estimate, the probe.
+    "_api/service.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py",
                     "tests/test_hook_rules.py", "tests/test_airflow_layer.py"),
-    "_pricing.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
-    "_schedule.py": ("tests/test_poll_schedule.py", "tests/test_hook_rules.py",
+    "_money/pricing.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
+    "_wait/schedule.py": ("tests/test_poll_schedule.py", "tests/test_hook_rules.py",
                      "tests/test_paid_path_rules.py"),
-    "_submission.py": ("tests/test_submission.py", "tests/test_submission_rules.py",
+    "_task/submission.py": ("tests/test_submission.py", "tests/test_submission_rules.py",
                        "tests/test_logs_lookup.py", "tests/test_never_paying_twice.py",
                        "tests/test_terminal_answers.py", "tests/test_paid_path_rules.py"),
     "operators/_submission.py": ("tests/test_durable_submission.py", "tests/test_airflow_layer.py",
@@ -57,7 +57,7 @@ MODULES: dict[str, tuple[str, ...]] = {
                                  "tests/test_checks_before_paying.py", "tests/test_spend.py",
                                  "tests/test_paid_path_rules.py",
                                  "tests/test_submission_recovery_paths.py"),
-    "_download.py": ("tests/test_download.py", "tests/test_download_attempts.py",
+    "_storage/download.py": ("tests/test_download.py", "tests/test_download_attempts.py",
                      "tests/test_download_lines.py",
                      "tests/test_download_rules.py",
                      "tests/test_download_race.py", "tests/test_network_errors.py",

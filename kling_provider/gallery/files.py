@@ -7,7 +7,7 @@ only when all of these hold (:func:`open_verified`):
   video_roots``): local paths resolved first (a symlink out of a root is refused), object storage
   only under a root with the same scheme, connection id and bucket (so it is opened through the
   connection the download used);
-- its ``<file>.kling.json`` sidecar, written by the download (:mod:`kling_provider._identity`),
+- its ``<file>.kling.json`` sidecar, written by the download (:mod:`kling_provider._storage.identity`),
   names the same generation (or, like the event, none), the size of the open file, and the
   SHA-256 of its bytes (hashed from the handle that is then served);
 - it is a regular file that starts like an MP4 (an ``ftyp`` box).
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 from urllib.parse import unquote, urlsplit
 
-from kling_provider._identity import SIDECAR_SUFFIX, read_sidecar
+from kling_provider._storage.identity import SIDECAR_SUFFIX, read_sidecar
 
 CHUNK = 256 * 1024
 #: A sidecar is a few hundred bytes; anything much larger is not one.

@@ -3,7 +3,7 @@
 A generation is in flight while the task that submitted it has not finished: its ``generation_id``
 XCom is pushed right after the create POST, and the task is still deferred (waiting in the
 triggerer), running (waiting on a worker) or about to resume. The expected time comes from the
-same table the waits schedule their polls with (:func:`kling_provider._timings.
+same table the waits schedule their polls with (:func:`kling_provider._wait.timings.
 documented_expectation`, per model and video length); the model is read off the generation id,
 the length from the trigger's arguments when the task is deferred (5 s otherwise, the API's
 default). ``progress`` and ``as_json`` are pure; ``load`` is the database edge; ``render`` and
@@ -56,7 +56,7 @@ class Progress:
 def expected(generation_id: str, duration: int | None) -> tuple[str | None, float, float, float]:
     """The model a generation id names and its ``(early, typical, late)`` seconds."""
     # the timings table: read only for a card in flight
-    from kling_provider._timings import documented_expectation, model_from_generation_id
+    from kling_provider._wait.timings import documented_expectation, model_from_generation_id
 
     model = model_from_generation_id(generation_id)
     window = documented_expectation(model, duration)

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from kling_provider._spend import exact_amount
+from kling_provider._money.spend import exact_amount
 
 #: The XCom / extra fields the money side writes (absent on older runs: shown as "-").
 CREDITS_KEYS = ("credits_used",)

@@ -13,14 +13,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, cast, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 
-from kling_provider._result import GENERATION_ID_XCOM_KEY, RESULT_XCOM_KEY, VIDEOS_ASSET_URI
+from kling_provider._task.result import GENERATION_ID_XCOM_KEY, RESULT_XCOM_KEY, VIDEOS_ASSET_URI
 from kling_provider.gallery.records import EventRow, TaskRef
 
 #: The download operator's default Asset; Airflow stores its URI normalised with a trailing "/".
 VIDEOS_ASSET_URIS = (VIDEOS_ASSET_URI, f"{VIDEOS_ASSET_URI}/")
 #: The generate operators push the id under this key right after the POST (durable submission).
 GENERATION_ID_KEY = GENERATION_ID_XCOM_KEY
-#: The generate operators' result (:class:`kling_provider._result.GenerationResult`).
+#: The generate operators' result (:class:`kling_provider._task.result.GenerationResult`).
 RESULT_KEY = RESULT_XCOM_KEY
 
 

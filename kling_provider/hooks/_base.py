@@ -3,7 +3,7 @@
 :class:`~kling_provider.hooks.kling.KlingHook` builds on it and adds the methods users call; this
 base holds what every one of them needs (the connection's settings, loaded once, the worker's
 client, the choice of driver) and what Airflow asks of a hook's connection (its form, its test).
-The machinery itself (settings, clock, drivers, shared clients) is :mod:`kling_provider._client`.
+The machinery itself (settings, clock, drivers, shared clients) is :mod:`kling_provider._runtime.client`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from typing import Any
 import httpx
 from airflow.sdk import BaseHook
 
-from kling_provider import CONNECTION_FIELD_BEHAVIOUR, DEFAULT_CONN_ID, _calls, _client, _protocol
-from kling_provider._client import Clock, KlingConnectionSettings, SystemClock
-from kling_provider._submission import SHARED_LOGS_BUDGET, RateBudget
+from kling_provider import CONNECTION_FIELD_BEHAVIOUR, DEFAULT_CONN_ID
+from kling_provider._api import protocol as _protocol
+from kling_provider._runtime import calls as _calls
+from kling_provider._runtime import client as _client
+from kling_provider._runtime.client import Clock, KlingConnectionSettings, SystemClock
+from kling_provider._task.submission import SHARED_LOGS_BUDGET, RateBudget
 from kling_provider.exceptions import KlingError
 
 
@@ -61,7 +64,7 @@ class KlingConnectionHook(BaseHook):
 
     async def asettings(self) -> KlingConnectionSettings:
         """Connection settings without blocking the loop: one lookup per connection and process,
-        shared by every wait and refreshed in the background (:mod:`kling_provider._connections`)."""
+        shared by every wait and refreshed in the background (:mod:`kling_provider._runtime.connections`)."""
         if self._settings is None:
             self._settings = await _client.CONNECTIONS.get(self.kling_conn_id, self._alookup)
         return self._settings

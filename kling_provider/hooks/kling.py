@@ -2,8 +2,8 @@
 
 Workers use the sync methods (``create_generation``, ``wait_for_generation``, ``download_video``),
 the triggerer the async twins (``acreate_generation``, ``aget_generation``,
-``await_for_generation``). A thin front: each method runs the steps :mod:`kling_provider._calls`
-builds (all request, retry and error logic) with the drivers of :mod:`kling_provider._client`; the
+``await_for_generation``). A thin front: each method runs the steps :mod:`kling_provider._runtime.calls`
+builds (all request, retry and error logic) with the drivers of :mod:`kling_provider._runtime.client`; the
 connection part is :class:`~kling_provider.hooks._base.KlingConnectionHook`.
 
 Connection (``conn_type="kling"``): password = API key; host = API base URL (default
@@ -18,18 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kling_provider import (
-    DEFAULT_CONN_ID,
-    _calls,
-    _download,
-    _endpoints,
-    _guard,
-    _pricing,
-    _submission,
-    _timings,
-)
+from kling_provider import DEFAULT_CONN_ID, _endpoints
 from kling_provider._checks import wait_seconds
-from kling_provider._client import (
+from kling_provider._money import guard as _guard
+from kling_provider._money import pricing as _pricing
+from kling_provider._money.spend import format_usd
+from kling_provider._runtime import calls as _calls
+from kling_provider._runtime.client import (
     DEFAULT_HOST,
     USER_AGENT,
     Clock,
@@ -37,8 +32,10 @@ from kling_provider._client import (
     SystemClock,
     aclose_shared_clients,
 )
-from kling_provider._schedule import DEFAULT_POLL_INTERVAL, PollSchedule, PollScheduleKind
-from kling_provider._spend import format_usd
+from kling_provider._storage import download as _download
+from kling_provider._task import submission as _submission
+from kling_provider._wait import timings as _timings
+from kling_provider._wait.schedule import DEFAULT_POLL_INTERVAL, PollSchedule, PollScheduleKind
 from kling_provider.catalogue import PreparedRequest, prepare_request
 from kling_provider.hooks._base import KlingConnectionHook
 from kling_provider.types import Generation
@@ -186,7 +183,7 @@ class KlingHook(KlingConnectionHook):
 
         :param poll_interval: the longest gap between two polls.
         :param poll_schedule: ``adaptive`` (default: polls placed around when ``model`` should
-            finish, see :mod:`kling_provider._schedule`) or ``fixed`` (every ``poll_interval``).
+            finish, see :mod:`kling_provider._wait.schedule`) or ``fixed`` (every ``poll_interval``).
         :param submitted_at: epoch seconds of the submission (default: now); adaptive polls
             count from it.
         :param model: the generation's model (default: the one its id names), which places the

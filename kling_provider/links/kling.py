@@ -16,9 +16,9 @@ from typing import Any
 from airflow.sdk import BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
-from kling_provider._result import GENERATION_ID_XCOM_KEY as GENERATION_ID_XCOM_KEY
-from kling_provider._result import RESULT_XCOM_KEY
-from kling_provider._result import VIDEO_URL_XCOM_KEY as VIDEO_URL_XCOM_KEY
+from kling_provider._task.result import GENERATION_ID_XCOM_KEY as GENERATION_ID_XCOM_KEY
+from kling_provider._task.result import RESULT_XCOM_KEY
+from kling_provider._task.result import VIDEO_URL_XCOM_KEY as VIDEO_URL_XCOM_KEY
 from kling_provider.gallery import gallery_link
 
 

@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kling_provider._checks import check_destination, check_max_bytes
-from kling_provider._deferral import video_seconds, wait_trigger_kwargs
-from kling_provider._result import (
+from kling_provider._task.result import (
     RESULT_XCOM_KEY,
     VIDEO_URL_XCOM_KEY,
     Completion,
@@ -22,6 +21,7 @@ from kling_provider._result import (
     download_result,
     generation_result,
 )
+from kling_provider._wait.deferral import video_seconds, wait_trigger_kwargs
 from kling_provider.exceptions import KlingError, KlingValidationError
 from kling_provider.hooks._task import TaskHook, closes_hook
 from kling_provider.operators._submission import DurableSubmission
@@ -29,8 +29,8 @@ from kling_provider.operators._submission import DurableSubmission
 if TYPE_CHECKING:
     from airflow.sdk import Asset, BaseOperator, Context
 
-    from kling_provider._result import DownloadResult
-    from kling_provider._schedule import PollScheduleKind
+    from kling_provider._task.result import DownloadResult
+    from kling_provider._wait.schedule import PollScheduleKind
     from kling_provider.hooks.kling import KlingHook
     from kling_provider.types import Generation
 
@@ -121,7 +121,7 @@ class GenerationFlow(DurableSubmission, TaskHook):
         if stage is Stage.DONE:
             return self._complete(context, generation, family, submitted_at=submitted_at)
         if stage is Stage.FAILED:
-            from kling_provider._protocol import generation_failed  # execute time only (parse cost)
+            from kling_provider._api.protocol import generation_failed  # execute time only (parse cost)
 
             raise generation_failed(generation)
         if not self.wait_for_completion:
@@ -173,7 +173,7 @@ class GenerationFlow(DurableSubmission, TaskHook):
         stored = self._record(context)
         expected = stored.generation_id if stored else None
         from kling_provider import metrics  # execute time only (parse cost)
-        from kling_provider._events import generation_from_event
+        from kling_provider._wait.events import generation_from_event
 
         with metrics.counting_failures(self.model):
             generation = generation_from_event(event, expected_generation_id=expected)
@@ -190,7 +190,7 @@ class GenerationFlow(DurableSubmission, TaskHook):
 
     def _complete(self, context: Context, generation: Generation, family: str | None, *,
                   submitted_at: float | None = None) -> dict[str, Any]:
-        from kling_provider._completion import finish  # execute time only (parse cost)
+        from kling_provider._task.completion import finish  # execute time only (parse cost)
 
         hook = self.hook
         ti = context["ti"]
@@ -224,7 +224,7 @@ class GenerationFlow(DurableSubmission, TaskHook):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): image URLs in, the video out."""
-        from kling_provider._lineage import operator_lineage  # execute time only (parse cost)
+        from kling_provider._storage.lineage import operator_lineage  # execute time only (parse cost)
 
         prepared = getattr(self, "_prepared", None)
         sent = prepared.body if prepared is not None else {}
@@ -264,7 +264,7 @@ class DownloadFlow(TaskHook, _Operator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): the video URL in, the stored copy out."""
-        from kling_provider._lineage import operator_lineage  # execute time only (parse cost)
+        from kling_provider._storage.lineage import operator_lineage  # execute time only (parse cost)
 
         inputs, outputs = getattr(self, "_lineage", ([], []))
         return operator_lineage(inputs, outputs)

@@ -1,6 +1,6 @@
 """The Airflow side of "exactly one paid generation per task": reading and writing the record.
 
-The rules live in :mod:`kling_provider._submission` (pure); this mixin only connects them to a
+The rules live in :mod:`kling_provider._task.submission` (pure); this mixin only connects them to a
 task: ``task_state_store``, XCom, the hook and deferral. Order of writes is the point:
 
 * the intent goes to ``task_state_store`` *before* the POST;
@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from kling_provider._result import GENERATION_ID_XCOM_KEY, VIDEO_URL_XCOM_KEY
+from kling_provider._task.result import GENERATION_ID_XCOM_KEY, VIDEO_URL_XCOM_KEY
 from kling_provider.exceptions import (
     KlingError,
     KlingGenerationNotFoundError,
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     # imports this mixin with the operator class and needs none of them (parse cost).
     from airflow.sdk import BaseOperator, Context
 
-    from kling_provider import _submission
-    from kling_provider._submission import SubmissionRecord
+    from kling_provider._task import submission as _submission
+    from kling_provider._task.submission import SubmissionRecord
     from kling_provider.catalogue import PreparedRequest
     from kling_provider.hooks.kling import KlingHook
     from kling_provider.types import Generation
@@ -124,13 +124,13 @@ class DurableSubmission(_Operator):
         return context.get("task_state_store")
 
     def _record(self, context: Context) -> SubmissionRecord | None:
-        from kling_provider import _submission  # execute time only (parse cost)
+        from kling_provider._task import submission as _submission  # execute time only (parse cost)
 
         store = self._store(context)
         return _submission.SubmissionRecord.from_json(store.get(_submission.STATE_KEY)) if store else None
 
     def _write(self, context: Context, record: SubmissionRecord) -> None:
-        from kling_provider import _submission  # execute time only (parse cost)
+        from kling_provider._task import submission as _submission  # execute time only (parse cost)
 
         store = self._store(context)
         if store is not None:
@@ -141,7 +141,7 @@ class DurableSubmission(_Operator):
         return int(getattr(context.get("dag_run"), "clear_number", 0) or 0)
 
     def _prefix(self, context: Context) -> str:
-        from kling_provider import _submission  # execute time only (parse cost)
+        from kling_provider._task import submission as _submission  # execute time only (parse cost)
 
         return _submission.task_prefix(
             str(_ti_value(context, "dag_id", "dag")), str(_ti_value(context, "run_id", "run")),
@@ -161,7 +161,7 @@ class DurableSubmission(_Operator):
 
     def _mark_delivered(self, context: Context, generation_id: str) -> None:
         """Note that the task succeeded with this generation: a later try is then a clear."""
-        from kling_provider import _submission  # execute time only (parse cost)
+        from kling_provider._task import submission as _submission  # execute time only (parse cost)
 
         record = self._record(context)
         if record is not None and record.generation_id == generation_id:
@@ -174,7 +174,7 @@ class DurableSubmission(_Operator):
 
         May defer (recovery in the triggerer); the caller continues with the result.
         """
-        from kling_provider import _submission  # execute time only (parse cost)
+        from kling_provider._task import submission as _submission  # execute time only (parse cost)
 
         record = self._record(context)
         action = _submission.decide(record, clear_number=self._clear_number(context),
@@ -196,7 +196,7 @@ class DurableSubmission(_Operator):
 
     def _submit(self, context: Context, hook: KlingHook, family: str,
                 previous: SubmissionRecord | None) -> Generation:
-        from kling_provider import _submission  # execute time only (parse cost)
+        from kling_provider._task import submission as _submission  # execute time only (parse cost)
         from kling_provider.types import Generation
 
         self._before_paying(hook, family)
@@ -233,7 +233,7 @@ class DurableSubmission(_Operator):
     # -- recovery --------------------------------------------------------------------------
 
     def _recover(self, context: Context, hook: KlingHook, record: SubmissionRecord) -> Generation:
-        from kling_provider import _submission  # execute time only (parse cost)
+        from kling_provider._task import submission as _submission  # execute time only (parse cost)
 
         cri = str(record.client_request_id)
         deadline = _submission.lookup_deadline(record.intent_at, self.timeout)
@@ -281,7 +281,7 @@ class DurableSubmission(_Operator):
     def recovered_generation(self, context: Context, hook: KlingHook, event: Any,
                              endpoint_family: str | None) -> Generation:
         """After the recovery trigger: record the generation it found (or act on none)."""
-        from kling_provider import _submission  # execute time only (parse cost)
+        from kling_provider._task import submission as _submission  # execute time only (parse cost)
 
         if not isinstance(event, dict) or event.get("status") not in ("found", "not_found"):
             raise KlingError(f"Task {self.task_id!r}: the usage-logs lookup failed: "
@@ -294,7 +294,7 @@ class DurableSubmission(_Operator):
 
     def _earlier_try(self, context: Context, hook: KlingHook, family: str) -> Generation | None:
         """Airflow < 3.3: find a generation an earlier try of this task paid for, if finished."""
-        from kling_provider import _submission  # execute time only (parse cost)
+        from kling_provider._task import submission as _submission  # execute time only (parse cost)
 
         prefix = self._prefix(context)
         try_number = int(_ti_value(context, "try_number", 1))

@@ -36,9 +36,9 @@ from kling_provider._checks import (
     validate_max_cost,
     wait_seconds,
 )
-from kling_provider._deferral import DEFERRAL_GRACE
-from kling_provider._result import VIDEOS_ASSET_NAME, VIDEOS_ASSET_URI, asset_extra, generation_result
-from kling_provider._templates import require_run_independent
+from kling_provider._task.result import VIDEOS_ASSET_NAME, VIDEOS_ASSET_URI, asset_extra, generation_result
+from kling_provider._task.templates import require_run_independent
+from kling_provider._wait.deferral import DEFERRAL_GRACE
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.links.kling import KlingVideoLink

@@ -20,13 +20,13 @@ from kling_provider._checks import (
     check_poll_schedule,
     wait_seconds,
 )
-from kling_provider._deferral import (
+from kling_provider._task.result import VIDEO_URL_XCOM_KEY, Completion
+from kling_provider._wait.deferral import (
     RESUME_METHOD,
     WAIT_TRIGGER,
     deferral_timeout,
     wait_trigger_kwargs,
 )
-from kling_provider._result import VIDEO_URL_XCOM_KEY, Completion
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.hooks._task import TaskHook, closes_hook
 from kling_provider.links.kling import KlingVideoLink
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     # that uses the sensor needs none of them (parse cost).
     from airflow.sdk import Context
 
-    from kling_provider._schedule import PollSchedule
+    from kling_provider._wait.schedule import PollSchedule
     from kling_provider.types import Generation
 
 
@@ -158,7 +158,7 @@ class KlingGenerationSensor(TaskHook, BaseSensorOperator):
             # Airflow's compat layer and the protocol: execute time only (parse cost)
             from airflow.providers.common.compat.sdk import AirflowSkipException
 
-            from kling_provider._protocol import generation_failed  # (same reason)
+            from kling_provider._api.protocol import generation_failed  # (same reason)
 
             error = generation_failed(generation)
             if self.soft_fail:
@@ -190,13 +190,13 @@ class KlingGenerationSensor(TaskHook, BaseSensorOperator):
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Validate the trigger event; failures raise (``soft_fail`` turns them into skips)."""
         # execute time only (parse cost)
-        from kling_provider._events import generation_from_event
+        from kling_provider._wait.events import generation_from_event
 
         generation = generation_from_event(event, expected_generation_id=self._check_id())
         return self._complete(context, generation)
 
     def _complete(self, context: Context, generation: Generation) -> dict[str, Any]:
-        from kling_provider._completion import finish  # execute time only (parse cost)
+        from kling_provider._task.completion import finish  # execute time only (parse cost)
 
         ti = context["ti"]
         return dict(finish(generation, self._completion(), now=self.hook.clock.now(),

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from kling_provider import _endpoints
-from kling_provider._spend import CREDITS_HEADER, USD_HEADER
+from kling_provider._money.spend import CREDITS_HEADER, USD_HEADER
 from kling_provider.testing._contract import duration_of
 
 __all__ = ["BILLING_PATH", "CREDITS_PER_USD", "MODEL_LIST_PATHS", "NO_CREDITS_MESSAGE",

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kling_provider._timings import generation_id_path
+from kling_provider._wait.timings import generation_id_path
 from kling_provider.catalogue import ENDPOINT_FAMILIES
 from kling_provider.testing import _billing, _contract, _media, _world, logs
 from kling_provider.testing._billing import CREDITS_PER_USD

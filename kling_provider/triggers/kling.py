@@ -3,7 +3,7 @@
 Deferred by the generate operators and the sensor. Its serialised kwargs are only the connection
 id, the generation id, the poll interval and schedule, the endpoint family, the model and video
 length, *absolute* times (submission, deadline) and, for ``end_from_trigger``, what the task's
-result takes from outside the generation (:class:`~kling_provider._result.Completion`), never
+result takes from outside the generation (:class:`~kling_provider._task.result.Completion`), never
 the key or headers: the poll schedule
 is a function of the time since submission, so a triggerer restart or hand-over resumes the same
 schedule with the same deadline. Polling goes through :meth:`KlingHook.await_for_generation`, the
@@ -14,11 +14,11 @@ Airflow imports a trigger's module inside the triggerer's event loop, which ever
 deployment shares. So this module imports nothing heavy: the hook (with aiohttp, about 0.6 s of
 imports on a 2-core machine) is imported in a worker thread the first time a trigger runs, and
 the loop keeps serving the other triggers meanwhile; triggers arriving together start spread out
-(both in :mod:`kling_provider._starting`).
+(both in :mod:`kling_provider._wait.starting`).
 
-What its events say is written and read in :mod:`kling_provider._events`
+What its events say is written and read in :mod:`kling_provider._wait.events`
 (:func:`generation_from_event`, the one validator, is importable from here too). A task that
-ends here is finished by :func:`kling_provider._completion.finish`, like one on a worker (its
+ends here is finished by :func:`kling_provider._task.completion.finish`, like one on a worker (its
 spend line reads the run's other results through the triggerer's XCom access,
 :func:`run_results`).
 """
@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
-from kling_provider import _starting
-from kling_provider._deferral import RESUME_METHOD, deferral_timeout
-from kling_provider._events import error_event
-from kling_provider._events import generation_from_event as generation_from_event  # public here
-from kling_provider._events import killed_message as killed_message
-from kling_provider._result import RESULT_XCOM_KEY, Completion
-from kling_provider._starting import import_off_loop as import_off_loop  # tests patch it here
+from kling_provider._task.result import RESULT_XCOM_KEY, Completion
+from kling_provider._wait import starting as _starting
+from kling_provider._wait.deferral import RESUME_METHOD, deferral_timeout
+from kling_provider._wait.events import error_event
+from kling_provider._wait.events import generation_from_event as generation_from_event  # public here
+from kling_provider._wait.events import killed_message as killed_message
+from kling_provider._wait.starting import import_off_loop as import_off_loop  # tests patch it here
 from kling_provider.exceptions import (
     KlingError,
 )
@@ -54,7 +54,7 @@ log = logging.getLogger("kling_provider")
 
 HOOK_MODULE = "kling_provider.hooks.kling"
 #: What finishes a task (result, XCom, spend line, metrics), for ``end_from_trigger``.
-RESULT_MODULE = "kling_provider._completion"
+RESULT_MODULE = "kling_provider._task.completion"
 
 
 class KlingGenerationTrigger(BaseTrigger):
@@ -65,7 +65,7 @@ class KlingGenerationTrigger(BaseTrigger):
     :param poll_interval: the longest gap between two polls, in seconds.
     :param deadline: absolute epoch seconds after which a ``timeout`` event is fired.
     :param endpoint_family: the family the generation was created on (``None``: the connection's).
-    :param poll_schedule: ``adaptive`` or ``fixed`` (see :mod:`kling_provider._schedule`).
+    :param poll_schedule: ``adaptive`` or ``fixed`` (see :mod:`kling_provider._wait.schedule`).
     :param submitted_at: absolute epoch seconds of the submission (``None``: the wait's start).
     :param model: the model (``None``: the one the generation id names), which places the
         adaptive polls.
@@ -74,7 +74,7 @@ class KlingGenerationTrigger(BaseTrigger):
         XComs the task would return) instead of resuming it on a worker; failures, timeouts and
         errors still resume it, so retries, ``soft_fail`` and the error messages stay the task's.
     :param result_fields: what the task's return value takes from outside the generation
-        (:meth:`kling_provider._result.Completion.fields`: the model, the prompt, the estimate,
+        (:meth:`kling_provider._task.result.Completion.fields`: the model, the prompt, the estimate,
         whether the task paid, the run's generate tasks), for ``end_from_trigger``.
     :param timeout: seconds from the trigger's start, when no absolute ``deadline`` could be
         given (a sensor started in the triggerer has no worker to compute one).
@@ -153,7 +153,7 @@ class KlingGenerationTrigger(BaseTrigger):
                       others: list[Any] | None = None) -> TriggerEvent:
         """End the task here with the XComs its ``execute_complete`` would have pushed, logged
         and counted the same way (``others``: the DAG run's generate results, for the total)."""
-        from kling_provider._completion import finish  # loaded off the loop by run()
+        from kling_provider._task.completion import finish  # loaded off the loop by run()
 
         pushed: dict[str, Any] = {}
         xcoms: dict[str, Any] = {RESULT_XCOM_KEY: finish(
@@ -180,7 +180,7 @@ class KlingGenerationTrigger(BaseTrigger):
 def defer_wait(task: BaseOperator, trigger_kwargs: dict[str, Any], *, timeout: float,
                resume_kwargs: dict[str, Any] | None = None) -> NoReturn:
     """Defer ``task`` (a generate operator or the sensor) to wait in the triggerer, with the
-    kwargs of :func:`kling_provider._deferral.wait_trigger_kwargs`, for ``timeout`` seconds."""
+    kwargs of :func:`kling_provider._wait.deferral.wait_trigger_kwargs`, for ``timeout`` seconds."""
     task.defer(trigger=KlingGenerationTrigger(**trigger_kwargs), method_name=RESUME_METHOD,
                kwargs=resume_kwargs, timeout=deferral_timeout(timeout))
 

@@ -1,7 +1,7 @@
 """The API's account and service reads as step generators: balance, model list, connection probe.
 
-Like the generation calls of :mod:`kling_provider._protocol` (and the usage logs of
-:mod:`kling_provider._submission`, the live timings of :mod:`kling_provider._waiting`), these yield
+Like the generation calls of :mod:`kling_provider._api.protocol` (and the usage logs of
+:mod:`kling_provider._task.submission`, the live timings of :mod:`kling_provider._wait.waiting`), these yield
 requests and receive answers, so the hook's drivers run them and unit tests script them. Used by
 :meth:`~kling_provider.hooks.kling.KlingHook.guard_spend` (the price and the balance before
 paying) and :meth:`~kling_provider.hooks.kling.KlingHook.test_connection`.
@@ -15,16 +15,16 @@ from typing import Any
 
 import httpx
 
-from kling_provider import _pricing
-from kling_provider._answers import error_for_response, json_object
-from kling_provider._network import transport_cause
-from kling_provider._protocol import (
+from kling_provider._api.answers import error_for_response, json_object
+from kling_provider._api.network import transport_cause
+from kling_provider._api.protocol import (
     RetryPolicy,
     Step,
     api_request,
     build_fetch_request,
     exchange,
 )
+from kling_provider._money import pricing as _pricing
 from kling_provider.exceptions import KlingServerError
 
 

@@ -7,7 +7,7 @@ defaults filled in for fields the task leaves out, e.g. ``generate_audio=true`` 
 always reads ``price`` together with ``per``. An unknown price is an estimate with ``usd=None``
 and a reason: callers warn and go on, never block on it.
 
-The live list is fetched by :func:`kling_provider._service.price_list_steps`
+The live list is fetched by :func:`kling_provider._api.service.price_list_steps`
 (``GET /v1/models?include=pricing&id=<model>``) and kept per process with its ETag
 (:class:`PriceListCache`), so a second estimate costs one ``304``. No prices ship in the package
 (the API's reference publishes none for Kling): when the live list cannot be read, the price is
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kling_provider._spend import format_usd
+from kling_provider._money.spend import format_usd
 from kling_provider.catalogue import get_model
 from kling_provider.types import finite_number
 

@@ -1,7 +1,7 @@
 """What the hook runs the step generators with: connection settings, clock, senders, drivers.
 
 :class:`~kling_provider.hooks.kling.KlingHook` is a thin front: each of its methods builds a step
-generator (:mod:`kling_provider._protocol` and the modules beside it) and hands it to :func:`run`
+generator (:mod:`kling_provider._api.protocol` and the modules beside it) and hands it to :func:`run`
 (workers: the hook's own ``httpx.Client``) or :func:`arun` (the triggerer: the event loop's shared
 client). This module holds everything those two need and nothing about the API itself:
 
@@ -9,7 +9,7 @@ client). This module holds everything those two need and nothing about the API i
 - :class:`Clock`, time as the drivers see it (tests pass a fake one, so nothing sleeps);
 - :class:`Sender` and :class:`AsyncSender`, the one call a driver makes, declared so that any
   client answering it fits (``httpx.Client``, ``httpx.AsyncClient``,
-  :class:`~kling_provider._aiohttp.AiohttpSender`);
+  :class:`~kling_provider._runtime.aiohttp_client.AiohttpSender`);
 - the registry of shared async clients (one per event loop and settings), and the caches every
   wait of a process shares (:data:`TIMINGS`, :data:`CONNECTIONS`).
 """
@@ -26,8 +26,12 @@ from typing import Any, NamedTuple, Protocol
 
 import httpx
 
-from kling_provider import _aiohttp, _connections, _driving, _hosts, _timings
-from kling_provider._protocol import ApiRequest, RetryPolicy, Step, Steps
+from kling_provider._api.protocol import ApiRequest, RetryPolicy, Step, Steps
+from kling_provider._runtime import aiohttp_client as _aiohttp
+from kling_provider._runtime import connections as _connections
+from kling_provider._runtime import driving as _driving
+from kling_provider._storage import hosts as _hosts
+from kling_provider._wait import timings as _timings
 from kling_provider.catalogue import endpoint_family
 from kling_provider.exceptions import KlingAuthenticationError, KlingValidationError
 
@@ -193,7 +197,7 @@ class SharedAsyncClient:
     every trigger. Why bounded: with 1,000 concurrent pollers an unbounded pool raises
     ``PoolTimeout`` (and httpcore's pool walks every queued request on each change); waiting on
     the semaphore instead queues them fairly. Why aiohttp: a third of the CPU per poll of the
-    httpx client (``kling_provider._aiohttp``); an explicit ``transport`` (tests) keeps httpx.
+    httpx client (``kling_provider._runtime.aiohttp_client``); an explicit ``transport`` (tests) keeps httpx.
     """
 
     def __init__(self, settings: KlingConnectionSettings,
@@ -286,7 +290,7 @@ def arun(steps: Steps, settings: KlingConnectionSettings, clock: Clock,
     A triggerer holds thousands of these between polls, and CPython's full garbage collection
     walks every object they hold, and runs when enough objects survived the young collections:
     so nothing of the last answer is kept across a sleep, and the real clock's sleeps are
-    entries of one timer per loop, not objects per sleep (:mod:`kling_provider._driving`;
+    entries of one timer per loop, not objects per sleep (:mod:`kling_provider._runtime.driving`;
     ``benchmarks/triggerer.py`` measures the pause and the lag). Not a coroutine itself: one
     object fewer per waiting trigger.
     """

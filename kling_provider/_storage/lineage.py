@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from kling_provider._network import redact_url
+from kling_provider._api.network import redact_url
 
 __all__ = ["dataset_id", "operator_lineage"]
 

@@ -1,8 +1,8 @@
 """Reading the API's answers: JSON bodies, secrets scrubbed out, the provider's error for a failure.
 
-Pure functions over ``httpx`` answers, used by the step generators of :mod:`kling_provider._protocol`
+Pure functions over ``httpx`` answers, used by the step generators of :mod:`kling_provider._api.protocol`
 (which decide *whether* to retry; this module says *what* an answer means) and by the service
-reads of :mod:`kling_provider._service`. Every message built here has the API key removed: a
+reads of :mod:`kling_provider._api.service`. Every message built here has the API key removed: a
 server may echo request headers back.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from kling_provider._network import failed_url, transport_cause
+from kling_provider._api.network import failed_url, transport_cause
 from kling_provider.exceptions import (
     KlingAuthenticationError,
     KlingError,
@@ -27,7 +27,7 @@ from kling_provider.exceptions import (
 from kling_provider.types import describe_error
 
 if TYPE_CHECKING:  # the requests are built above this module, which only reads them
-    from kling_provider._protocol import ApiRequest
+    from kling_provider._api.protocol import ApiRequest
 
 #: Transport errors raised before any byte of the request left: retrying cannot duplicate it.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)

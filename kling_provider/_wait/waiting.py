@@ -2,9 +2,9 @@
 
 The trigger, the worker polling of ``deferrable=False`` and the sensor all run :func:`wait_steps`
 through the hook's drivers, so they poll on the same schedule
-(:class:`~kling_provider._schedule.PollSchedule`) and treat answers the same way. How long to
+(:class:`~kling_provider._wait.schedule.PollSchedule`) and treat answers the same way. How long to
 expect comes from :func:`expectation_steps`: live ``/models/metrics`` figures cached per process,
-else the documented table (:mod:`kling_provider._timings`).
+else the documented table (:mod:`kling_provider._wait.timings`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import math
 from collections.abc import Callable, Generator
 from typing import Any
 
-from kling_provider import _timings
-from kling_provider._checks import wait_seconds
-from kling_provider._protocol import (
+from kling_provider._api.protocol import (
     RetryPolicy,
     Step,
     api_request,
@@ -25,7 +23,9 @@ from kling_provider._protocol import (
     log,
     unless_transient,
 )
-from kling_provider._schedule import PollSchedule, PollScheduleKind, phase_of
+from kling_provider._checks import wait_seconds
+from kling_provider._wait import timings as _timings
+from kling_provider._wait.schedule import PollSchedule, PollScheduleKind, phase_of
 from kling_provider.exceptions import KlingError, KlingTimeoutError, KlingValidationError
 from kling_provider.types import Generation, Stage
 
@@ -81,7 +81,7 @@ def wait_steps(family: str, generation_id: str, *, poll_interval: float, deadlin
                live_timings: bool = True) -> Generator[Step, Any, Generation]:
     """Poll until the generation finishes or the absolute ``deadline`` (epoch seconds) passes.
 
-    Polls follow :class:`~kling_provider._schedule.PollSchedule` (``poll_interval`` is its longest
+    Polls follow :class:`~kling_provider._wait.schedule.PollSchedule` (``poll_interval`` is its longest
     gap), counted from ``started_at`` (the submission; default: now). ``model`` (default: the one
     the generation id names) and ``duration`` place the adaptive polls.
 

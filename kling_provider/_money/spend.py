@@ -3,7 +3,7 @@
 Pure functions: the cost headers merged into a fetch body (:func:`with_cost_headers`), the DAG
 run's running total (:func:`run_total`), and the one-line summary the task log shows when a
 generation finishes (:func:`spend_summary`). The spend field names are
-:data:`kling_provider._result.SPEND_FIELDS`.
+:data:`kling_provider._task.result.SPEND_FIELDS`.
 
 Where the money comes from: a finished generation's body carries ``meta.usage.credits_used``
 (legacy: ``tokens_used``) and, on newer models, ``meta.usage.usd_spent``; every non-streaming

@@ -12,7 +12,7 @@ generation id (``inference_id``) once an async video has finished. So a task
 
 Everything here is I/O free: the record format, the id derivation, the decision table, the logs
 query and its paging as a step generator (driven by :class:`~kling_provider.hooks.kling.KlingHook`
-with the same sync/async drivers as :mod:`kling_provider._protocol`), and the rate budget all
+with the same sync/async drivers as :mod:`kling_provider._api.protocol`), and the rate budget all
 recoveries of one process share.
 """
 
@@ -37,7 +37,7 @@ from kling_provider._checks import check_on_uncertain_submission as check_on_unc
 from kling_provider.exceptions import KlingValidationError
 
 if TYPE_CHECKING:  # imported where used: the record and decision rules need no HTTP stack
-    from kling_provider._protocol import ApiRequest, RetryPolicy, Step
+    from kling_provider._api.protocol import ApiRequest, RetryPolicy, Step
 
 log = logging.getLogger("kling_provider")
 
@@ -246,7 +246,7 @@ def build_logs_request(*, model: str, since: float, now: float, offset: int) -> 
     start, end = logs_window(since, now)
     params = {"start": start, "end": end, "model": model, "limit": str(LOGS_PAGE_SIZE),
               "offset": str(offset)}
-    from kling_provider._protocol import api_request  # httpx: the record rules need none
+    from kling_provider._api.protocol import api_request  # httpx: the record rules need none
 
     return api_request("logs", "GET", "fetch", params=params, subject=f"usage logs of {model}")
 
@@ -329,7 +329,7 @@ def lookup_steps(*, model: str, since: float, match: Match, now: Callable[[], fl
             yield wait
         request = build_logs_request(model=model, since=since, now=now(), offset=offset)
         # the HTTP stack: the record and decision rules need none
-        from kling_provider._protocol import exchange
+        from kling_provider._api.protocol import exchange
 
         body = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
         rows, has_more, read = parse_rows(body)
@@ -353,9 +353,9 @@ def recover_steps(*, model: str, since: float, match: Match, deadline: float,
 
     Transient lookup failures (429, 5xx, network) do not end the search; anything else (bad key,
     a 400 from the logs endpoint) is raised, since waiting cannot fix it
-    (:func:`~kling_provider._protocol.unless_transient`, the rule of the wait too).
+    (:func:`~kling_provider._api.protocol.unless_transient`, the rule of the wait too).
     """
-    from kling_provider._protocol import unless_transient  # httpx: the record rules need none
+    from kling_provider._api.protocol import unless_transient  # httpx: the record rules need none
 
     lookups = 0
     while True:

@@ -1,7 +1,7 @@
 """The AI/ML API protocol as pure functions and I/O-free step generators.
 
 This is the provider's single implementation of request building, status classification and
-retry policy (what an answer means, and the error for a failed one: :mod:`kling_provider._answers`;
+retry policy (what an answer means, and the error for a failed one: :mod:`kling_provider._api.answers`;
 where each request goes: :mod:`kling_provider._endpoints`). It performs no I/O: the step generators *yield*
 what they need (send this :class:`ApiRequest`, or sleep this many seconds) and receive the result.
 :class:`~kling_provider.hooks.kling.KlingHook` drives them with a sync httpx client in workers and
@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
-from kling_provider._answers import (
+from kling_provider._api.answers import (
     NOT_SENT_ERRORS,
     detached,
     error_for_response,
@@ -30,7 +30,7 @@ from kling_provider._answers import (
     scrub,
 )
 from kling_provider._endpoints import ENDPOINTS
-from kling_provider._spend import with_cost_headers
+from kling_provider._money.spend import with_cost_headers
 from kling_provider.catalogue import endpoint_family
 from kling_provider.exceptions import (
     KlingError,
@@ -116,7 +116,7 @@ class RetryPolicy:
 
 
 #: The request header the API stores and reports back as ``client_request_id`` (the usage logs'
-#: key for finding a generation whose create answer was lost: :mod:`kling_provider._submission`).
+#: key for finding a generation whose create answer was lost: :mod:`kling_provider._task.submission`).
 #: The simulator spells it on its own: it plays the API, so a wrong name here fails the tests.
 CLIENT_REQUEST_ID_HEADER = "X-Client-Request-Id"
 

@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from kling_provider import metrics
-from kling_provider._network import redact_url
-from kling_provider._result import (
+from kling_provider._api.network import redact_url
+from kling_provider._money.spend import run_total, spend_summary
+from kling_provider._task.result import (
     VIDEO_URL_XCOM_KEY,
     CompletedResult,
     Completion,
     generation_result,
 )
-from kling_provider._spend import run_total, spend_summary
 from kling_provider.types import Generation
 
 __all__ = ["Push", "finish"]

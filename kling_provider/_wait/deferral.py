@@ -16,7 +16,7 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from kling_provider._result import Completion
+from kling_provider._task.result import Completion
 
 __all__ = ["DEFERRAL_GRACE", "RESUME_METHOD", "WAIT_TRIGGER", "deferral_timeout",
            "video_seconds", "wait_trigger_kwargs"]

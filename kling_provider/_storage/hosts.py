@@ -1,6 +1,6 @@
 """Which hosts a video download may reach: public addresses, plus the ones the user trusts.
 
-Used by :mod:`kling_provider._download`. The video URL comes from the API's answer (or a DAG
+Used by :mod:`kling_provider._storage.download`. The video URL comes from the API's answer (or a DAG
 argument), so a compromised or spoofed answer could point a worker at its own network: cloud
 metadata services (``169.254.169.254``), loopback admin ports, private services. A download
 therefore refuses private, loopback, link-local and other non-global addresses unless the host
@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from kling_provider._body import BodyStream
+from kling_provider._storage.body import BodyStream
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -1,11 +1,11 @@
 """The guard before paying: spend limit and balance rules, as pure functions.
 
 The generate operators call the hook's ``guard_spend`` once, right before the create POST; it
-estimates the price (:mod:`kling_provider._pricing`), then applies these rules:
+estimates the price (:mod:`kling_provider._money.pricing`), then applies these rules:
 
 - ``max_cost_usd``: an estimate above the limit fails the task before any paid request. An
   unknown price never blocks (the caller logs a warning instead).
-- ``check_balance``: ``GET /v2/billing`` first (:func:`kling_provider._service.balance_steps`);
+- ``check_balance``: ``GET /v2/billing`` first (:func:`kling_provider._api.service.balance_steps`);
   a balance below the estimate (or at zero when the price is unknown) fails fast, instead of a
   403 halfway through a mapped run.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 # Defined with the parse-time checks (a DAG file parse needs it, not this module).
 from kling_provider._checks import validate_max_cost
-from kling_provider._pricing import PriceEstimate
-from kling_provider._spend import format_usd
+from kling_provider._money.pricing import PriceEstimate
+from kling_provider._money.spend import format_usd
 from kling_provider.exceptions import KlingCostLimitError, KlingInsufficientBalanceError
 
 __all__ = ["check_balance", "check_max_cost", "validate_max_cost"]

@@ -9,7 +9,7 @@ cannot have changed. The adaptive schedule polls:
 2. evenly, at most ``max_gap`` apart, until shortly before the expected finish window
    (:data:`LEAD`; a tenth of generations finish up to a fifth early);
 3. every :data:`SPARSE_GAP` seconds up to the last :data:`DENSE_SPAN` seconds of the window
-   ``[early, late]`` of the :class:`~kling_provider._timings.Expectation`, then every
+   ``[early, late]`` of the :class:`~kling_provider._wait.timings.Expectation`, then every
    :data:`DENSE_GAP`: a generation still running there is the likeliest to finish within the
    next seconds (its chance grows towards the window's end), so that is where polls pay most;
 4. past the window, with gaps growing by :data:`BACKOFF` up to :data:`TAIL_GAP` until the slow
@@ -39,7 +39,7 @@ from kling_provider._checks import DEFAULT_POLL_INTERVAL as DEFAULT_POLL_INTERVA
 from kling_provider._checks import POLL_SCHEDULES as POLL_SCHEDULES
 from kling_provider._checks import PollScheduleKind as PollScheduleKind
 from kling_provider._checks import check_poll_schedule as check_poll_schedule
-from kling_provider._timings import Expectation
+from kling_provider._wait.timings import Expectation
 
 #: Seconds after submission of the early probes (before jitter): immediate failures.
 PROBES = (6.0, 16.0)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from kling_provider._network import redact_url
+from kling_provider._api.network import redact_url
 from kling_provider.exceptions import KlingDownloadError
 
 log = logging.getLogger("kling_provider")

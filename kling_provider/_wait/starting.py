@@ -10,7 +10,7 @@ sleeps; run back to back, 5,000 of them kept the loop from every other trigger f
 (``benchmarks/triggerer.py``, the "all start at once" row). :class:`StartPacer` lets the first
 :data:`BURST` start at once and the others at :data:`RATE` per second. Only the start moves:
 where the polls fall is a function of the submission time and the generation id
-(:mod:`kling_provider._schedule`), so a handed-over wait resumes the same schedule.
+(:mod:`kling_provider._wait.schedule`), so a handed-over wait resumes the same schedule.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A video's body read straight from its connection into one reused buffer.
 
-Used by :mod:`kling_provider._hosts` (its guarded transport wraps every download connection in
-:class:`BodyStream`) and :mod:`kling_provider._download` (:func:`body_chunks`). Profiled on a
+Used by :mod:`kling_provider._storage.hosts` (its guarded transport wraps every download connection in
+:class:`BodyStream`) and :mod:`kling_provider._storage.download` (:func:`body_chunks`). Profiled on a
 200 MiB download from loopback, httpx's own body path spent more time than receiving, writing
 and hashing together outside them: h11 copies every byte three more times (into its receive
 buffer, a discarded slice, out again) and httpcore a fourth, and each read resets the socket's

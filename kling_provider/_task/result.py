@@ -9,7 +9,7 @@ and the spend field names are a contract with the extra link (``links/``), the v
 Parsing a DAG file imports this module (the operator module re-exports :func:`generation_result`
 and :func:`asset_extra`), so it imports nothing but the standard library: the generation type is
 only read by attribute. Finishing a task (XCom, spend line, metrics) is
-:mod:`kling_provider._completion`, an execute-time module.
+:mod:`kling_provider._task.completion`, an execute-time module.
 """
 
 from __future__ import annotations

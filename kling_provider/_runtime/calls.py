@@ -1,9 +1,10 @@
 """The step generators behind the hook's methods, bound to one connection's settings.
 
 A method of :class:`~kling_provider.hooks.kling.KlingHook` and its async twin differ only in the
-driver that runs the steps (:func:`kling_provider._client.run` or :func:`~kling_provider._client.arun`);
-what they run is built here, once for both, from the connection's settings and the hook's own
-options (clock, retry policy, logs budget). Nothing here sends a request.
+driver that runs the steps (:func:`kling_provider._runtime.client.run` or
+:func:`~kling_provider._runtime.client.arun`); what they run is built here, once for both, from
+the connection's settings and the hook's own options (clock, retry policy, logs budget). Nothing
+here sends a request.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kling_provider import _client, _pricing, _protocol, _service, _submission, _waiting
-from kling_provider._client import Clock, KlingConnectionSettings
-from kling_provider._protocol import RetryPolicy, Steps
-from kling_provider._schedule import PollScheduleKind, check_poll_schedule
+from kling_provider._api import protocol as _protocol
+from kling_provider._api import service as _service
+from kling_provider._api.protocol import RetryPolicy, Steps
+from kling_provider._money import pricing as _pricing
+from kling_provider._runtime import client as _client
+from kling_provider._runtime.client import Clock, KlingConnectionSettings
+from kling_provider._task import submission as _submission
+from kling_provider._wait import waiting as _waiting
+from kling_provider._wait.schedule import PollScheduleKind, check_poll_schedule
 from kling_provider.catalogue import PreparedRequest
 from kling_provider.exceptions import KlingValidationError
 

@@ -6,7 +6,7 @@ own origin, and redirects are followed by hand to re-check that on every hop. By
 temporary sibling of the destination which is renamed into place only when the size matches and
 the file starts with an MP4 ``ftyp`` box: a failure at any point leaves nothing at the destination.
 
-Every stored video carries its identity (:mod:`kling_provider._identity`): folder destinations
+Every stored video carries its identity (:mod:`kling_provider._storage.identity`): folder destinations
 name it after its generation, and a ``<file>.kling.json`` sidecar records whose bytes it holds. An
 existing file is kept only when it provably holds *this* video; a file holding anything else is
 never reported as the new video: the new one is stored beside it (or replaces it with
@@ -29,10 +29,11 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from kling_provider._body import body_chunks
+from kling_provider._api.network import redact_url, transport_cause
 from kling_provider._checks import DEFAULT_MAX_BYTES
-from kling_provider._hosts import HostPolicy, check_url
-from kling_provider._identity import (
+from kling_provider._storage.body import body_chunks
+from kling_provider._storage.hosts import HostPolicy, check_url
+from kling_provider._storage.identity import (
     VideoIdentity,
     choose_target,
     default_file_name,
@@ -41,8 +42,7 @@ from kling_provider._identity import (
     resolve_destination,
     write_sidecar,
 )
-from kling_provider._lock import claim
-from kling_provider._network import redact_url, transport_cause
+from kling_provider._storage.lock import claim
 from kling_provider.exceptions import KlingDownloadError, KlingValidationError
 
 log = logging.getLogger("kling_provider")
