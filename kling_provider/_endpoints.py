@@ -33,6 +33,9 @@ ENDPOINTS: Final[dict[str, Endpoint]] = {
     "models": Endpoint("/v1/models", authenticated=False),
     #: Live generation times per model (``?aliases=<model>``).
     "metrics": Endpoint("/models/metrics", authenticated=False),
+    #: What a key spent over a window (``?period=24h``), and the same per model and day.
+    "usage": Endpoint("/v2/usage"),
+    "usage_detail": Endpoint("/v2/usage/detail"),
 }
 
 

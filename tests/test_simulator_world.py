@@ -273,6 +273,10 @@ def test_every_endpoint_example_runs() -> None:
         assert (row["inference_id"], row["client_request_id"]) == (
             generation_id, "my-dag:run-1:generate")
         assert tour.prices_and_balance(api) == (1.40, 100.0 - 1.40)
+        spend, groups = tour.key_usage(api, sim.usage, sim.api_key)
+        assert spend == 3.9  # the video above ($1.40) and the outside spend ($2.50)
+        assert sorted((g["model"], g["spend"]) for g in groups) == [
+            (tour.MODEL, 1.40), ("klingai/v2.1-master-text-to-video", 2.50)]
         assert set(tour.live_timings(api)) == {"p50", "p75", "p90", "p99"}
         ledger = tour.faults_and_ledger(api)
         assert ledger["by_path"]["POST " + tour.CREATE] == 2  # type: ignore[index]

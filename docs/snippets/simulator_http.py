@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
+
+from kling_provider.testing._usage import UsageBook
 
 MODEL = "klingai/v2-master-text-to-video"
 CREATE = "/v2/generate/video/kling/generation"  # the unified family: /v2/video/generations
@@ -49,6 +52,21 @@ def prices_and_balance(api: httpx.Client) -> tuple[float, float]:
     five_seconds = next(v["price"] for v in pricing["variants"] if v["when"]["duration"] == 5)
     balance = api.get("/v2/billing").json()["current_balance"]
     return float(five_seconds), float(balance)
+
+
+def key_usage(api: httpx.Client, sim_usage: UsageBook, key: str
+              ) -> tuple[float, list[dict[str, Any]]]:
+    """``GET /v2/usage`` and ``/v2/usage/detail``: what the key spent, in total and per day and
+    model; ``sim.usage.add_spend`` bills spend made outside the simulator to the same key."""
+    sim_usage.add_spend("2.50", key=key, model="klingai/v2.1-master-text-to-video",
+                        at=time.time() - 3600)  # another application, an hour ago
+    total = api.get("/v2/usage", params={"period": "24h"}).json()
+    assert total["api_key_prefix"] is None  # the caller's own key
+    detail = api.get("/v2/usage/detail", params={"period": "7d", "group_by": "day,model"}).json()
+    assert sum(g["requests"]["charged"] for g in detail["groups"]) == detail["requests"]
+    other = api.get("/v2/usage", params={"period": "24h", "key_prefix": "someone0"})
+    assert other.status_code == 403  # another key's spend needs a management key
+    return float(total["spend"]), list(detail["groups"])  # each: day, model, spend, requests
 
 
 def live_timings(api: httpx.Client) -> dict[str, int]:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kling_provider import _endpoints
 from kling_provider.catalogue import ENDPOINT_FAMILIES, endpoint_path
-from kling_provider.testing import _billing, _contract, _metrics, logs
+from kling_provider.testing import _billing, _contract, _metrics, _usage, logs
 from kling_provider.testing._world import log_time
 from kling_provider.testing.records import Faults, LedgerEntry
 
@@ -202,7 +202,7 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return ["GET", "POST"]
         if path == "/_simulator/faults":
             return ["POST"]
-        if path in ("/_simulator/ledger", METRICS_PATH, LOGS_PATH) or \
+        if path in ("/_simulator/ledger", METRICS_PATH, LOGS_PATH, *_usage.PATHS) or \
                 _billing.is_account_path(path):
             return ["GET"]
         return []
@@ -236,6 +236,8 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return self._serve_account(parts.path, parts.query)
         if parts.path == LOGS_PATH:
             return self._logs(parts.query)
+        if parts.path in _usage.PATHS:
+            return self._usage(parts.path, parts.query)
         family = _FAMILY_BY_PATH.get(parts.path)
         if family is None:
             return self._error(404, f"Cannot GET {parts.path}")
@@ -296,6 +298,13 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return self._error(400, str(exc))
         return self._send_json(200, answer)
 
+    def _usage(self, path: str, query: str) -> None:
+        if not self._authorised() or self._injected(self.simulator.faults, None):
+            return None
+        status, body = _usage.answer(self.simulator, path, query,
+                                     self.headers.get("Authorization", ""))
+        return self._send_json(200, body) if status == 200 else self._error(status, body)
+
     def _take_drop(self, faults: Faults) -> bool:
         with self.simulator._lock:
             if faults.drop_connections > 0:
@@ -352,6 +361,7 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
                 return self._error(429, "Too Many Requests", headers={"Retry-After": "1"})
         generation = sim._create(model, family, _contract.duration_of(request), faults, client_id)
         generation.usd = _billing.price_of(sim.price_list, model, request)
+        generation.key_prefix = _usage.caller_prefix(self.headers.get("Authorization", ""))
         sim._surround(generation)
         if faults.create_delay:
             time.sleep(faults.create_delay)

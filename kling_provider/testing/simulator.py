@@ -34,7 +34,7 @@ from typing import Any
 
 from kling_provider._wait.timings import generation_id_path
 from kling_provider.catalogue import ENDPOINT_FAMILIES
-from kling_provider.testing import _billing, _contract, _media, _world, logs
+from kling_provider.testing import _billing, _contract, _media, _usage, _world, logs
 from kling_provider.testing._billing import CREDITS_PER_USD
 from kling_provider.testing._http import FAULTS_FIELD, _handler, _Server
 from kling_provider.testing._media import IDENTITY_BOX_SIZE, sample_video
@@ -68,6 +68,9 @@ class _Generation:
     client_request_id: str | None = None
     #: Started by another caller of the account (``neighbours``), not through this server.
     neighbour: bool = False
+    #: The creating key's prefix, and when the charge landed: ``GET /v2/usage`` (``_usage``).
+    key_prefix: str = ""
+    charged_at: float | None = None
 
 
 class KlingSimulator:
@@ -127,6 +130,8 @@ class KlingSimulator:
         self.price_list: dict[str, Any] = copy.deepcopy(_billing.simulator_price_list())
         #: ``GET /v2/billing``'s ``current_balance``; completed generations are charged to it.
         self.balance_usd = balance_usd
+        #: Spend outside this server and management keys, for ``GET /v2/usage`` (``_usage``).
+        self.usage = _usage.UsageBook()
         self._generations: dict[str, _Generation] = {}
         self._lock = threading.RLock()
         self._api = _Server((host, port), _handler(self, "api"))
@@ -283,7 +288,7 @@ class KlingSimulator:
             faults.completed_without_url -= 1
             return {**body, "status": "completed", "video": None}
         if not generation.charged:  # the charge lands once the generation is completed
-            generation.charged = True
+            generation.charged, generation.charged_at = True, self.service_time()
             self.balance_usd -= generation.usd
         credits = round(generation.usd * CREDITS_PER_USD)
         usage: dict[str, Any] = ({"tokens_used": credits} if generation.family == "legacy"
