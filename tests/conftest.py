@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kling_provider._money import pricing as _pricing
 from kling_provider._runtime import client as _client
 from kling_provider._runtime.connections import ConnectionCache
 from kling_provider._wait import starting as _starting
@@ -194,9 +195,11 @@ def airflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_timings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts with empty per-process caches of live model timings and of connection
-    settings (tests point the same connection id at a different simulator each time)."""
+    """Each test starts with empty per-process caches of live model timings, of model-list
+    answers (with their ETags) and of connection settings (tests point the same connection id
+    at a different simulator each time)."""
     monkeypatch.setattr(_client, "TIMINGS", MetricsCache())
+    monkeypatch.setattr(_pricing, "PRICE_LISTS", _pricing.PriceListCache())
     monkeypatch.setattr(_client, "CONNECTIONS", ConnectionCache())
     monkeypatch.setattr(_starting, "PACER", _starting.StartPacer())
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -21,7 +21,6 @@ from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferr
 from kling_provider import metrics
 from kling_provider._money import pricing as _pricing
 from kling_provider._money.pricing import (
-    PRICE_LISTS,
     estimate_price,
     find_pricing,
     request_as_sent,
@@ -57,13 +56,6 @@ from tests.conftest import SECRET_KEY, FakeClock, StateStoreStub, context_for
 
 V2_MASTER = "klingai/v2-master-text-to-video"
 V3_STANDARD = "klingai/video-v3-standard-text-to-video"
-
-
-@pytest.fixture(autouse=True)
-def fresh_price_cache() -> Iterator[None]:
-    PRICE_LISTS.clear()
-    yield
-    PRICE_LISTS.clear()
 
 
 def estimate(model: str, pricing: Mapping[str, Any] | None, **request: Any) -> _pricing.PriceEstimate:

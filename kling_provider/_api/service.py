@@ -49,7 +49,8 @@ def price_list_steps(model: str, base_url: str, cache: _pricing.PriceListCache
     a limit pass a costly generation or block a cheap one), so without the live list the price
     is unknown, which warns and never blocks.
     """
-    outcome = yield api_request("models", "GET", "account", subject="the model list",
+    # No ``subject``: it names a request in exchange's errors, and this step words its own.
+    outcome = yield api_request("models", "GET", "account",
                                 params={"include": "pricing", "id": model},
                                 headers=cache.conditional_headers(base_url, model))
     if isinstance(outcome, httpx.RequestError):

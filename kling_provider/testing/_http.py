@@ -249,6 +249,8 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             generation = sim._generations.get(generation_id)
         if self._injected(sim.faults, generation_id or None):
             return None
+        if self._take_drop(sim.faults):  # global, like the statuses: a poll or a probe too
+            return self._drop(generation_id or None)
         if generation is None:
             return self._error(404, f"Generation {generation_id!r} not found", generation_id or None)
         if self._injected(generation.faults, generation_id):

@@ -24,7 +24,8 @@ class Faults:
     statuses: list[int] = field(default_factory=list)
     #: ``Retry-After`` header sent with injected 429/503 answers.
     retry_after: float | None = None
-    #: Close the connection without answering the next N requests. On a POST the generation is
+    #: Close the connection without answering the next N requests to the generation endpoint
+    #: (global: creates and polls; per generation: its polls). On a POST the generation is
     #: created first: the "paid but the answer was lost" case.
     drop_connections: int = 0
     #: Answer the next N requests with a body that is not JSON.
