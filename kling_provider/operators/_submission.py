@@ -12,7 +12,8 @@ task: ``task_state_store``, XCom, the hook and deferral. Order of writes is the 
 The operator classes inherit this mixin, so parsing a DAG file imports this module: its methods
 import the rules, types, hook and triggers themselves, when a task runs (parse cost). It calls
 nothing of :class:`~kling_provider.operators._flow.GenerationFlow`, which builds on it: the entry
-points (``execute``, ``execute_recovered``) are there, the spend guard before a POST is here.
+points (``execute``, ``execute_recovered``) are there. The checks before a POST are all listed in
+:func:`before_paying`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,22 @@ RECOVERY_GRACE = timedelta(minutes=5)
 def _ti_value(context: Context, name: str, default: Any) -> Any:
     value = getattr(context.get("ti"), name, None)
     return default if value is None else value
+
+
+def before_paying(task: DurableSubmission, hook: KlingHook, prepared: PreparedRequest) -> float | None:
+    """Every check made right before a create POST, and only then (never before reattaching or
+    recovering): a new pre-pay check is one more call here. Each raises to refuse, naming what
+    it refused; the price estimate (USD, ``None`` when unknown) is returned for the result and
+    the spend line."""
+    return hook.guard_spend(task.model, prepared.body, max_cost_usd=task.max_cost_usd,
+                            check_balance=task.check_balance).usd
+
+
+def after_paying(task: DurableSubmission) -> None:
+    """Right after a create POST that returned a generation id: count it."""
+    from kling_provider import metrics  # execute time only (parse cost)
+
+    metrics.generation_submitted(task.model)
 
 
 class DurableSubmission(_Operator):
@@ -103,19 +120,6 @@ class DurableSubmission(_Operator):
             self.log.warning("The request's %r is unknown here (%s); going on without it.",
                              name, exc)
             return None
-
-    def _before_paying(self, hook: KlingHook, family: str) -> None:
-        """The spend guard, right before a POST (and only then: never before reattaching or
-        recovering); it keeps the estimate for the result and the spend line."""
-        body = self.prepared_request(hook, family).body
-        self.estimated_usd = hook.guard_spend(self.model, body, max_cost_usd=self.max_cost_usd,
-                                              check_balance=self.check_balance).usd
-
-    def _after_paying(self) -> None:
-        """Right after a POST that returned a generation id: count it."""
-        from kling_provider import metrics  # execute time only (parse cost)
-
-        metrics.generation_submitted(self.model)
 
     # -- the record ------------------------------------------------------------------------
 
@@ -199,7 +203,8 @@ class DurableSubmission(_Operator):
         from kling_provider._task import submission as _submission  # execute time only (parse cost)
         from kling_provider.types import Generation
 
-        self._before_paying(hook, family)
+        prepared = self.prepared_request(hook, family)
+        self.estimated_usd = before_paying(self, hook, prepared)
         now = hook.clock.now()
         intent = _submission.SubmissionRecord(
             client_request_id=_submission.next_client_request_id(
@@ -213,7 +218,7 @@ class DurableSubmission(_Operator):
                 "%s).", intent.client_request_id)
         self._write(context, intent)  # before paying
         try:
-            generation_id = hook.create_prepared(self.prepared_request(hook, family),
+            generation_id = hook.create_prepared(prepared,
                                                  client_request_id=intent.client_request_id)
         except KlingSubmissionUncertainError as exc:
             self.log.warning("%s Looking the generation up by its client request id %s instead.",
@@ -227,7 +232,7 @@ class DurableSubmission(_Operator):
                                  "anew.", intent.client_request_id)
             raise
         self._record_generation(context, intent, generation_id, hook.clock.now())
-        self._after_paying()
+        after_paying(self)
         return Generation(generation_id=generation_id, status="queued")
 
     # -- recovery --------------------------------------------------------------------------
