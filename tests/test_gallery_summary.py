@@ -6,12 +6,13 @@ catch-up runs on a real metadata DB (SQLite; PostgreSQL on 127.0.0.1:5432 as an 
 test), driven the way Airflow changes it: new events and runs, events and XCom deleted as
 ``airflow db clean`` deletes them, an event committed under an id lower than one already read,
 a run whose return value arrives after it was summarised, two api-servers catching up from the
-same state, a new summary schema, and events a DAG author filled with anything.
+same state, several workers catching up at the same moment, a new summary schema, and events a DAG author filled with anything.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -268,3 +269,37 @@ def test_an_event_naming_another_dags_generation_is_a_video_of_its_own_dag(site:
     assert found["spend"]["total"]["count"] == 2
     assert {line["label"] for line in found["spend"]["by_run"]} >= {
         "red_dag / manual__red_dag_000000"}
+
+
+
+def _at_once(workers: int) -> list[catchup.Caught]:
+    """``workers`` page requests catching up at the same moment, as an api-server's workers do."""
+    barrier = threading.Barrier(workers)
+    done: list[catchup.Caught | BaseException] = []
+
+    def request() -> None:
+        barrier.wait()
+        try:
+            done.append(caught())
+        except BaseException as exc:  # the request's error, reported by the assert below
+            done.append(exc)
+
+    threads = [threading.Thread(target=request) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not [d for d in done if isinstance(d, BaseException)]
+    return [d for d in done if isinstance(d, catchup.Caught)]
+
+
+def test_workers_catching_up_at_once_take_turns(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first requests after an upgrade: no summary tables yet, every worker creates them.
+    write(Runs(DAG, runs=40, per_run=4, pending=1))
+    assert sorted(_at_once(3), key=lambda c: c.runs) == [
+        catchup.Caught(0, 0), catchup.Caught(0, 0), catchup.Caught(events=120, runs=40)]
+    # Tables there, each worker's first request still checks them; new events meanwhile.
+    monkeypatch.setattr(catchup, "_READY", set())
+    write(Runs("red_dag", runs=5, per_run=2))
+    assert sorted(c.events for c in _at_once(3)) == [0, 0, 10]
+    assert total(site) == (170, "238")

@@ -9,7 +9,9 @@ changed, and re-summarises the runs it touched. The rules, and why they are thes
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import fcntl
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -24,6 +26,8 @@ from kling_provider.gallery.store import GENERATION_ID_KEY, RESULT_KEY
 LIVE_RUN_STATES = ("queued", "running")
 #: A catch-up that wrote this many events or runs refreshes PostgreSQL's statistics.
 ANALYZE_AFTER = 1000
+#: The advisory lock that makes PostgreSQL api-servers take turns (``b'kling'`` as a number).
+LOCK_KEY = 0x6B6C696E67
 #: Tables are checked once per process (``create_all`` looks at the catalogue each time).
 _READY: set[str] = set()
 
@@ -37,24 +41,48 @@ class Caught:
 
 
 def catch_up(asset_ids: Collection[int], now: datetime | None = None) -> Caught:
-    """Bring the summary up to date with Airflow's rows, in one transaction."""
+    """Bring the summary up to date with Airflow's rows, in one transaction.
+
+    One catch-up at a time per metadata DB, the table set-up included: an api-server runs
+    several workers, and the first requests after an upgrade all find the tables missing (two
+    ``CREATE TABLE`` at once fail one request). PostgreSQL serialises on an advisory lock taken
+    before anything else; SQLite, which has no such lock and fails a second writer at once
+    instead of waiting, on a lock file beside the database file.
+    """
     from airflow.utils.session import create_session  # the metadata DB: page requests only
 
     with create_session() as session:
-        url = str(session.get_bind().engine.url)
-        if url not in _READY:
-            s.ensure_tables(session)
-            session.commit()
-            _READY.add(url)
-        postgres = session.get_bind().dialect.name == "postgresql"
-        if postgres:  # api-servers take turns
-            session.execute(select(func.pg_advisory_xact_lock(0x6B6C696E67)))
-        caught = _catch_up(session, sorted(asset_ids), now or datetime.now(timezone.utc))
-        if postgres and caught.events + caught.runs >= ANALYZE_AFTER:
-            # Statistics now, not at autovacuum's next pass: a planner that believes the
-            # fresh tables empty reads them whole for a page.
-            session.execute(text("ANALYZE " + ", ".join(t.name for t in s.metadata.sorted_tables)))
-        return caught
+        bind = session.get_bind()
+        with _one_at_a_time(session, bind.dialect.name, bind.engine.url.database):
+            url = str(bind.engine.url)
+            if url not in _READY:
+                s.ensure_tables(session)
+                session.commit()
+                if bind.dialect.name == "postgresql":  # the commit ended the lock's transaction
+                    session.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
+                _READY.add(url)
+            caught = _catch_up(session, sorted(asset_ids), now or datetime.now(timezone.utc))
+            if bind.dialect.name == "postgresql" and caught.events + caught.runs >= ANALYZE_AFTER:
+                # Statistics now, not at autovacuum's next pass: a planner that believes the
+                # fresh tables empty reads them whole for a page.
+                session.execute(text("ANALYZE " + ", ".join(
+                    t.name for t in s.metadata.sorted_tables)))
+            session.commit()  # inside the lock: the next one reads what this one wrote
+            return caught
+
+
+@contextmanager
+def _one_at_a_time(session: Session, dialect: str, database: str | None) -> Iterator[None]:
+    """Hold the catch-up lock of this metadata DB (see :func:`catch_up`) until the block ends."""
+    if dialect == "postgresql":  # released by the transaction's end
+        session.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
+        yield
+    elif dialect == "sqlite" and database and database != ":memory:":
+        with open(f"{database}.kling-gallery.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, by a crashed process too
+            yield
+    else:  # an in-memory DB has one connection: nobody to take turns with
+        yield
 
 
 def _catch_up(session: Session, asset_ids: list[int], now: datetime) -> Caught:
