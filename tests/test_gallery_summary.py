@@ -6,7 +6,8 @@ catch-up runs on a real metadata DB (SQLite; PostgreSQL on 127.0.0.1:5432 as an 
 test), driven the way Airflow changes it: new events and runs, events and XCom deleted as
 ``airflow db clean`` deletes them, an event committed under an id lower than one already read,
 a run whose return value arrives after it was summarised, two api-servers catching up from the
-same state, several workers catching up at the same moment, a new summary schema, and events a DAG author filled with anything.
+same state, several workers catching up at the same moment, a new summary schema, and events
+a DAG author filled with anything.
 """
 
 from __future__ import annotations
