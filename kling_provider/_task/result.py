@@ -98,6 +98,7 @@ class DownloadResult(TypedDict):
     usd_spent: Any
     generation_seconds: Any
     estimated_usd: Any
+    review: Any
 
 
 @dataclass(frozen=True)
@@ -167,13 +168,16 @@ def download_result(info: Mapping[str, Any], *, uri: str, size: int,
             "prompt": info.get("prompt"), "duration": info.get("duration"),
             "credits_used": info.get("credits_used"), "usd_spent": info.get("usd_spent"),
             "generation_seconds": info.get("generation_seconds"),
-            "estimated_usd": info.get("estimated_usd")}
+            "estimated_usd": info.get("estimated_usd"), "review": info.get("review")}
 
 
 def asset_extra(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The download's Asset event extra: what the video is, where it is, what it cost.
+    """The download's Asset event extra: what the video is, where it is, what it cost, and
+    who picked it (``review``: a :class:`~kling_provider.operators.review.KlingReviewOperator`
+    result's record, when the download was given one).
 
     Unknown values are left out rather than shown as ``null`` so the extra reads well in the UI.
     """
-    fields = ("generation_id", "model", "prompt", "uri", "size", "duration", *SPEND_FIELDS)
+    fields = ("generation_id", "model", "prompt", "uri", "size", "duration", *SPEND_FIELDS,
+              "review")
     return {k: result[k] for k in fields if result.get(k) is not None}

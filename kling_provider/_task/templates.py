@@ -36,6 +36,17 @@ RUNS_WITHOUT_LOGICAL_DATE = (
 )
 
 
+def is_dynamic(value: Any) -> bool:
+    """True for values only known at run time: Jinja templates, XComArgs, nested either way."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(is_dynamic(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(is_dynamic(v) for v in value)
+    return value is not None and hasattr(value, "resolve")  # XComArg, MappedArgument
+
+
 def logical_date_keys(value: Any) -> list[str]:
     """The logical-date-only context keys a template (or nested templates) reads, sorted."""
     found: set[str] = set()

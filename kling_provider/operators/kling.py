@@ -19,9 +19,9 @@ only when they run (parse cost).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
@@ -37,13 +37,16 @@ from kling_provider._checks import (
     wait_seconds,
 )
 from kling_provider._task.result import VIDEOS_ASSET_NAME, VIDEOS_ASSET_URI, asset_extra, generation_result
-from kling_provider._task.templates import require_run_independent
+from kling_provider._task.templates import is_dynamic, require_run_independent
 from kling_provider._wait.deferral import DEFERRAL_GRACE
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
 from kling_provider.exceptions import KlingValidationError
 from kling_provider.links.kling import KlingVideoLink
 from kling_provider.operators._flow import ESTIMATE_KEY, DownloadFlow, GenerationFlow
 from kling_provider.operators._submission import UNKNOWN_RESUBMIT_AFTER
+
+if TYPE_CHECKING:
+    from kling_provider.operators.review import KlingReviewOperator
 
 __all__ = [
     "DEFERRAL_GRACE",
@@ -55,11 +58,23 @@ __all__ = [
     "KlingDownloadVideoOperator",
     "KlingGenerateVideoOperator",
     "KlingImageToVideoOperator",
+    "KlingReviewOperator",
     "KlingTextToVideoOperator",
     "asset_extra",
     "generation_result",
     "is_dynamic",
 ]
+
+def __getattr__(name: str) -> Any:
+    """``KlingReviewOperator``, imported when first asked for: its human-in-the-loop base class
+    loads Airflow's standard provider, which only DAG files that review should pay for."""
+    if name == "KlingReviewOperator":
+        # parse cost: the HITL base class is loaded only by DAGs that build a review
+        from kling_provider.operators.review import KlingReviewOperator
+
+        return KlingReviewOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The default Asset the download operator updates: schedule DAGs on it to react to new videos.
 KLING_VIDEOS_ASSET = Asset(name=VIDEOS_ASSET_NAME, uri=VIDEOS_ASSET_URI)
@@ -100,17 +115,6 @@ def require_rendered(task_id: str, **arguments: Any) -> None:
                 "templated field, so Airflow would pass this on unrendered. Give a literal "
                 "value (read a DAG param in the DAG file, or choose between tasks), or put "
                 "request fields in the templated ones: prompt, duration, ..., parameters.")
-
-
-def is_dynamic(value: Any) -> bool:
-    """True for values only known at run time: Jinja templates, XComArgs, nested either way."""
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, Mapping):
-        return any(is_dynamic(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(is_dynamic(v) for v in value)
-    return value is not None and hasattr(value, "resolve")  # XComArg, MappedArgument
 
 
 #: A mapped generate task's label in the UI: its prompt (else its image), cut at 60 characters.
