@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from kling_provider._storage.body import READ_SIZE, BodyStream, body_chunks
+from kling_provider._storage.hashing import ThreadedSha256
 from kling_provider._storage.hosts import HostPolicy, guarded_transport
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.testing.simulator import KlingSimulator
@@ -92,7 +93,8 @@ def test_a_simulator_video_is_read_from_the_socket_exactly(
     generation = ready(sim_hook, {"video_size": 3 * READ_SIZE + 123})
     with httpx.Client(transport=guarded_transport(LOOPBACK)) as client, \
             client.stream("GET", generation.video_url or "") as response:
-        read = [(type(chunk), bytes(chunk)) for chunk in body_chunks(response, 10 * READ_SIZE)]
+        read = [(type(chunk), bytes(chunk))
+                for chunk in body_chunks(response, 10 * READ_SIZE, ThreadedSha256().buffer)]
     served = httpx.get(generation.video_url or "").content
     assert b"".join(chunk for _, chunk in read) == served
     assert len(served) == 3 * READ_SIZE + 123
@@ -138,6 +140,6 @@ def test_chunked_or_compressed_bodies_go_through_httpx_unchanged(
         encoded_server: str, path: str) -> None:
     with httpx.Client(transport=guarded_transport(LOOPBACK)) as client, \
             client.stream("GET", encoded_server + path) as response:
-        chunks = list(body_chunks(response, 10**9))
+        chunks = list(body_chunks(response, 10**9, ThreadedSha256().buffer))
     assert all(isinstance(chunk, bytes) for chunk in chunks)
     assert hashlib.sha256(b"".join(chunks)).digest() == hashlib.sha256(_Encoded.body).digest()

@@ -1,4 +1,4 @@
-"""A video's body read straight from its connection into one reused buffer.
+"""A video's body read straight from its connection into buffers its reader reuses.
 
 Used by :mod:`kling_provider._storage.hosts` (its guarded transport wraps every download connection in
 :class:`BodyStream`) and :mod:`kling_provider._storage.download` (:func:`body_chunks`). Profiled on a
@@ -6,7 +6,8 @@ Used by :mod:`kling_provider._storage.hosts` (its guarded transport wraps every 
 and hashing together outside them: h11 copies every byte three more times (into its receive
 buffer, a discarded slice, out again) and httpcore a fourth, and each read resets the socket's
 timeout (a GIL hand-off, slow on a busy machine). Here each byte is received once into a
-reused 1 MiB buffer, then written and hashed from it: memory stays flat at any speed.
+buffer the caller hands out (the ring of :class:`kling_provider._storage.hashing.ThreadedSha256`),
+then written and hashed from it: memory stays flat at any speed.
 
 Why it is exact: :class:`BodyStream` hands httpcore (and h11) a response's header block and
 stops at its end, the first blank line, found as h11 finds it, so nothing of the body waits in
@@ -23,13 +24,13 @@ from __future__ import annotations
 import re
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpcore
 import httpx
 
-#: Bytes asked of the socket per read on a download connection (httpcore asks 64 KiB).
+#: Bytes asked of the socket per read of a download's header block (httpcore asks 64 KiB).
 READ_SIZE = 1024 * 1024
 #: Where h11 ends a header block (``h11._receivebuffer.blank_line_regex``).
 _BLANK_LINE = re.compile(b"\n\r?\n", re.MULTILINE)
@@ -100,9 +101,11 @@ def _header_end(tail: bytes, data: bytes) -> int | None:
     return found.end() - len(tail)
 
 
-def body_chunks(response: httpx.Response, limit: int) -> Iterator[bytes | memoryview]:
+def body_chunks(response: httpx.Response, limit: int,
+                buffer: Callable[[], memoryview]) -> Iterator[bytes | memoryview]:
     """The body of ``response`` (status read, body not yet), stopping after ``limit`` + 1 bytes
-    at most. Each chunk is valid until the next is asked for (the buffer is reused)."""
+    at most. A chunk read from the socket is received into (a part of) ``buffer()``, called once
+    per chunk: it stays valid for as long as the caller keeps that buffer from being handed out."""
     stream = response.extensions.get("network_stream")
     length = response.headers.get("content-length", "")
     try:
@@ -115,18 +118,18 @@ def body_chunks(response: httpx.Response, limit: int) -> Iterator[bytes | memory
     except LookupError:
         yield from response.iter_bytes()
         return
-    yield from _direct(stream, sock, min(int(length), limit + 1), response.request)
+    yield from _direct(stream, sock, min(int(length), limit + 1), response.request, buffer)
 
 
-def _direct(stream: BodyStream, sock: socket.socket, length: int,
-            request: httpx.Request) -> Iterator[memoryview]:
-    view = memoryview(bytearray(READ_SIZE))
+def _direct(stream: BodyStream, sock: socket.socket, length: int, request: httpx.Request,
+            buffer: Callable[[], memoryview]) -> Iterator[memoryview]:
     timeout = request.extensions.get("timeout", {}).get("read")
     try:
         sock.settimeout(timeout)  # once, where httpcore sets it before every read
         remaining = length
         while remaining > 0:
-            count = stream.readinto(view[:min(remaining, READ_SIZE)])
+            view = buffer()
+            count = stream.readinto(view[:min(remaining, len(view))])
             if count == 0:
                 return  # the server closed early: the caller sees fewer bytes than announced
             remaining -= count

@@ -17,7 +17,6 @@ under one name at the same moment each end with their own video.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -32,6 +31,7 @@ import httpx
 from kling_provider._api.network import redact_url, transport_cause
 from kling_provider._checks import DEFAULT_MAX_BYTES
 from kling_provider._storage.body import body_chunks
+from kling_provider._storage.hashing import ThreadedSha256
 from kling_provider._storage.hosts import HostPolicy, check_url
 from kling_provider._storage.identity import (
     VideoIdentity,
@@ -228,9 +228,8 @@ def _stage(response: httpx.Response, target: WritablePath, identity: VideoIdenti
     written = 0
     head = b""
     try:
-        digest = hashlib.sha256()  # hashed as written: SHA-NI hashes faster than loopback reads
-        with temporary.open("wb") as sink:
-            for chunk in body_chunks(response, limit):  # stops at the limit, not past it
+        with temporary.open("wb") as sink, ThreadedSha256() as digest:
+            for chunk in body_chunks(response, limit, digest.buffer):  # stops at the limit
                 if len(head) < 12:
                     head += bytes(chunk[: 12 - len(head)])
                 written += len(chunk)
@@ -239,9 +238,9 @@ def _stage(response: httpx.Response, target: WritablePath, identity: VideoIdenti
                         f"The server sent more than the {want} bytes announced; download stopped."
                         if want is not None else
                         f"The video exceeded max_bytes={max_bytes}; download stopped.")
+                digest.update(chunk)  # hashed in a thread while this one writes and reads on
                 sink.write(chunk)
-                digest.update(chunk)
-        sha256 = digest.hexdigest()
+            sha256 = digest.hexdigest()
         if want is not None and written != want:
             raise _RetryableError(f"got {written} of {want} bytes")
         if verify_mp4 and head[4:8] != b"ftyp":
