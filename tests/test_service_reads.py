@@ -27,6 +27,7 @@ from tests.conftest import SECRET_KEY, FakeClock
 
 V2_MASTER = "klingai/v2-master-text-to-video"
 V21_MASTER = "klingai/v2.1-master-text-to-video"
+V3_STANDARD = "klingai/video-v3-standard-text-to-video"
 MODELS = "/v1/models"
 
 
@@ -138,6 +139,16 @@ def test_a_changed_price_list_replaces_the_cached_one(sim_hook: KlingHook,
     # Each request revalidates with the ETag of the answer before it.
     assert "if-none-match" not in gets[0].headers
     assert gets[1].headers["if-none-match"] != gets[2].headers["if-none-match"]
+
+
+def test_the_estimate_prices_the_request_the_api_will_run(sim_hook: KlingHook) -> None:
+    # A task that leaves duration and generate_audio out is run (and billed) with the schema's
+    # defaults, 5 s with audio: the estimate prices those, not an empty request.
+    found = sim_hook.estimate_price(V3_STANDARD, {"prompt": "p"})
+    assert found.usd == pytest.approx(0.147 * 5)
+    assert found.duration == 5
+    assert found.basis == "$0.147 per 1 second x 5 s, generate_audio=true"
+    assert found.source == "live price list"
 
 
 def test_a_model_missing_from_the_list_is_unpriced_and_not_cached(

@@ -77,6 +77,21 @@ def test_fixed_rate_reads_price_with_per_and_the_duration_sent() -> None:
     assert cheap.basis == "$14.00 per 100 second x 5 s"
 
 
+@pytest.mark.parametrize(("price", "basis", "usd"), [
+    (0.147, "$0.147 per 1 second x 10 s", "$1.47"),  # the rate as published, the total in cents
+    (0.098, "$0.098 per 1 second x 10 s", "$0.98"),
+    (0.14, "$0.14 per 1 second x 10 s", "$1.40"),
+    (2, "$2.00 per 1 second x 10 s", "$20.00"),
+    (1234.5, "$1,234.50 per 1 second x 10 s", "$12,345.00"),
+    (0.00124, "$0.00124 per 1 second x 10 s", "$0.01"),
+    (0.1234567, "$0.123457 per 1 second x 10 s", "$1.23"),
+])
+def test_the_basis_shows_the_rate_as_published(price: float, basis: str, usd: str) -> None:
+    found = estimate("m", per_second(price), duration=10)
+    assert found.basis == basis
+    assert found.describe() == (f"Estimated price of this m generation: {usd} ({basis}; test).")
+
+
 def test_variants_match_the_request_and_name_the_variant() -> None:
     pricing = {"kind": "variants", "dimensions": ["resolution"], "variants": [
         {"when": {"resolution": "720p"}, "price": 0.39, "unit": "second", "per": 1},

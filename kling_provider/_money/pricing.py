@@ -132,7 +132,13 @@ def _rate(rate: Mapping[str, Any], duration: float) -> tuple[float, str] | None:
         quantity, counted = 1.0, ""
     else:
         return None
-    return price / per * quantity, f"{format_usd(price)} per {per:g} {unit}{counted}"
+    return price / per * quantity, f"{_unit_price(price)} per {per:g} {unit}{counted}"
+
+
+def _unit_price(price: float) -> str:
+    """A published rate with every digit: ``$0.147`` a second, not ``$0.15`` (which
+    ``format_usd`` gives, rounding a total to the cent), or the basis would not add up."""
+    return format_usd(price) if round(price, 2) == price else f"${price:,.6f}".rstrip("0")
 
 
 def estimate_price(model: str, pricing: Mapping[str, Any] | None, request: Mapping[str, Any],
