@@ -24,9 +24,17 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from kling_provider.gallery import access, files, inflight, page, queries, ranges, store
+from kling_provider.gallery import access, files, inflight, page, queries, ranges, review_page, store
 from kling_provider.gallery.access import User
-from kling_provider.gallery.records import EventRow, Filters, Spend, Video, build_videos, rollup
+from kling_provider.gallery.records import (
+    EventRow,
+    Filters,
+    Spend,
+    Video,
+    build_videos,
+    mark_reviews,
+    rollup,
+)
 
 log = logging.getLogger("kling_provider.gallery")
 
@@ -69,7 +77,7 @@ def _listing(user: BaseUser, dag_ids: set[str], filters: Filters, number: int
                             offset=(number - 1) * page.PER_PAGE, limit=page.PER_PAGE)
     videos = build_videos(found.events, found.generations)
     runs = {(v.source.dag_id, v.source.run_id) for v in videos}
-    return videos, rollup(found.groups, runs), found
+    return mark_reviews(videos, queries.reviews(runs)), rollup(found.groups, runs), found
 
 
 def _stored_event(user: BaseUser, event_id: int) -> EventRow:
@@ -95,17 +103,37 @@ def _open(user: BaseUser, event_id: int) -> files.Stored:
         raise HTTPException(status_code=404, detail=NOT_FOUND) from None
 
 
+def _login(request: Request) -> Response:
+    login = access.auth_manager().get_url_login(next_url=str(request.url))
+    return RedirectResponse(login, status_code=303)
+
+
 def gallery_page(request: Request,
                  user: Annotated[BaseUser | None, Depends(access.optional_user)]) -> Response:
     if user is None:
-        login = access.auth_manager().get_url_login(next_url=str(request.url))
-        return RedirectResponse(login, status_code=303)
+        return _login(request)
     filters, number, dag_ids = _filters(request), _page_number(request), access.shown_dag_ids(user)
     videos, spend, found = _listing(user, dag_ids, filters, number)
     html = page.render(videos, spend, filters, dag_ids=found.dag_ids, models=found.models,
                        number=number, posters=shutil.which("ffmpeg") is not None,
                        in_flight=inflight.render(_in_flight(dag_ids, filters),
                                                  inflight.latest_video(dag_ids)))
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+def review(request: Request, dag_id: str, run_id: str, task_id: str, map_index: int = -1,
+           user: Annotated[BaseUser | None, Depends(access.optional_user)] = None) -> Response:
+    """One review's candidates side by side (the link in its required action's body): shown
+    under the videos page's rules, a DAG the user may not see is the same 404 as no review."""
+    if user is None:
+        return _login(request)
+    found = queries.reviews([(dag_id, run_id)]) if access.may_see_dag(user, dag_id) else []
+    mine = [r for r in found if (r.source.task_id, r.source.map_index) == (task_id, map_index)]
+    if not mine:
+        raise HTTPException(status_code=404, detail="No such review.")
+    ids = review_page.generation_ids(mine[0].record)
+    assets = access.readable_assets(user, store.videos_asset_ids())
+    html = review_page.render(mine[0], queries.stored_copies(dag_id, run_id, ids, assets))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
@@ -183,6 +211,7 @@ def video_poster(event_id: int, user: User) -> Response:
 
 _ROUTES: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("/", gallery_page),
+    ("/review", review),
     ("/api/videos", list_videos),
     ("/api/in-flight", list_in_flight),
     ("/videos/{event_id}.mp4", video_file),

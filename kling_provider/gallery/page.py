@@ -168,6 +168,18 @@ def _player(video: Video, key: str, posters: bool) -> str:
             f'src="{video_url(video.event_id)}"></video>')
 
 
+def _review(video: Video) -> str:
+    """The card's review line: picked or not picked, by whom, when, and the note."""
+    if not video.review:
+        return ""
+    review = video.review
+    who = review.get("reviewer") or "the timeout's default"
+    note = f": {review['note']}" if review.get("note") else ""
+    return (f'<dt>review</dt><dd class="review">{escape(str(review.get("status")))} '
+            f'({escape(str(review.get("task_id")))}, {escape(str(who))}, '
+            f'{escape(str(review.get("reviewed_at") or "-"))}){escape(note)}</dd>')
+
+
 def _card(video: Video, index: int, focus: str | None, posters: bool) -> str:
     key = f"v{index}"
     duration = f"{video.duration:g} s" if video.duration is not None else "-"
@@ -189,7 +201,8 @@ def _card(video: Video, index: int, focus: str | None, posters: bool) -> str:
             f"<dt>status</dt><dd>{escape(video.status)}</dd>"
             f"<dt>when</dt><dd>{video.timestamp:%Y-%m-%d %H:%M:%S} UTC</dd>"
             f"<dt>DAG</dt><dd>{escape(video.source.dag_id)}</dd>"
-            f"<dt>generation</dt><dd>{escape(video.generation_id or '-')}</dd></dl>"
+            f"<dt>generation</dt><dd>{escape(video.generation_id or '-')}</dd>"
+            f"{_review(video)}</dl>"
             f'<div class="links">{"".join(links)}</div></div>')
 
 

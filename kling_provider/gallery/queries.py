@@ -29,8 +29,17 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select, true, tuple_
 from sqlalchemy.orm import Session
 
+from kling_provider._task.review import REVIEW_XCOM_KEY
 from kling_provider.gallery import catchup, store, summary
-from kling_provider.gallery.records import EventRow, Filters, GenerationRow, SpendGroup, TaskRef, plain
+from kling_provider.gallery.records import (
+    EventRow,
+    Filters,
+    GenerationRow,
+    ReviewRow,
+    SpendGroup,
+    TaskRef,
+    plain,
+)
 from kling_provider.gallery.store import (
     GENERATION_ID_KEY,
     RESULT_KEY,
@@ -153,3 +162,40 @@ def _generations(session: Session, tasks: list[tuple[Any, ...]]) -> list[Generat
                 source=TaskRef(*key), timestamp=values["timestamp"], generation_id=generation_id,
                 result=result if isinstance(result, dict) else None))
     return generations
+
+
+def reviews(runs: Collection[tuple[str, str]]) -> list[ReviewRow]:
+    """The ``kling_review`` XComs of ``runs`` (``(dag_id, run_id)``: the page's), decided or not."""
+    # ORM models and the metadata DB: page requests only (see _events)
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    if not runs:
+        return []
+    with create_session() as session:
+        rows = session.execute(select(
+            XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index,
+            XComModel.value).where(XComModel.key == REVIEW_XCOM_KEY,
+                                   tuple_(XComModel.dag_id, XComModel.run_id).in_(list(runs)))
+        ).all()
+        return [ReviewRow(TaskRef(row.dag_id, row.run_id, row.task_id, row.map_index), value)
+                for row in rows if isinstance(value := XComModel.deserialize_value(row), dict)]
+
+
+def stored_copies(dag_id: str, run_id: str, generation_ids: Collection[str],
+                  asset_ids: Collection[int]) -> dict[str, int]:
+    """Of ``generation_ids`` (of one DAG run), those stored under a readable Asset: their event
+    ids, which the videos page's player serves (the summary, caught up first)."""
+    from airflow.utils.session import create_session  # the metadata DB: page requests only
+
+    if not generation_ids or not asset_ids:
+        return {}
+    catchup.catch_up(store.videos_asset_ids())
+    keys = {summary.digest(g): g for g in generation_ids}
+    v = summary.videos.c
+    with create_session() as session:
+        rows = session.execute(
+            select(v.generation_key, v.event_id).where(
+                v.dag_id == dag_id, v.run_id == run_id, v.generation_key.in_(list(keys)),
+                v.event_id.is_not(None), v.asset_id.in_(list(asset_ids)))).all()
+    return {keys[key]: int(event_id) for key, event_id in rows}

@@ -54,6 +54,14 @@ class GenerationRow:
 
 
 @dataclass(frozen=True)
+class ReviewRow:
+    """A review task's ``kling_review`` XCom (:func:`kling_provider._task.review.record`)."""
+
+    source: TaskRef
+    record: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Video:
     """One line of the gallery."""
 
@@ -71,6 +79,9 @@ class Video:
     credits_used: Decimal | None = None
     usd_spent: Decimal | None = None
     generation_seconds: float | None = None
+    #: A decided review among whose candidates it was: ``status`` "picked" or "not picked",
+    #: ``reviewer`` (``None``: the timeout's default), ``reviewed_at``, ``note``, ``task_id``.
+    review: Mapping[str, Any] | None = None
 
     @property
     def stored(self) -> bool:
@@ -290,3 +301,21 @@ def rollup(groups: Iterable[SpendGroup], runs: Collection[tuple[str, str]] | Non
     spend.by_run = [by_run[r] for r in sorted(by_run, key=lambda r: (newest[r], r),
                                               reverse=True)]
     return spend
+
+
+def mark_reviews(videos: Iterable[Video], reviews: Iterable[ReviewRow]) -> list[Video]:
+    """``videos`` with each decided review's candidates marked picked or not picked (a
+    candidate is the generation of that id in the review's DAG run; the newest review wins)."""
+    marks: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in sorted(reviews, key=lambda r: str(r.record.get("reviewed_at") or "")):
+        record, chosen = row.record, row.record.get("chosen")
+        ids = record.get("candidates")
+        if record.get("status") not in ("picked", "none") or not isinstance(ids, list):
+            continue  # still waiting: nothing decided
+        for generation_id in ids:
+            marks[(row.source.dag_id, row.source.run_id, str(generation_id))] = {
+                "status": "picked" if generation_id == chosen else "not picked",
+                "reviewer": _text(record, "reviewer"), "note": _text(record, "note"),
+                "reviewed_at": _text(record, "reviewed_at"), "task_id": row.source.task_id}
+    return [replace(v, review=marks.get((v.source.dag_id, v.source.run_id, v.generation_id or "")))
+            if v.generation_id else v for v in videos]
