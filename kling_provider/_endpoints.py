@@ -36,6 +36,8 @@ ENDPOINTS: Final[dict[str, Endpoint]] = {
     #: What a key spent over a window (``?period=24h``), and the same per model and day.
     "usage": Endpoint("/v2/usage"),
     "usage_detail": Endpoint("/v2/usage/detail"),
+    #: The model deprecation feed (deprecated, superseded, withdrawn; ``ETag``).
+    "deprecations": Endpoint("/v1/models/deprecations", authenticated=False),
 }
 
 

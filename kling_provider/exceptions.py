@@ -13,7 +13,9 @@ Hierarchy::
     ├── KlingNoCreditsError           403
     │   └── KlingInsufficientBalanceError  balance below the estimate, before any POST
     ├── KlingCostLimitError           estimate above ``max_cost_usd``, before any POST
+    ├── KlingModelWithdrawnError      the model was withdrawn (deprecation feed), before any POST
     ├── KlingGenerationNotFoundError  404 on fetch
+    ├── KlingModelNotFoundError       404 on create (the model is gone, or the endpoint is wrong)
     ├── KlingRateLimitError           429 after retries
     ├── KlingServerError              5xx / malformed body after retries
     ├── KlingNetworkError             connect / read failure after retries
@@ -67,8 +69,18 @@ class KlingCostLimitError(KlingError, AirflowFailException):
     """Raised before any paid request when the estimated price exceeds ``max_cost_usd``; no retry."""
 
 
+class KlingModelWithdrawnError(KlingError, AirflowFailException):
+    """Raised before any paid request for a model the API withdrew; no retry brings it back."""
+
+    created_nothing = True
+
+
 class KlingGenerationNotFoundError(KlingError):
     """Raised when the API does not know the generation id (404 on fetch)."""
+
+
+class KlingModelNotFoundError(KlingError):
+    """Raised when the API answers a create with 404: a withdrawn model, or a wrong endpoint."""
 
 
 class KlingRateLimitError(KlingError):

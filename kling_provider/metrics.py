@@ -15,6 +15,9 @@ metric                             type       meaning
 ``kling.generation.duration``      timer      submission to completion (only when known)
 ``kling.credits_used``             counter    credits the API reported for completed generations
 ``kling.usd_spent``                counter    USD the API reported for completed generations
+``kling.model.retiring``           counter    a task checked a model the deprecation feed lists
+                                              (tag ``status``: ``deprecated`` / ``superseded``
+                                              / ``withdrawn``), before paying
 =================================  =========  ====================================================
 
 Metrics never fail a task: an error while sending one is logged and dropped.
@@ -33,8 +36,8 @@ from kling_provider.exceptions import KlingGenerationFailedError, KlingTimeoutEr
 from kling_provider.types import finite_number
 
 __all__ = ["CREDITS_USED", "DURATION", "GENERATION_COMPLETED", "GENERATION_FAILED",
-           "GENERATION_SUBMITTED", "USD_SPENT", "counting_failures", "generation_completed",
-           "generation_failed", "generation_submitted"]
+           "GENERATION_SUBMITTED", "MODEL_RETIRING", "USD_SPENT", "counting_failures",
+           "generation_completed", "generation_failed", "generation_submitted", "model_retiring"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ GENERATION_FAILED = "kling.generation.failed"
 DURATION = "kling.generation.duration"
 CREDITS_USED = "kling.credits_used"
 USD_SPENT = "kling.usd_spent"
+MODEL_RETIRING = "kling.model.retiring"
 #: Longer than any wait can be, shorter than ``timedelta`` can hold.
 MAX_TIMING_SECONDS = 10 * 365 * 86400.0
 
@@ -95,6 +99,12 @@ def generation_completed(model: str | None, *, seconds: float | None, credits_us
         _emit("incr", CREDITS_USED, round(credits_used), tags)
     if usd_spent is not None:
         _emit("incr", USD_SPENT, usd_spent, tags)
+
+
+def model_retiring(model: str | None, status: str) -> None:
+    """Count a model the deprecation feed lists, checked before paying: a dashboard then shows
+    the tasks to move before the shutdown date."""
+    _emit("incr", MODEL_RETIRING, 1, _tags(model, status=status))
 
 
 def generation_failed(model: str | None, reason: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kling_provider._models import feeds as _feeds
 from kling_provider._money import pricing as _pricing
 from kling_provider._runtime import client as _client
 from kling_provider._runtime.connections import ConnectionCache
@@ -202,6 +203,15 @@ def _fresh_timings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_pricing, "PRICE_LISTS", _pricing.PriceListCache())
     monkeypatch.setattr(_client, "CONNECTIONS", ConnectionCache())
     monkeypatch.setattr(_starting, "PACER", _starting.StartPacer())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_feeds(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test starts with no deprecation feed read, in memory or on disk (its own cache
+    directory, which Airflow processes the test starts inherit), never the user's ~/.cache."""
+    directory = tmp_path_factory.mktemp("feeds")
+    monkeypatch.setenv(_feeds.CACHE_DIR_VARIABLE, str(directory))
+    monkeypatch.setattr(_feeds, "FEEDS", _feeds.FeedCache())
 
 
 @pytest.fixture

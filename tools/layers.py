@@ -43,7 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_wait",),                           # when to poll, timings, the trigger's arguments/events
     ("_storage", "_task"),                # a video on disk; one paid submission, a task's result
     ("_api",),                            # the protocol as I/O-free step generators
-    ("_money",),                          # costs, estimates and the guard before paying
+    ("_money", "_models"),                # costs and the guard; model retirement (feed, rules)
     ("core",),                            # __init__, exceptions, types, catalogue, metrics...
 )
 

@@ -17,6 +17,7 @@ from kling_provider.exceptions import (
     KlingAuthenticationError,
     KlingError,
     KlingGenerationNotFoundError,
+    KlingModelNotFoundError,
     KlingNetworkError,
     KlingNoCreditsError,
     KlingRateLimitError,
@@ -133,8 +134,9 @@ def error_for_response(request: ApiRequest, response: httpx.Response, *, conn_id
             f"connection {conn_id!r} uses the same endpoint family and account that created it."
         )
     if status == 404 and request.operation == "create":
-        return KlingError(f"The API refused the request while {what} (404): {message}{ref}. "
-                          "Check the connection's host and the model's endpoint family.")
+        return KlingModelNotFoundError(
+            f"The API refused the request while {what} (404): {message}{ref}. Check the "
+            "connection's host and the model's endpoint family.")
     if status == 429:
         return KlingRateLimitError(
             f"Rate or concurrency limit (429) while {what}, still limited after retries: {message}{ref}"

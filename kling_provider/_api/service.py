@@ -1,4 +1,5 @@
-"""The API's account and service reads as step generators: balance, model list, connection probe.
+"""The API's account and service reads as step generators: balance, model list, deprecation feed,
+connection probe.
 
 Like the generation calls of :mod:`kling_provider._api.protocol` (and the usage logs of
 :mod:`kling_provider._task.submission`, the live timings of :mod:`kling_provider._wait.waiting`), these yield
@@ -9,6 +10,7 @@ paying) and :meth:`~kling_provider.hooks.kling.KlingHook.test_connection`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -24,8 +26,12 @@ from kling_provider._api.protocol import (
     build_fetch_request,
     exchange,
 )
+from kling_provider._models import feeds as _feeds
+from kling_provider._models import retirement as _retirement
 from kling_provider._money import pricing as _pricing
-from kling_provider.exceptions import KlingServerError
+from kling_provider.exceptions import KlingModelNotFoundError, KlingServerError
+
+log = logging.getLogger("kling_provider")
 
 
 def balance_steps(policy: RetryPolicy, *, conn_id: str,
@@ -66,6 +72,62 @@ def price_list_steps(model: str, base_url: str, cache: _pricing.PriceListCache
         problem = (f"HTTP {outcome.status_code}" if listing is None
                    else f"no price for {model} in it")
     return {}, f"the live price list of {base_url} could not be used: {problem}"
+
+
+def retirement_steps(model: str, base_url: str, feeds: _feeds.FeedCache, *, now: float,
+                     refresh: bool = False
+                     ) -> Generator[Step, Any, tuple[_retirement.Retirement | None, str]]:
+    """``model``'s entry in the deprecation feed of ``base_url`` (``None``: not listed), and
+    where that came from.
+
+    The feed is asked for only when the one cached for ``base_url`` is a day old or missing
+    (``If-None-Match`` with its ``ETag``: a ``304`` renews it), or at once with ``refresh``
+    (after a 404: the model may have gone since). One attempt, never raising: the
+    feed is advice (the API's own 404 still stops a withdrawn model), so an unreadable feed falls
+    back to the cached one, else to the snapshot the provider ships, and says so.
+    """
+    feed = feeds.get(base_url)
+    source = f"deprecation feed of {base_url}"
+    if refresh or feed is None or not _retirement.fresh(feed.fetched_at, now):
+        headers = {"If-None-Match": feed.etag} if feed is not None and feed.etag else None
+        outcome = yield api_request("deprecations", "GET", "account", headers=headers,
+                                    subject="the model deprecation feed")
+        problem = None
+        if isinstance(outcome, httpx.RequestError):
+            problem = type(outcome).__name__
+        elif outcome.status_code == 304 and feed is not None:
+            feed = feed._replace(fetched_at=now)
+        else:
+            entries = _retirement.entries_from(json_object(outcome)) if outcome.is_success \
+                else None
+            if entries is None:
+                problem = f"HTTP {outcome.status_code}"
+            else:
+                feed = _feeds.Feed(base_url, outcome.headers.get("etag"), now, entries)
+        if problem is None and feed is not None:
+            feeds.store(feed)
+        else:
+            source = (f"the deprecation feed of {base_url} could not be read ({problem}), so "
+                      f"the {'copy read earlier' if feed else 'snapshot shipped'} was used")
+            log.warning("Model retirement: %s.", source)
+    entries = _retirement.merged(_feeds.shipped(), feed.entries if feed else None)
+    return _retirement.find(entries, model), source
+
+
+def noting_retirement(create: Generator[Step, Any, str],
+                      lookup: Generator[Step, Any, tuple[_retirement.Retirement | None, str]]
+                      ) -> Generator[Step, Any, str]:
+    """``create``; a 404 answer to it also names the model's entry in the deprecation feed
+    (``lookup``: :func:`retirement_steps`), when there is one."""
+    try:
+        return (yield from create)
+    except KlingModelNotFoundError as exc:
+        entry, _ = yield from lookup
+        if entry is None:
+            raise
+        noted = KlingModelNotFoundError(f"{exc}{_retirement.not_found_note(entry)}")
+        noted.created_nothing = exc.created_nothing
+        raise noted from exc
 
 
 def estimate_steps(model: str, body: Mapping[str, Any], base_url: str,

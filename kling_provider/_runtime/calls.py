@@ -13,9 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kling_provider import metrics
 from kling_provider._api import protocol as _protocol
 from kling_provider._api import service as _service
 from kling_provider._api.protocol import RetryPolicy, Steps
+from kling_provider._models import feeds as _feeds
+from kling_provider._models import retirement as _retirement
 from kling_provider._money import pricing as _pricing
 from kling_provider._runtime import client as _client
 from kling_provider._runtime.client import Clock, KlingConnectionSettings
@@ -27,9 +30,11 @@ from kling_provider.exceptions import KlingValidationError
 
 
 class Log(Protocol):
-    """The one call :meth:`Calls.create` makes on the hook's logger (Airflow's or stdlib)."""
+    """The calls :meth:`Calls.create` and :meth:`Calls.check_model` make on the hook's logger
+    (Airflow's or stdlib)."""
 
     def info(self, msg: str, /, *args: Any) -> Any: ...
+    def log(self, level: int, msg: str, /, *args: Any) -> Any: ...
 
 
 def exact(client_request_id: str | None) -> _submission.Match:
@@ -62,9 +67,11 @@ class Calls:
         """The paid POST, announced in ``log`` (the hook's: a task log line before paying)."""
         log.info("Creating a %s generation on the %s endpoint (client request id %s)",
                  prepared.body.get("model"), prepared.family, client_request_id)
-        return _protocol.create_steps(
+        create = _protocol.create_steps(
             prepared.family, prepared.body, self.policy, conn_id=self.settings.conn_id,
             secrets=self.settings.secrets, client_request_id=client_request_id)
+        return _service.noting_retirement(
+            create, self.retirement(str(prepared.body.get("model")), refresh=True))
 
     def find(self, client_request_id: str | None, *, model: str, since: float,
              deadline: float | None, poll_interval: float,
@@ -106,6 +113,21 @@ class Calls:
     def balance(self) -> Steps:
         return _service.balance_steps(self.policy, conn_id=self.settings.conn_id,
                                       secrets=self.settings.secrets)
+
+    def check_model(self, model: str, log: Log) -> Steps:
+        """Before paying: the model's feed entry, counted and logged (in the task log); a
+        withdrawn model raises (:func:`kling_provider._models.retirement.verdict`)."""
+        entry, source = yield from self.retirement(model)
+        if entry is not None:
+            metrics.model_retiring(model, entry.status)
+            log.log(*_retirement.verdict(model, entry, source))
+        return entry
+
+    def retirement(self, model: str, *, refresh: bool = False) -> Steps:
+        """The model's deprecation-feed entry (the feed read at most daily per base URL)."""
+        return _service.retirement_steps(model, self.settings.base_url,
+                                         _feeds.FEEDS,  # read now: tests swap it
+                                         now=self.clock.now(), refresh=refresh)
 
     def estimate(self, model: str, body: Mapping[str, Any]) -> Steps:
         return _service.estimate_steps(model, body, self.settings.base_url, _pricing.PRICE_LISTS)

@@ -2,7 +2,9 @@
 
 :class:`~kling_provider.hooks.kling.KlingHook` builds on it and adds the methods users call; this
 base holds what every one of them needs (the connection's settings, loaded once, the worker's
-client, the choice of driver) and what Airflow asks of a hook's connection (its form, its test).
+client, the choice of driver) and what Airflow asks of a hook's connection (its form, its test),
+and the one read about the connection's service rather than a generation: whether a model is
+retiring (:meth:`KlingConnectionHook.check_model`).
 The machinery itself (settings, clock, drivers, shared clients) is :mod:`kling_provider._runtime.client`.
 """
 
@@ -15,6 +17,7 @@ from airflow.sdk import BaseHook
 
 from kling_provider import CONNECTION_FIELD_BEHAVIOUR, DEFAULT_CONN_ID
 from kling_provider._api import protocol as _protocol
+from kling_provider._models.retirement import Retirement
 from kling_provider._runtime import calls as _calls
 from kling_provider._runtime import client as _client
 from kling_provider._runtime.client import Clock, KlingConnectionSettings, SystemClock
@@ -101,3 +104,16 @@ class KlingConnectionHook(BaseHook):
         except KlingError as exc:  # a bad extra, no key
             return False, str(exc)
         return result
+
+    def check_model(self, model: str) -> Retirement | None:
+        """Before paying: ``model``'s entry in the API's deprecation feed, or ``None``.
+
+        The feed is read at most once a day per API base URL (and kept on disk for other
+        processes); an unreadable feed never blocks. A ``deprecated`` model is logged as a
+        warning with its shutdown date and replacement, a ``superseded`` one noted with the id
+        the API runs it as, both counted (``kling.model.retiring``); a ``withdrawn`` one raises
+        :class:`~kling_provider.exceptions.KlingModelWithdrawnError`.
+        """
+        entry: Retirement | None = self._run(
+            self._calls_for(self.settings).check_model(model, self.log))
+        return entry

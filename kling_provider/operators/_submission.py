@@ -60,7 +60,8 @@ def before_paying(task: DurableSubmission, hook: KlingHook, prepared: PreparedRe
     """Every check made right before a create POST, and only then (never before reattaching or
     recovering): a new pre-pay check is one more call here. Each raises to refuse, naming what
     it refused; the price estimate (USD, ``None`` when unknown) is returned for the result and
-    the spend line."""
+    the spend line. The model's retirement first: a withdrawn model is not worth pricing."""
+    hook.check_model(task.model)
     return hook.guard_spend(task.model, prepared.body, max_cost_usd=task.max_cost_usd,
                             check_balance=task.check_balance).usd
 

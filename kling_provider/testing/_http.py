@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kling_provider import _endpoints
 from kling_provider.catalogue import ENDPOINT_FAMILIES, endpoint_path
-from kling_provider.testing import _billing, _contract, _metrics, _usage, logs
+from kling_provider.testing import _billing, _contract, _metrics, _retirements, _usage, logs
 from kling_provider.testing._world import log_time
 from kling_provider.testing.records import Faults, LedgerEntry
 
@@ -200,10 +200,10 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return ["GET"] if path.startswith("/files/") else []
         if path in _FAMILY_BY_PATH:
             return ["GET", "POST"]
-        if path == "/_simulator/faults":
+        if path in ("/_simulator/faults", _retirements.CONTROL_PATH):
             return ["POST"]
-        if path in ("/_simulator/ledger", METRICS_PATH, LOGS_PATH, *_usage.PATHS) or \
-                _billing.is_account_path(path):
+        if path in ("/_simulator/ledger", METRICS_PATH, LOGS_PATH, *_usage.PATHS,
+                    *_retirements.FEED_PATHS) or _billing.is_account_path(path):
             return ["GET"]
         return []
 
@@ -232,6 +232,10 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return self._send_json(200, self.simulator.ledger.summary())
         if parts.path == METRICS_PATH:  # keyless, like the real endpoint
             return self._metrics(parts.query)
+        if parts.path in _retirements.FEED_PATHS:  # keyless too
+            status, data, headers = self.simulator.retirements.answer(
+                parts.query, self.headers.get("If-None-Match"))
+            return self._send(status, data, "application/json", headers)
         if _billing.is_account_path(parts.path):
             return self._serve_account(parts.path, parts.query)
         if parts.path == LOGS_PATH:
@@ -325,6 +329,11 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         if parts.path == "/_simulator/faults" and self.server_origin == "api":
             sim.faults = Faults.from_dict(body or {})
             return self._send_json(200, asdict(sim.faults))
+        if parts.path == _retirements.CONTROL_PATH and self.server_origin == "api":
+            try:
+                return self._send_json(200, sim.retirements.control(body))
+            except _retirements.RetireError as exc:
+                return self._error(400, str(exc))
         family = _FAMILY_BY_PATH.get(parts.path)
         if family is None or self.server_origin != "api":
             return self._error(404, f"Cannot POST {parts.path}")
@@ -332,6 +341,9 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
             return None
         if self._injected(sim.faults, None):
             return None
+        gone = sim.retirements.withdrawn(body.get("model") if isinstance(body, dict) else None)
+        if gone is not None:  # the real API's answer to a withdrawn model
+            return self._error(404, _retirements.withdrawn_message(gone))
         requested = body.pop(FAULTS_FIELD, None) if isinstance(body, dict) else None
         try:
             faults = Faults.from_dict(requested) if requested else Faults()

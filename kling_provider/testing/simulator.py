@@ -34,7 +34,7 @@ from typing import Any
 
 from kling_provider._wait.timings import generation_id_path
 from kling_provider.catalogue import ENDPOINT_FAMILIES
-from kling_provider.testing import _billing, _contract, _media, _usage, _world, logs
+from kling_provider.testing import _billing, _contract, _media, _retirements, _usage, _world, logs
 from kling_provider.testing._billing import CREDITS_PER_USD
 from kling_provider.testing._http import FAULTS_FIELD, _handler, _Server
 from kling_provider.testing._media import IDENTITY_BOX_SIZE, sample_video
@@ -132,6 +132,8 @@ class KlingSimulator:
         self.balance_usd = balance_usd
         #: Spend outside this server and management keys, for ``GET /v2/usage`` (``_usage``).
         self.usage = _usage.UsageBook()
+        #: The model deprecation feed; ``retirements.retire(model, ...)`` retires one.
+        self.retirements = _retirements.Retirements(self.service_time)
         self._generations: dict[str, _Generation] = {}
         self._lock = threading.RLock()
         self._api = _Server((host, port), _handler(self, "api"))
