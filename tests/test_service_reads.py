@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -64,6 +65,7 @@ def test_an_accepted_key_is_reported_after_one_free_read(
     # One GET of the family's fetch endpoint for an id nobody created: nothing paid or made.
     assert api_requests(simulator) == [("GET", endpoint_path(family), 404)]
     [sent] = simulator.ledger.entries(origin="api")
+    assert sent.query == "generation_id=airflow-connection-test"  # docs/connection.rst names it
     assert sent.headers["authorization"] == f"Bearer {SECRET_KEY}"
     assert simulator.generation_ids() == []
 
@@ -123,7 +125,9 @@ def test_the_price_list_asks_for_the_models_prices_only(sim_hook: KlingHook,
     set_price(simulator, V21_MASTER, 9.0)
     second = sim_hook.estimate_price(V2_MASTER, {"duration": 5})
     assert (second.usd, second.source) == (1.4, "live price list, unchanged (304)")
-    assert [e.status for e in simulator.ledger.entries(path=MODELS)] == [200, 304]
+    gets = simulator.ledger.entries(path=MODELS)
+    assert [e.status for e in gets] == [200, 304]
+    assert [parse_qs(e.query) for e in gets] == [{"include": ["pricing"], "id": [V2_MASTER]}] * 2
 
 
 def test_a_changed_price_list_replaces_the_cached_one(sim_hook: KlingHook,

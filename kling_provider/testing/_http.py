@@ -126,10 +126,11 @@ class _SimulatorHandler(BaseHTTPRequestHandler):
         """Record every request on arrival: a slow or dropped answer must still be counted."""
         if not super().parse_request():
             return False
+        parts = urlsplit(self.path)
         self._entry = LedgerEntry(
-            method=self.command, path=urlsplit(self.path).path, status=None,
+            method=self.command, path=parts.path, status=None,
             generation_id=None, origin=self.server_origin,
-            headers={k.lower(): v for k, v in self.headers.items()})
+            headers={k.lower(): v for k, v in self.headers.items()}, query=parts.query)
         self.simulator.ledger.record(self._entry)
         return True
 

@@ -82,6 +82,7 @@ class LedgerEntry:
     generation_id: str | None
     origin: str  #: "api", "cdn" or "admin"
     headers: dict[str, str]
+    query: str = ""  #: as sent (``generation_id=...``), for tests of what a request asked for
 
 
 class Ledger:
