@@ -269,6 +269,7 @@ def test_poster_frame_with_ffmpeg(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_trigger_rows_hold_what_the_security_page_says() -> None:
+    from kling_provider.operators._generate import Run
     from kling_provider.operators.kling import KlingTextToVideoOperator
     from kling_provider.triggers.kling import KlingGenerationTrigger, KlingSubmissionRecoveryTrigger
 
@@ -286,7 +287,7 @@ def test_trigger_rows_hold_what_the_security_page_says() -> None:
     for ends in (True, False):
         task = KlingTextToVideoOperator(task_id=f"t{ends}", prompt="A raccoon",
                                         end_from_trigger=ends)
-        completion = task._end_in_triggerer({}, None, 0.0, "A raccoon")
+        completion = Run(task, {})._end_in_triggerer(None, 0.0, "A raccoon")
         fields[ends] = set(completion.fields()) if completion else set()
     assert fields == {True: {"model", "prompt", "paying", "estimated_usd", "run_tasks"},
                       False: set()}

@@ -24,6 +24,7 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 from kling_provider._task.submission import STATE_KEY
 from kling_provider.exceptions import KlingGenerationFailedError, KlingSubmissionUncertainError
 from kling_provider.hooks.kling import aclose_shared_clients
+from kling_provider.operators._record import TaskRecord
 from kling_provider.operators.kling import KlingGenerateVideoOperator
 from kling_provider.testing.simulator import KlingSimulator
 from kling_provider.triggers.kling import (
@@ -127,19 +128,18 @@ def test_uncertain_create_then_the_try_dies_retry_recovers(airflow_sim: KlingSim
 
 # -- row 3: the worker dies after the create answer, before the id reached task_state_store --------
 
-class DiesBeforeStoring(KlingGenerateVideoOperator):
+def test_worker_killed_before_the_id_was_stored(airflow_sim: KlingSimulator, clock: FakeClock,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker killed right after the answer: nothing after the POST happens."""
+    record_generation = TaskRecord.record_generation
 
-    def _record_generation(self, context: Any, record: Any, generation_id: str,
-                           now: float) -> Any:
-        if context["ti"].try_number == 1:
+    def killed_on_first_try(record: TaskRecord, *args: Any) -> Any:
+        if record.context["ti"].try_number == 1:
             raise SystemExit("worker killed")
-        return super()._record_generation(context, record, generation_id, now)
+        return record_generation(record, *args)
 
-
-def test_worker_killed_before_the_id_was_stored(airflow_sim: KlingSimulator,
-                                                clock: FakeClock) -> None:
-    operator = DiesBeforeStoring(task_id="generate", poll_interval=20, **RACCOON)
+    monkeypatch.setattr(TaskRecord, "record_generation", killed_on_first_try)
+    operator = generate()
     store = StateStoreStub()
     with pytest.raises(SystemExit):
         operator.execute(context_for(store, try_number=1))

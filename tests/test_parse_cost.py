@@ -20,6 +20,11 @@ AIRFLOW_3_1 = version("apache-airflow").startswith("3.1.")
 #: regression of the parse cost (each is named so the failure says which import came back).
 EXECUTE_TIME_MODULES = (
     "kling_provider.hooks.kling",
+    "kling_provider.operators._generate",
+    "kling_provider.operators._submission",
+    "kling_provider.operators._recover",
+    "kling_provider.operators._record",
+    "kling_provider.operators._download",
     "kling_provider.triggers.kling",
     "kling_provider._runtime.aiohttp_client",
     "kling_provider._api.protocol",

@@ -536,7 +536,7 @@ def test_the_running_total_reads_the_unmapped_generate_tasks_only() -> None:
     reading every map index on each completion is one XCom read per index per generation."""
     from airflow.sdk import DAG
 
-    from kling_provider.operators._flow import generate_task_ids
+    from kling_provider.operators._generate import generate_task_ids
 
     with DAG("spend_mapped", schedule=None) as dag:
         KlingTextToVideoOperator(task_id="single", model=V2_MASTER, prompt="p")

@@ -21,8 +21,11 @@ method), the simulator sharing the fake clock. After every step:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 from hypothesis import event, note, settings
 from hypothesis import strategies as st
@@ -38,6 +41,7 @@ from hypothesis.stateful import (
 
 from kling_provider._task.submission import STATE_KEY
 from kling_provider.exceptions import KlingError, KlingSubmissionUncertainError
+from kling_provider.operators._record import TaskRecord
 from kling_provider.operators.kling import KlingGenerateVideoOperator
 from kling_provider.testing.simulator import KlingSimulator
 from tests.conftest import FakeClock, StateStoreStub, context_for
@@ -65,18 +69,28 @@ class MortalOperator(KlingGenerateVideoOperator):
             self.kill_at = None
             raise Killed(point)
 
-    def _write(self, context: Any, record: Any) -> None:
-        intent = record.generation_id is None
-        if intent:
-            self.die("before intent")
-        super()._write(context, record)
-        if intent:
-            self.die("after intent")
 
-    def _record_generation(self, context: Any, record: Any, generation_id: str,
-                           now: float) -> Any:
-        self.die("after POST")
-        return super()._record_generation(context, record, generation_id, now)
+@contextmanager
+def mortal(operator: MortalOperator) -> Iterator[None]:
+    """The worker running ``operator`` may die where its try writes the submission record."""
+    write, record_generation = TaskRecord.write, TaskRecord.record_generation
+
+    def dying_write(record: TaskRecord, stored: Any) -> None:
+        intent = stored.generation_id is None
+        if intent:
+            operator.die("before intent")
+        write(record, stored)
+        if intent:
+            operator.die("after intent")
+
+    def dying_record_generation(record: TaskRecord, stored: Any, generation_id: str,
+                                now: float) -> Any:
+        operator.die("after POST")
+        return record_generation(record, stored, generation_id, now)
+
+    with mock.patch.object(TaskRecord, "write", dying_write), \
+            mock.patch.object(TaskRecord, "record_generation", dying_record_generation):
+        yield
 
 
 @dataclass
@@ -176,7 +190,7 @@ class TaskLife(RuleBasedStateMachine):
                               clear_number=task.clear_number)
         context["ti"].run_id = self.run_id
         context["ti"].task_id = task.name
-        task.prefix = operator._prefix(context)
+        task.prefix = TaskRecord(context, task.name).prefix()
         push = context["ti"].xcom_push
 
         def xcom_push(key: str, value: Any) -> None:
@@ -188,7 +202,8 @@ class TaskLife(RuleBasedStateMachine):
         start = len(self.sim.ledger.entries())
         note(f"{task.name} try {task.try_number} (clear {task.clear_number}): {fault}")
         try:
-            task.result = drive(operator, context)
+            with mortal(operator):
+                task.result = drive(operator, context)
             event("try succeeded")
         except Killed as killed:
             event(f"worker killed {killed}")

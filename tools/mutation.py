@@ -41,6 +41,13 @@ FLOOR = 0.90
 # Module -> the unit test files that exercise it. mutmut runs, for each mutant, only the tests
 # that called the mutated function in its first (stats) run over these files, so a wider list
 # costs only that first run.
+#: The tests of the operators' runtime side of paying once (submit, recover, the record).
+_PAYING_ONCE_ON_AIRFLOW = ("tests/test_durable_submission.py", "tests/test_airflow_layer.py",
+                           "tests/test_submission.py", "tests/test_never_paying_twice.py",
+                           "tests/test_checks_before_paying.py", "tests/test_spend.py",
+                           "tests/test_paid_path_rules.py",
+                           "tests/test_submission_recovery_paths.py")
+
 MODULES: dict[str, tuple[str, ...]] = {
     "_money/guard.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
     # The balance read (moved out of _money/guard.py), the price list and estimate, the probe.
@@ -54,11 +61,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     "_task/submission.py": ("tests/test_submission.py", "tests/test_submission_rules.py",
                        "tests/test_logs_lookup.py", "tests/test_never_paying_twice.py",
                        "tests/test_terminal_answers.py", "tests/test_paid_path_rules.py"),
-    "operators/_submission.py": ("tests/test_durable_submission.py", "tests/test_airflow_layer.py",
-                                 "tests/test_submission.py", "tests/test_never_paying_twice.py",
-                                 "tests/test_checks_before_paying.py", "tests/test_spend.py",
-                                 "tests/test_paid_path_rules.py",
-                                 "tests/test_submission_recovery_paths.py"),
+    "operators/_submission.py": _PAYING_ONCE_ON_AIRFLOW,
+    # Split out of operators/_submission.py (issue 19): the usage-logs lookups, the record.
+    "operators/_recover.py": _PAYING_ONCE_ON_AIRFLOW,
+    "operators/_record.py": _PAYING_ONCE_ON_AIRFLOW,
     "_storage/download.py": ("tests/test_download.py", "tests/test_download_attempts.py",
                      "tests/test_download_lines.py",
                      "tests/test_download_rules.py",

@@ -2,50 +2,59 @@
 
 ``KlingGenerateVideoOperator`` (and its text-/image-to-video presets) submits one generation, then
 waits deferrably in the triggerer (default), polls in the worker (``deferrable=False``) or returns
-at once (``wait_for_completion=False``, pair it with ``KlingGenerationSensor``).
-
-Never paying twice: see :mod:`kling_provider.operators._submission` (an intent in
-``task_state_store`` before the POST, the generation id into it first after the answer, recovery
-through the usage logs instead of a blind resubmit) and the README's "Never paying twice".
-
-``KlingDownloadVideoOperator`` streams the MP4 to a path or any ``ObjectStoragePath`` URI and
-emits an Asset event so other DAGs can be scheduled on new videos.
+at once (``wait_for_completion=False``, pair it with ``KlingGenerationSensor``). Never paying
+twice: :mod:`kling_provider.operators._submission` and the README's "Never paying twice".
+``KlingDownloadVideoOperator`` (defined in :mod:`._download_operator`) streams the MP4 to a path
+or any ``ObjectStoragePath`` URI and emits an Asset event so other DAGs can be scheduled on new
+videos.
 
 This module holds what parsing a DAG file needs: the classes, their arguments and the checks of
-literal values. What runs on a worker is in the mixins of :mod:`kling_provider.operators._flow`
-and :mod:`kling_provider.operators._submission`, which import the hook, the trigger and the rest
-only when they run (parse cost).
+literal values (:mod:`._arguments`). Each entry point (``execute``, ``execute_complete``,
+``execute_recovered``) imports its runtime module on first use (``_generate``, ``_download``:
+parse cost) and closes the task's one hook when it ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import BaseOperator
 
 from kling_provider import DEFAULT_CONN_ID, STATE_KEY
 from kling_provider._checks import (
     DEFAULT_POLL_INTERVAL,
     PollScheduleKind,
-    check_destination,
     check_max_bytes,
     check_on_uncertain_submission,
     check_poll_schedule,
-    validate_max_cost,
     wait_seconds,
 )
-from kling_provider._task.result import VIDEOS_ASSET_NAME, VIDEOS_ASSET_URI, asset_extra, generation_result
-from kling_provider._task.templates import is_dynamic, require_run_independent
+from kling_provider._task.result import asset_extra, generation_result
+from kling_provider._task.templates import require_run_independent
 from kling_provider._wait.deferral import DEFERRAL_GRACE
-from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
-from kling_provider.exceptions import KlingValidationError
+from kling_provider.hooks._task import TaskHook, closes_hook
 from kling_provider.links.kling import KlingVideoLink
-from kling_provider.operators._flow import ESTIMATE_KEY, DownloadFlow, GenerationFlow
-from kling_provider.operators._submission import UNKNOWN_RESUBMIT_AFTER
+from kling_provider.operators._arguments import (
+    ESTIMATE_KEY,
+    KLING_VIDEOS_ASSET,
+    PARAMETERS,
+    PROMPT_LABEL_TEMPLATE,
+    UNKNOWN_RESUBMIT_AFTER,
+    check_generate_partial,
+    check_generate_task,
+    is_dynamic,
+    require_rendered,
+    validate_literals,
+    with_outlet,
+)
+from kling_provider.operators._download_operator import KlingDownloadVideoOperator
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from kling_provider.catalogue import PreparedRequest
     from kling_provider.operators.review import KlingReviewOperator
 
 __all__ = [
@@ -65,6 +74,7 @@ __all__ = [
     "is_dynamic",
 ]
 
+
 def __getattr__(name: str) -> Any:
     """``KlingReviewOperator``, imported when first asked for: its human-in-the-loop base class
     loads Airflow's standard provider, which only DAG files that review should pay for."""
@@ -76,53 +86,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-#: The default Asset the download operator updates: schedule DAGs on it to react to new videos.
-KLING_VIDEOS_ASSET = Asset(name=VIDEOS_ASSET_NAME, uri=VIDEOS_ASSET_URI)
 
 
-def _with_outlet(kwargs: dict[str, Any], asset: Asset | None) -> dict[str, Any]:
-    """``kwargs`` with ``asset`` among its ``outlets`` (``None``: unchanged).
-
-    In ``partial()`` too: a mapped operator's ``outlets`` are its partial kwargs (``__init__``
-    only runs when a mapped task executes), and the DAG's Asset references, hence the Asset
-    graph, are built from them when the DAG is serialized.
-    """
-    outlets = list(kwargs.get("outlets") or [])
-    if asset is not None and asset not in outlets:
-        kwargs["outlets"] = [*outlets, asset]
-    return kwargs
-
-_PARAMETERS = ("prompt", "negative_prompt", "aspect_ratio", "duration", "cfg_scale",
-               "camera_control", "image_url", "tail_image_url", "image_list")
-
-
-#: The generate operators' arguments Airflow never renders (they shape the task, not the request).
-_NOT_RENDERED = ("kling_conn_id", "endpoint_family", "wait_for_completion", "deferrable",
-                 "poll_interval", "timeout", "allow_unknown_model", "poll_schedule",
-                 "end_from_trigger", "max_cost_usd", "check_balance", "on_uncertain_submission")
-
-
-def require_rendered(task_id: str, **arguments: Any) -> None:
-    """Refuse a template (or XComArg) given to an argument that is not a templated field.
-
-    Airflow would pass its text on as it is, and the task would fail at run time on
-    ``'{{ params.x }}'`` with no hint that it was never rendered.
-    """
-    for name, value in arguments.items():
-        if is_dynamic(value):
-            raise KlingValidationError(
-                f"Task {task_id!r}: invalid parameter {name!r}={value!r}: {name!r} is not a "
-                "templated field, so Airflow would pass this on unrendered. Give a literal "
-                "value (read a DAG param in the DAG file, or choose between tasks), or put "
-                "request fields in the templated ones: prompt, duration, ..., parameters.")
-
-
-#: A mapped generate task's label in the UI: its prompt (else its image), cut at 60 characters.
-PROMPT_LABEL_TEMPLATE = ("{{ (task.prompt or task.image_url or '') | replace('\\n', ' ') "
-                         "| truncate(60, true, '…', 0) }}")
-
-
-class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
+class KlingGenerateVideoOperator(TaskHook, BaseOperator):
     """Generate a video with any Kling model of the AI/ML API.
 
     :param model: model id, e.g. ``klingai/v2.1-master-text-to-video`` (templated). An id the
@@ -185,6 +151,8 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
                                  "camera_control": "json"}
     operator_extra_links = (KlingVideoLink(),)
     ui_color = "#e8dcff"
+    #: Its results make a DAG run's spend total (the runtime tells these tasks apart by it).
+    _pays_for_generations: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -219,7 +187,7 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
     ) -> None:
         # download_to records its copy on the videos Asset, as the download operator does.
         asset = KLING_VIDEOS_ASSET if download_to is not None else None
-        super().__init__(**_with_outlet(kwargs, asset))
+        super().__init__(**with_outlet(kwargs, asset))
         self.asset = asset
         require_rendered(self.task_id, kling_conn_id=kling_conn_id,
                          endpoint_family=endpoint_family, wait_for_completion=wait_for_completion,
@@ -253,91 +221,64 @@ class KlingGenerateVideoOperator(GenerationFlow, BaseOperator):
         self.poll_schedule = check_poll_schedule(poll_schedule, task_id=self.task_id)
         self.end_from_trigger = end_from_trigger
         self.on_uncertain_submission = check_on_uncertain_submission(on_uncertain_submission)
-        self._check_before_paying()
-        self.max_cost_usd = validate_max_cost(max_cost_usd)
+        self.max_cost_usd = max_cost_usd
+        check_generate_task(self)
         self.check_balance = check_balance
         #: The price estimated before the POST (``None``: unknown or not submitted by this try).
         self.estimated_usd: float | None = None
-        self._validate_literals()
+        #: The request this try validated and pays for (``execute`` prepares it once).
+        self._prepared: PreparedRequest | None = None
+        self._lineage_outputs: list[Any] = []
+        validate_literals(self)
         require_run_independent("download_to", download_to, self.task_id)
 
     @classmethod
     def partial(cls, **kwargs: Any) -> Any:
         """Mapped tasks run no ``__init__`` at parse time: check here what needs no values."""
-        model = kwargs.get("model")
-        if isinstance(model, str) and not is_dynamic(model) and get_model(model) is None \
-                and not kwargs.get("allow_unknown_model"):
-            raise KlingValidationError(
-                f"Task {kwargs.get('task_id')!r}: {unknown_model_message(model, 'legacy')}")
-        require_run_independent("download_to", kwargs.get("download_to"),
-                                str(kwargs.get("task_id")))
-        require_rendered(str(kwargs.get("task_id")),
-                         **{k: v for k, v in kwargs.items() if k in _NOT_RENDERED})
-        for name in ("poll_interval", "timeout"):
-            if name in kwargs:
-                wait_seconds(name, kwargs[name], task_id=str(kwargs.get("task_id")))
-        validate_max_cost(kwargs.get("max_cost_usd"))
+        check_generate_partial(kwargs)
         # Each mapped task is labelled by its prompt: Airflow reads ``map_index_template`` from
         # the mapped operator's partial kwargs, before any ``__init__`` runs.
         kwargs.setdefault("map_index_template", PROMPT_LABEL_TEMPLATE)
         asset = KLING_VIDEOS_ASSET if kwargs.get("download_to") is not None else None
-        return super().partial(**_with_outlet(kwargs, asset))
-
-    # -- validation ----------------------------------------------------------------------------
-
-    def _check_before_paying(self) -> None:
-        """Checks of what the API never sees; at parse time and again first thing in execute."""
-        self.poll_interval = wait_seconds("poll_interval", self.poll_interval, task_id=self.task_id)
-        self.timeout = wait_seconds("timeout", self.timeout, task_id=self.task_id)
-        if hasattr(self, "max_cost_usd"):  # in execute; __init__ validates these itself
-            check_on_uncertain_submission(self.on_uncertain_submission)
-            self.max_cost_usd = validate_max_cost(self.max_cost_usd)
-        if self.download_to is None:
-            return
-        if not self.wait_for_completion:
-            raise KlingValidationError(
-                f"Task {self.task_id!r}: 'download_to'={self.download_to!r} needs "
-                "wait_for_completion=True (the video exists only once the generation completes); "
-                "download later with KlingDownloadVideoOperator instead.")
-        if not is_dynamic(self.download_to):
-            check_destination("download_to", self.download_to, task_id=self.task_id)
+        return super().partial(**with_outlet(kwargs, asset))
 
     def request_params(self) -> dict[str, Any]:
         """The request fields as the API names them (``None`` = not sent)."""
-        params = {name: getattr(self, name) for name in _PARAMETERS}
+        params = {name: getattr(self, name) for name in PARAMETERS}
         params.update(self.parameters or {})
         return params
 
-    def _validate_literals(self) -> None:
-        """Fail at DAG parse time on literal bad input; templated values wait for ``execute``."""
-        if is_dynamic(self.model) or is_dynamic(self.parameters):
-            return
-        params = self.request_params()
-        pending = {k for k, v in params.items() if is_dynamic(v)}
-        literal = {k: v for k, v in params.items() if k not in pending}
-        extra = None if is_dynamic(self.extra_params) else self.extra_params
-        spec = get_model(self.model)
-        families = ([self.endpoint_family] if self.endpoint_family
-                    else list(spec.families) if spec else ["legacy"])
-        problems: dict[str, str] = {}
-        for family in families:  # the connection decides the family later: any may fit
-            try:
-                prepare_request(self.model, literal, family=family, extra_params=extra,
-                                pending=pending, allow_unknown_model=self.allow_unknown_model)
-                return
-            except KlingValidationError as exc:
-                problems[family] = str(exc)
-        if len(set(problems.values())) == 1:
-            raise KlingValidationError(f"Task {self.task_id!r}: {next(iter(problems.values()))}")
-        # Each family refused something else: the field wrong for the family the connection
-        # will use may be any of them, so name them all.
-        raise KlingValidationError(
-            f"Task {self.task_id!r}: no endpoint family accepts this request (set "
-            "endpoint_family to choose one): "
-            + " ".join(f"{family}: {problem}" for family, problem in problems.items()))
+    # -- on a worker: kling_provider.operators._generate ---------------------------------------
 
-    # Execution (``execute``, ``execute_complete``, ``execute_recovered``) is in the mixins:
-    # kling_provider.operators._flow and kling_provider.operators._submission.
+    @closes_hook
+    def execute(self, context: Context) -> dict[str, Any]:
+        from kling_provider.operators import _generate  # execute time only (parse cost)
+
+        return _generate.execute(self, context)
+
+    @closes_hook
+    def execute_complete(self, context: Context, event: Any = None,
+                         endpoint_family: str | None = None, submitted_at: float | None = None,
+                         estimated_usd: float | None = None) -> dict[str, Any]:
+        """Resume after the wait trigger."""
+        from kling_provider.operators import _generate  # execute time only (parse cost)
+
+        return _generate.execute_complete(self, context, event, endpoint_family, submitted_at,
+                                          estimated_usd)
+
+    @closes_hook
+    def execute_recovered(self, context: Context, event: Any = None,
+                          endpoint_family: str | None = None) -> dict[str, Any]:
+        """Resume after the usage-logs lookup of an uncertain create answer."""
+        from kling_provider.operators import _generate  # execute time only (parse cost)
+
+        return _generate.execute_recovered(self, context, event, endpoint_family)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): image URLs in, the video out."""
+        from kling_provider.operators import _generate  # execute time only (parse cost)
+
+        return _generate.lineage(self)
 
 
 class KlingTextToVideoOperator(KlingGenerateVideoOperator):
@@ -353,66 +294,3 @@ class KlingImageToVideoOperator(KlingGenerateVideoOperator):
     def __init__(self, *, model: str = "klingai/v2.1-master-image-to-video",
                  **kwargs: Any) -> None:
         super().__init__(model=model, **kwargs)
-
-
-class KlingDownloadVideoOperator(DownloadFlow, BaseOperator):
-    """Download a generated video to a path or any ``ObjectStoragePath`` URI.
-
-    Give one of ``generation`` (the dict a generate operator or the sensor returned, usually an
-    XComArg), ``generation_id`` (its URL is fetched) or ``video_url``.
-
-    :param destination: file path or URI (``file://``, ``s3://``, ``memory://`` ...), templated;
-        a trailing ``/`` means "a folder": the video is stored as ``<generation uuid>.mp4``.
-        Templates that runs without a logical date cannot render (``{{ ds }}``...) fail when
-        the DAG is parsed; ``{{ dag_run.run_after | ds }}`` and ``{{ run_id }}`` always work.
-    :param overwrite: replace an existing file; by default a file is kept only when its
-        ``.kling.json`` sidecar proves it holds this generation's video (a re-run does not
-        download again), and anything else is left alone: the video is stored beside it.
-    :param max_bytes: refuse videos larger than this (default 4 GiB); reading also stops at
-        the size the API or the server announced.
-    :param asset: the Asset updated on success (``None``: no outlet); its event's extra names the
-        generation id, model, prompt, URI and size.
-    """
-
-    template_fields: Sequence[str] = ("generation", "generation_id", "video_url", "destination")
-    operator_extra_links = (KlingVideoLink(),)
-    ui_color = "#dcefff"
-
-    def __init__(self, *, destination: str, generation: Any = None,
-                 generation_id: str | None = None, video_url: str | None = None,
-                 kling_conn_id: str = DEFAULT_CONN_ID,
-                 endpoint_family: str | None = None, overwrite: bool = False,
-                 max_bytes: int | None = None, asset: Asset | None = KLING_VIDEOS_ASSET,
-                 **kwargs: Any) -> None:
-        super().__init__(**_with_outlet(kwargs, asset))  # mapped: partial() already added it
-        check_max_bytes(max_bytes, task_id=self.task_id)
-        if not is_dynamic(destination):
-            check_destination("destination", destination, task_id=self.task_id)
-        if sum(x is not None for x in (generation, generation_id, video_url)) != 1:
-            raise KlingValidationError(
-                f"Task {self.task_id!r}: give exactly one of 'generation', 'generation_id' or "
-                "'video_url'.")
-        self.destination = destination
-        self.generation = generation
-        self.generation_id = generation_id
-        self.video_url = video_url
-        self.kling_conn_id = kling_conn_id
-        self.endpoint_family = endpoint_family
-        self.overwrite = overwrite
-        self.max_bytes = max_bytes
-        self.asset = asset
-        require_run_independent("destination", destination, self.task_id)
-
-    @classmethod
-    def partial(cls, **kwargs: Any) -> Any:
-        """Mapped tasks run no ``__init__`` at parse time: check the destination here, and put
-        the Asset among the mapped operator's outlets.
-
-        Why the Asset: a mapped operator's ``outlets`` are its partial kwargs (``__init__`` only
-        runs when a mapped task executes), and the DAG's Asset references, hence the Asset graph,
-        are built from them when the DAG is serialized. Added only in ``__init__``, the Asset
-        would be invisible for mapped downloads.
-        """
-        require_run_independent("destination", kwargs.get("destination"),
-                                str(kwargs.get("task_id")))
-        return super().partial(**_with_outlet(kwargs, kwargs.get("asset", KLING_VIDEOS_ASSET)))
