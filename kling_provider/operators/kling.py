@@ -1,17 +1,14 @@
-"""Operators that generate Kling videos and download them.
+"""Operators that generate Kling videos and download them: the public module of the classes.
 
 ``KlingGenerateVideoOperator`` (and its text-/image-to-video presets) submits one generation, then
 waits deferrably in the triggerer (default), polls in the worker (``deferrable=False``) or returns
-at once (``wait_for_completion=False``, pair it with ``KlingGenerationSensor``). Never paying
-twice: :mod:`kling_provider.operators._submission` and the README's "Never paying twice".
-``KlingDownloadVideoOperator`` (defined in :mod:`._download_operator`) streams the MP4 to a path
-or any ``ObjectStoragePath`` URI and emits an Asset event so other DAGs can be scheduled on new
-videos.
+at once (``wait_for_completion=False``, pair it with ``KlingGenerationSensor``), never paying
+twice (README). ``KlingDownloadVideoOperator`` (class in ``_download_operator.py``) streams the
+MP4 to a path or URI and emits an Asset event.
 
-This module holds what parsing a DAG file needs: the classes, their arguments and the checks of
-literal values (:mod:`._arguments`). Each entry point (``execute``, ``execute_complete``,
-``execute_recovered``) imports its runtime module on first use (``_generate``, ``_download``:
-parse cost) and closes the task's one hook when it ends.
+Only what a DAG parse needs: classes, arguments, literal checks (``_arguments.py``). Each entry
+point imports its runtime module (``_generate``, ``_download``) on first use and closes the
+task's one hook when it ends (docs/development.rst, "The operator layer").
 """
 
 from __future__ import annotations
@@ -39,6 +36,7 @@ from kling_provider.links.kling import KlingVideoLink
 from kling_provider.operators._arguments import (
     ESTIMATE_KEY,
     KLING_VIDEOS_ASSET,
+    NOT_RENDERED,
     PARAMETERS,
     PROMPT_LABEL_TEMPLATE,
     UNKNOWN_RESUBMIT_AFTER,
@@ -185,17 +183,12 @@ class KlingGenerateVideoOperator(TaskHook, BaseOperator):
         on_uncertain_submission: str = "fail",
         **kwargs: Any,
     ) -> None:
+        given = locals()  # the arguments as passed: the ones never rendered are checked below
         # download_to records its copy on the videos Asset, as the download operator does.
         asset = KLING_VIDEOS_ASSET if download_to is not None else None
         super().__init__(**with_outlet(kwargs, asset))
         self.asset = asset
-        require_rendered(self.task_id, kling_conn_id=kling_conn_id,
-                         endpoint_family=endpoint_family, wait_for_completion=wait_for_completion,
-                         deferrable=deferrable, poll_interval=poll_interval, timeout=timeout,
-                         allow_unknown_model=allow_unknown_model, poll_schedule=poll_schedule,
-                         end_from_trigger=end_from_trigger, max_cost_usd=max_cost_usd,
-                         check_balance=check_balance,
-                         on_uncertain_submission=on_uncertain_submission)
+        require_rendered(self.task_id, **{name: given[name] for name in NOT_RENDERED})
         self.model = model
         self.allow_unknown_model = allow_unknown_model
         self.prompt = prompt
