@@ -28,7 +28,7 @@ from kling_provider.exceptions import (
 from kling_provider.types import describe_error
 
 if TYPE_CHECKING:  # the requests are built above this module, which only reads them
-    from kling_provider._api.protocol import ApiRequest
+    from kling_provider._api.protocol import ApiRequest, Operation
 
 #: Transport errors raised before any byte of the request left: retrying cannot duplicate it.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -104,6 +104,14 @@ def _text(response: httpx.Response) -> str:
         return ""
 
 
+#: What a request was doing, per operation, as its error messages say it (``{}``: its subject).
+#: One entry each: an operation without one fails loudly instead of borrowing another's words.
+_DOING: dict[Operation, str] = {
+    "create": "creating a generation of model {!r}", "fetch": "fetching generation {!r}",
+    "metrics": "reading the live timings of {!r}", "account": "reading {}",
+    "probe": "checking the connection"}
+
+
 def error_for_response(request: ApiRequest, response: httpx.Response, *, conn_id: str,
                        secrets: tuple[str, ...] = ()) -> KlingError:
     """Map an unsuccessful (or unreadable) API response to the provider's exception."""
@@ -111,11 +119,7 @@ def error_for_response(request: ApiRequest, response: httpx.Response, *, conn_id
     message = redact(message, secrets)
     status = response.status_code
     ref = f" (requestId {request_id})" if request_id else ""
-    what = (f"creating a generation of model {request.subject!r}" if request.operation == "create"
-            else f"fetching generation {request.subject!r}" if request.operation == "fetch"
-            else f"reading the live timings of {request.subject!r}" if request.operation == "metrics"
-            else f"reading {request.subject}" if request.operation == "account"
-            else "checking the connection")
+    what = _DOING[request.operation].format(request.subject)
     if status == 400:
         return KlingValidationError(f"The API rejected the request while {what} (400): {message}{ref}")
     if status == 401:
