@@ -1,0 +1,134 @@
+"""The example review DAG in real Airflow, answered through the REST API for required actions.
+
+A real cluster (api-server, scheduler, dag-processor, triggerer; ``tests.test_real_airflow``)
+against the simulator runs ``dags/kling_review.py`` twice, with ``logical_date: null``:
+
+1. Its three variants are generated, then the review waits for a reviewer (Airflow 3.3:
+   ``awaiting_input``; before: deferred) with one option per video; its body links to the
+   review page, which the api-server serves with the three candidates. A ``PATCH`` of its
+   ``hitlDetails`` picks ``Video 2`` with a note: the run continues with that video (the publish
+   download stores generation 2, its Asset event records the pick), and the re-run is skipped.
+2. ``None of these`` with a note: publishing is skipped and a new run of the DAG is triggered
+   with the note as its prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kling_provider._task.review import review_page_url
+from kling_provider.testing.simulator import KlingSimulator
+from tests.test_delivery_real_airflow import finished, trigger, xcom
+from tests.test_real_airflow import ROOT, AirflowCluster, local_cluster
+
+pytestmark = pytest.mark.integration
+DAG_ID = "kling_review"
+WAITING = ("awaiting_input", "deferred")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path,
+            airflow_db_template: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(ROOT / "dags" / f"{DAG_ID}.py", dags)  # the example alone: one file to parse
+    with local_cluster(tmp_path, airflow_db_template, dags_folder=dags) as running:
+        yield running
+
+
+def hitl_path(run_id: str) -> str:
+    return f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/review/-1/hitlDetails"
+
+
+def task_state(airflow: AirflowCluster, run_id: str, task_id: str) -> str | None:
+    answer = airflow.api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
+    return answer.json().get("state") if answer.status_code == 200 else None
+
+
+def waiting_review(airflow: AirflowCluster, run_id: str) -> dict[str, Any]:
+    """The review's request, once the task waits for it."""
+    def waiting() -> dict[str, Any] | None:
+        state = task_state(airflow, run_id, "review")
+        assert state not in ("failed", "upstream_failed"), airflow.diagnostics()
+        detail = airflow.api.get(hitl_path(run_id))
+        return detail.json() if state in WAITING and detail.status_code == 200 else None
+
+    request: dict[str, Any] = airflow.wait_for(f"run {run_id}'s review to wait", waiting)
+    return request
+
+
+def answer(airflow: AirflowCluster, run_id: str, option: str, note: str) -> None:
+    done = airflow.api.patch(hitl_path(run_id), json={"chosen_options": [option],
+                                                      "params_input": {"note": note}})
+    assert done.status_code == 200, done.text
+
+
+def test_review_answered_through_the_rest_api(
+        cluster: tuple[AirflowCluster, KlingSimulator]) -> None:
+    airflow, sim = cluster
+    airflow.wait_for("the review DAG to be parsed",
+                     lambda: airflow.api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200)
+    assert airflow.api.get("/api/v2/importErrors").json()["import_errors"] == []
+    assert airflow.api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
+
+    # 1. A pick: the run continues with that video.
+    run_id = trigger(airflow, DAG_ID)
+    request = waiting_review(airflow, run_id)
+    assert request["options"] == ["Video 1", "Video 2", "Video 3", "None of these"]
+    assert request["defaults"] == ["None of these"] and request["multiple"] is False
+    assert "A raccoon surfing a wave at sunset" in request["subject"]
+    candidates = [xcom(airflow, DAG_ID, run_id, "generate", i) for i in range(3)]
+    page = review_page_url(DAG_ID, run_id, "review")
+    assert f"({page})" in request["body"]  # the link the reviewer follows
+    shown = airflow.api.get(page)
+    assert shown.status_code == 200 and "Waiting for a reviewer" in shown.text
+    for candidate in candidates:
+        assert candidate["prompt"] in shown.text and candidate["video_url"] in shown.text
+    assert airflow.api.get(review_page_url(DAG_ID, run_id, "nope")).status_code == 404
+
+    answer(airflow, run_id, "Video 2", "the wave is better")
+    assert finished(airflow, DAG_ID, run_id) == "success", airflow.diagnostics()
+    published = xcom(airflow, DAG_ID, run_id, "publish")
+    chosen = candidates[1]
+    assert published["generation_id"] == chosen["generation_id"]
+    assert Path(published["uri"].removeprefix("file://")).read_bytes() == \
+        sim.video_of(chosen["generation_id"])
+    review = published["review"]
+    assert review["chosen"] == chosen["generation_id"] and review["choice"] == "Video 2"
+    assert review["note"] == "the wave is better" and review["reviewer"]
+    assert review["timed_out"] is False and review["candidates"] == \
+        [c["generation_id"] for c in candidates]
+    assert task_state(airflow, run_id, "generate_again") == "skipped"
+    events = airflow.api.get("/api/v2/assets/events", params={
+        "source_dag_id": DAG_ID, "source_run_id": run_id}).json()["asset_events"]
+    assert [(e["source_task_id"], e["extra"]["generation_id"], e["extra"]["review"]["note"])
+            for e in events] == [("publish", chosen["generation_id"], "the wave is better")]
+    assert "Picked: Video 2" in airflow.api.get(page).text
+    listed = airflow.api.get("/kling/api/videos", params={"run_id": run_id}).json()["videos"]
+    marks = {v["generation_id"]: v["review"]["status"] for v in listed if v["review"]}
+    assert marks == {c["generation_id"]: "picked" if c is chosen else "not picked"
+                     for c in candidates}
+
+    # 2. None of these: nothing published, the DAG runs again with the note as its prompt.
+    second = trigger(airflow, DAG_ID)
+    waiting_review(airflow, second)
+    answer(airflow, second, "None of these", "A raccoon surfing at dusk, slow motion")
+    assert finished(airflow, DAG_ID, second) == "success", airflow.diagnostics()
+    assert task_state(airflow, second, "publish") == "skipped"
+    assert task_state(airflow, second, "generate_again") == "success"
+    record = airflow.api.get(
+        f"/api/v2/dags/{DAG_ID}/dagRuns/{second}/taskInstances/review/xcomEntries/kling_review"
+    ).json()["value"]
+    record = json.loads(record) if isinstance(record, str) else record
+    assert record["status"] == "none" and record["chosen"] is None
+    runs = airflow.api.get(f"/api/v2/dags/{DAG_ID}/dagRuns").json()["dag_runs"]
+    again = [r for r in runs if r["dag_run_id"] not in (run_id, second)]
+    assert [r["conf"] for r in again] == [{"prompt": "A raccoon surfing at dusk, slow motion"}]
+    # 6 paid generations: three per run; the re-run's own are not waited for here.
+    assert sim.ledger.count(method="POST") >= 6
