@@ -48,6 +48,7 @@ CLUSTER_TESTS = (
     "tests/test_real_airflow.py",
     "tests/test_worker_starts.py",
     "tests/test_delivery_real_airflow.py",
+    "tests/test_review_real_airflow.py",
     "tests/test_gallery_browser.py",
     "tests/test_production_cluster.py",
     "tests/test_chaos.py",
