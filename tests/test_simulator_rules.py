@@ -80,7 +80,9 @@ def test_an_empty_prompt_the_schema_allows_is_accepted(simulator: KlingSimulator
 
 @pytest.mark.parametrize(("method", "path", "allow"), [
     ("PUT", LEGACY, "GET, POST"), ("DELETE", UNIFIED, "GET, POST"), ("PATCH", "/v2/logs", "GET"),
-    ("OPTIONS", "/v2/billing", "GET"), ("TRACE", "/_simulator/faults", "POST")])
+    ("OPTIONS", "/v2/billing", "GET"), ("TRACE", "/_simulator/faults", "POST"),
+    # GET and POST too, where the path serves only the other (one route table decides both)
+    ("GET", "/_simulator/faults", "POST"), ("POST", "/v2/billing", "GET")])
 def test_undeclared_methods_get_405_with_allow(simulator: KlingSimulator, method: str,
                                                path: str, allow: str) -> None:
     with httpx.Client() as client:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from kling_provider.catalogue import endpoint_path
 
 if TYPE_CHECKING:
-    from kling_provider.testing.simulator import KlingSimulator, _Generation
+    from kling_provider.testing._service import Generation
+    from kling_provider.testing.simulator import KlingSimulator
 
 __all__ = ["METRICS_WINDOW", "answer"]
 
@@ -21,7 +22,7 @@ __all__ = ["METRICS_WINDOW", "answer"]
 METRICS_WINDOW = 300
 
 
-def seconds_to_finish(sim: KlingSimulator, generation: _Generation) -> float:
+def seconds_to_finish(sim: KlingSimulator, generation: Generation) -> float:
     """Real seconds from creation to completion (what the live metrics measure)."""
     generating = sim.generating_seconds * (2 if generation.duration >= 10 else 1)
     return (sim.queued_seconds + generating) / sim.time_scale

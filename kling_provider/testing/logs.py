@@ -21,7 +21,8 @@ from kling_provider.testing._billing import CREDITS_PER_USD
 from kling_provider.testing._world import log_time
 
 if TYPE_CHECKING:
-    from kling_provider.testing.simulator import KlingSimulator, _Generation
+    from kling_provider.testing._service import Generation
+    from kling_provider.testing.simulator import KlingSimulator
 
 RATE_LIMIT = 200
 RATE_PERIOD = 60.0
@@ -83,7 +84,7 @@ def parse_created(value: str) -> float:
         return 0.0
 
 
-def row(sim: KlingSimulator, generation: _Generation) -> dict[str, Any]:
+def row(sim: KlingSimulator, generation: Generation) -> dict[str, Any]:
     failed = generation.faults.error is not None
     usd = 0.0 if failed else generation.usd
     return {
@@ -99,7 +100,7 @@ def row(sim: KlingSimulator, generation: _Generation) -> dict[str, Any]:
     }
 
 
-def page(sim: KlingSimulator, generations: Iterable[_Generation],
+def page(sim: KlingSimulator, generations: Iterable[Generation],
          query: dict[str, list[str]]) -> dict[str, Any]:
     """The answer to one query (raises :class:`LogsQueryError` for a 400)."""
     begin, end = window(query, sim.service_time())

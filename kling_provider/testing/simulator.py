@@ -15,6 +15,10 @@ Both endpoint families are served, requests are validated with the provider's ow
 completed on a clock that ``time_scale`` speeds up, and videos are served by a second origin so
 tests can prove the API key never reaches it. :class:`Faults` injects the failures real users
 meet; the :class:`Ledger` records every request so tests can assert "exactly one POST".
+
+This module is the public face: the servers, their knobs and lifecycle, and the CLI. The state
+and the generations' lives are in ``_service`` (the base class), the HTTP plumbing in ``_http``,
+every endpoint in the one route table of ``_routes`` (answered by the ``_serve_*`` modules).
 """
 
 from __future__ import annotations
@@ -27,17 +31,14 @@ import subprocess  # nosec B404  # spawn() starts this module in our own interpr
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from kling_provider._wait.timings import generation_id_path
-from kling_provider.catalogue import ENDPOINT_FAMILIES
-from kling_provider.testing import _billing, _contract, _media, _retirements, _usage, _world, logs
-from kling_provider.testing._billing import CREDITS_PER_USD
-from kling_provider.testing._http import FAULTS_FIELD, _handler, _Server
+from kling_provider.testing import _billing, _contract, _retirements, _usage
+from kling_provider.testing._http import _handler, _Server
 from kling_provider.testing._media import IDENTITY_BOX_SIZE, sample_video
+from kling_provider.testing._serve_generations import FAULTS_FIELD
+from kling_provider.testing._service import SimulatedService
 from kling_provider.testing.records import Faults, Ledger, LedgerEntry
 
 __all__ = ["DEFAULT_API_KEY", "FAULTS_FIELD", "HOSTILE", "IDENTITY_BOX_SIZE", "Faults",
@@ -50,30 +51,7 @@ DEFAULT_API_KEY = "kling-simulator-key"
 HOSTILE: dict[str, Any] = {"neighbours": 6, "logs_lag": 240.0, "mixed_logs": 140, "skew": 240.0}
 
 
-@dataclass
-class _Generation:
-    generation_id: str
-    model: str
-    family: str
-    created: float
-    duration: int
-    faults: Faults
-    token: str
-    #: The price charged to the balance when the generation completes (see ``_billing``).
-    usd: float = 0.0
-    charged: bool = False
-    #: Wall-clock epoch seconds of the POST (the logs' ``created``).
-    created_at: float = 0.0
-    #: The ``X-Client-Request-Id`` the POST carried, when valid (the API drops invalid ones).
-    client_request_id: str | None = None
-    #: Started by another caller of the account (``neighbours``), not through this server.
-    neighbour: bool = False
-    #: The creating key's prefix, and when the charge landed: ``GET /v2/usage`` (``_usage``).
-    key_prefix: str = ""
-    charged_at: float | None = None
-
-
-class KlingSimulator:
+class KlingSimulator(SimulatedService):
     """The API and CDN servers, their state, and the knobs tests turn.
 
     :param time_scale: simulated seconds per real second (600: a 5-minute generation takes 0.5 s).
@@ -134,7 +112,7 @@ class KlingSimulator:
         self.usage = _usage.UsageBook()
         #: The model deprecation feed; ``retirements.retire(model, ...)`` retires one.
         self.retirements = _retirements.Retirements(self.service_time)
-        self._generations: dict[str, _Generation] = {}
+        self._generations = {}
         self._lock = threading.RLock()
         self._api = _Server((host, port), _handler(self, "api"))
         self._cdn = _Server((host, cdn_port), _handler(self, "cdn"))
@@ -179,152 +157,6 @@ class KlingSimulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    # -- state ---------------------------------------------------------------------------------
-
-    def set_faults(self, generation_id: str, faults: Faults) -> None:
-        with self._lock:
-            self._generations[generation_id].faults = faults
-
-    def generation_ids(self, *, include_neighbours: bool = False) -> list[str]:
-        """Ids of the generations created through this server (and neighbours' when asked)."""
-        with self._lock:
-            return [g.generation_id for g in self._generations.values()
-                    if include_neighbours or not g.neighbour]
-
-    def service_time(self) -> float:
-        """The service's epoch clock: the wall clock shifted by ``skew``."""
-        return self.wall_clock() + self.skew
-
-    def _create(self, model: str, family: str, duration: int, faults: Faults,
-                client_request_id: str | None = None) -> _Generation:
-        generation = _Generation(
-            generation_id=f"{uuid.uuid4()}:{generation_id_path(model)}", model=model,
-            family=family, created=self.clock(), duration=duration, faults=faults,
-            token=uuid.uuid4().hex, created_at=self.service_time(),
-            client_request_id=client_request_id)
-        with self._lock:
-            self._generations[generation.generation_id] = generation
-        return generation
-
-    def add_neighbour(self, model: str, *, client_request_id: str | None, offset: float = 0.0,
-                      failed: bool = False, duration: int = 5) -> str:
-        """Start a generation of ``model`` for another caller of the account; return its id.
-
-        It starts ``offset`` seconds after now on the service's clock (its logs ``created``),
-        finishes as a generation started now would, and is never polled (so never charged).
-        """
-        error = {"name": "NeighbourFailed", "message": "a neighbour's generation failed"}
-        generation = self._create(model, self._family_of(model), duration,
-                                  Faults(error=error if failed else None), client_request_id)
-        generation.neighbour = True
-        generation.created_at += offset
-        return generation.generation_id
-
-    def _surround(self, generation: _Generation) -> None:
-        """The rest of the world around a create: ``neighbours`` and ``mixed_logs`` rows."""
-        seed = generation.generation_id
-        ids = _world.neighbour_ids(generation.client_request_id, self.neighbours, seed)
-        offsets = _world.neighbour_offsets(len(ids))
-        for i, (cri, offset) in enumerate(zip(ids, offsets, strict=True)):
-            self.add_neighbour(generation.model, client_request_id=cri, offset=offset,
-                               failed=i % 5 == 4, duration=generation.duration)
-        rows = _world.unusable_rows(generation.model, generation.client_request_id,
-                                    generation.created_at, self.mixed_logs, seed)
-        self.add_log_rows(rows)
-
-    def _refuse(self, client_request_id: str | None, model: Any) -> None:
-        """A refused create: with ``mixed_logs``, its failed row (no ``inference_id``) is logged."""
-        if self.mixed_logs and isinstance(model, str):
-            self.add_log_rows([_world.refused_row(model, client_request_id, self.service_time())])
-
-    def add_log_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Add usage-log rows of no generation here; each shows from now on, filtered by its
-        ``created``, ``model`` and ``status`` like any row."""
-        with self._lock:
-            self.extra_log_rows.extend(
-                (logs.parse_created(str(row.get("created") or "")), row) for row in rows)
-
-    def _video_size(self, generation: _Generation) -> int:
-        return max(generation.faults.video_size or 0, len(self.video) + IDENTITY_BOX_SIZE)
-
-    def _finished(self, generation: _Generation, lag: float = 0.0) -> bool:
-        """Whether the generation has reached its terminal status ``lag`` simulated seconds ago."""
-        elapsed = (self.clock() - generation.created) * self.time_scale
-        return elapsed >= self.queued_seconds + self._generating(generation) + lag
-
-    def logged(self, generation: _Generation) -> bool:
-        """Whether the generation's usage-logs row exists: finished, ``logs_lag`` ago."""
-        return self._finished(generation, self.logs_lag)
-
-    def _generating(self, generation: _Generation) -> float:
-        return self.generating_seconds * (2 if generation.duration >= 10 else 1)
-
-    def generations_by_client_request_id(self, *, include_neighbours: bool = False
-                                         ) -> dict[str | None, list[str]]:
-        """Generation ids per client request id: what a test counts to prove one payment."""
-        found: dict[str | None, list[str]] = {}
-        with self._lock:
-            for generation in self._generations.values():
-                if generation.neighbour and not include_neighbours:
-                    continue
-                found.setdefault(generation.client_request_id, []).append(
-                    generation.generation_id)
-        return found
-
-    def _state(self, generation: _Generation) -> dict[str, Any]:
-        elapsed = (self.clock() - generation.created) * self.time_scale
-        generating = self._generating(generation)
-        body: dict[str, Any] = {"id": generation.generation_id}
-        faults = generation.faults
-        if faults.unknown_status_polls > 0:
-            faults.unknown_status_polls -= 1
-            return {**body, "status": faults.unknown_status}
-        if elapsed < self.queued_seconds:
-            return {**body, "status": "queued"}
-        if elapsed < self.queued_seconds + generating:
-            return {**body, "status": "generating"}
-        if faults.error is not None:
-            return {**body, "status": "error", "error": faults.error, "video": None}
-        if faults.completed_without_url > 0:
-            faults.completed_without_url -= 1
-            return {**body, "status": "completed", "video": None}
-        if not generation.charged:  # the charge lands once the generation is completed
-            generation.charged, generation.charged_at = True, self.service_time()
-            self.balance_usd -= generation.usd
-        credits = round(generation.usd * CREDITS_PER_USD)
-        usage: dict[str, Any] = ({"tokens_used": credits} if generation.family == "legacy"
-                                 else {"credits_used": credits, "usd_spent": generation.usd})
-        return {**body, "status": "completed",
-                "video": {"url": f"{self.cdn_url}/files/{generation.token}/output.mp4",
-                          "content_type": "video/mp4", "file_name": "output.mp4",
-                          "file_size": self._video_size(generation), "duration": generation.duration},
-                "meta": {"usage": usage}}
-
-    def _family_of(self, model: str) -> str:
-        return next((f for f in ENDPOINT_FAMILIES if model in _contract.create_schemas(f)),
-                    "unified")
-
-    def _by_token(self, token: str) -> _Generation | None:
-        with self._lock:
-            return next((g for g in self._generations.values() if g.token == token), None)
-
-    def _accept(self, family: str, body: Any) -> tuple[str, dict[str, Any]]:
-        """The model and the request as the service runs it, or ``ContractError`` (a 400)."""
-        request = _contract.accepted(family, body, allow_unknown_model=self.accept_unknown_models)
-        return str(request["model"]), request
-
-    def video_of(self, generation_id: str) -> bytes:
-        """The whole video the CDN serves for ``generation_id`` (for tests comparing files)."""
-        with self._lock:
-            generation = self._generations[generation_id]
-        return b"".join(self.video_bytes(generation))
-
-    def video_bytes(self, generation: _Generation) -> Iterator[bytes]:
-        """What the CDN serves for ``generation``, in chunks (see :func:`_media.video_bytes`)."""
-        return _media.video_bytes(self.video, generation.generation_id,
-                                  self._video_size(generation))
-
 
 def spawn(api_key: str = DEFAULT_API_KEY, *, time_scale: float = 1.0) -> tuple[subprocess.Popen[str], str]:
     """Start the simulator CLI in its own process; return it and its API base URL.
