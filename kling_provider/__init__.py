@@ -75,6 +75,26 @@ def get_provider_info() -> dict[str, Any]:
                     "label": "Connect timeout (s)",
                     "schema": {"type": ["number", "null"], "default": 10, "minimum": 1},
                 },
+                "budget_usd": {
+                    "label": "Budget (USD)",
+                    "description": "Refuse a generation when what the key spent in the budget "
+                                   "period, plus this deployment's generations in flight, plus "
+                                   "its estimate passes this many US dollars. Empty: no budget.",
+                    "schema": {"type": ["number", "string", "null"]},
+                },
+                "budget_period": {
+                    "label": "Budget period",
+                    "description": "The budget's rolling window: day = 24 h, week = 7 d, "
+                                   "month = 30 d (the period of GET /v2/usage).",
+                    "schema": {"type": ["string", "null"], "enum": ["day", "week", "month", None],
+                               "default": "month"},
+                },
+                "on_unknown_spend": {
+                    "label": "When the spend cannot be read",
+                    "description": "fail (default): refuse to submit; warn: submit and log it.",
+                    "schema": {"type": ["string", "null"], "enum": ["fail", "warn", None],
+                               "default": "fail"},
+                },
                 "max_retries": {
                     "label": "Attempts per request",
                     "description": "Attempts for safe retries (polls; never a create request "

@@ -15,6 +15,7 @@ import contextlib
 import math
 from collections.abc import Mapping
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 from kling_provider.exceptions import KlingValidationError
@@ -31,6 +32,13 @@ DEFAULT_POLL_INTERVAL = 60.0
 
 OnUncertainSubmission = Literal["fail", "resubmit"]
 ON_UNCERTAIN_SUBMISSION = ("fail", "resubmit")
+
+#: A budget's period -> the rolling window of ``GET /v2/usage`` (its ``period``) it is read over.
+BUDGET_PERIODS = {"day": "24h", "week": "7d", "month": "30d"}
+#: The largest budget accepted: beyond it, a typo (or an exponent) rather than a plan.
+MAX_BUDGET_USD = Decimal(10**9)
+#: What a task does when the key's spend (or this deployment's in-flight spend) cannot be read.
+ON_UNKNOWN_SPEND = ("fail", "warn")
 
 
 def wait_seconds(name: str, value: Any, *, task_id: str | None = None) -> float:
@@ -132,6 +140,52 @@ def validate_max_cost(max_cost_usd: Any) -> float | None:
             f"Invalid parameter 'max_cost_usd'={max_cost_usd!r}: must be a finite number of US "
             "dollars above 0, or None for no limit.")
     return usd
+
+
+def check_budget_usd(value: Any, *, name: str = "budget_usd", where: str = "parameter"
+                     ) -> Decimal | None:
+    """A budget in US dollars as an exact ``Decimal`` (``None``: no budget here).
+
+    Numbers and their text are accepted (``12.5``, ``"12.5"``: a rendered template is text);
+    ``bool``, ``0``, negatives, ``nan``/``inf`` and other text are refused. ``where`` names the
+    place for the error (``"extra"`` of a connection, or a task's ``"parameter"``).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    usd = None
+    if isinstance(value, (int, float, Decimal, str)) and not isinstance(value, bool):
+        with contextlib.suppress(ArithmeticError, ValueError):
+            usd = Decimal(value.strip() if isinstance(value, str) else str(value))
+    if usd is None or not usd.is_finite() or not 0 < usd <= MAX_BUDGET_USD:
+        raise KlingValidationError(
+            f"Invalid {where} {name!r}={value!r}: must be a number of US dollars above 0 and "
+            "at most 1,000,000,000 (a number or its text, such as 12.5 or '12.5'), or empty for "
+            "no budget.")
+    return usd
+
+
+def check_choice(value: Any, allowed: tuple[str, ...] | Mapping[str, Any], *, name: str,
+                 where: str = "parameter") -> str:
+    """``value`` (text, surrounding blanks and case ignored) as one of ``allowed``."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text is None or text not in allowed:
+        raise KlingValidationError(
+            f"Invalid {where} {name!r}={value!r}: must be one of {', '.join(allowed)}.")
+    return text
+
+
+def check_budget_literals(values: Mapping[str, Any]) -> None:
+    """At parse time: the budget arguments given as literal values (``budget_usd``,
+    ``budget_period``, ``on_unknown_spend``); a template is checked once rendered, in execute."""
+    for name, value in values.items():
+        if value is None or hasattr(value, "resolve") or (
+                isinstance(value, str) and ("{{" in value or "{%" in value)):
+            continue
+        if name == "budget_usd":
+            check_budget_usd(value)
+        else:
+            check_choice(value, BUDGET_PERIODS if name == "budget_period" else ON_UNKNOWN_SPEND,
+                         name=name)
 
 
 def require_json(body: Mapping[str, Any], given: Mapping[str, Any]) -> None:

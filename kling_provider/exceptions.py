@@ -75,6 +75,14 @@ class KlingModelWithdrawnError(KlingError, AirflowFailException):
     created_nothing = True
 
 
+class KlingBudgetExceededError(KlingCostLimitError):
+    """Raised before any paid request when spent + in flight + the estimate pass the budget."""
+
+
+class KlingSpendUnknownError(KlingError):
+    """Raised before any paid request when a budget's spend cannot be read (and must be)."""
+
+
 class KlingGenerationNotFoundError(KlingError):
     """Raised when the API does not know the generation id (404 on fetch)."""
 

@@ -1,18 +1,22 @@
 """The API's account and service reads as step generators: balance, model list, deprecation feed,
-connection probe.
+connection probe, and what the key spent (``GET /v2/usage``, per day and model
+``/v2/usage/detail``).
 
 Like the generation calls of :mod:`kling_provider._api.protocol` (and the usage logs of
 :mod:`kling_provider._task.submission`, the live timings of :mod:`kling_provider._wait.waiting`), these yield
 requests and receive answers, so the hook's drivers run them and unit tests script them. Used by
 :meth:`~kling_provider.hooks.kling.KlingHook.guard_spend` (the price and the balance before
-paying) and :meth:`~kling_provider.hooks.kling.KlingHook.test_connection`.
+paying), :meth:`~kling_provider.hooks.kling.KlingHook.test_connection`, the budget (what the
+key spent in its window) and the spend report (what the service billed per day and model).
+Amounts are exact ``Decimal``s as the answer wrote them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -20,6 +24,7 @@ import httpx
 from kling_provider._api.answers import error_for_response, json_object
 from kling_provider._api.network import transport_cause
 from kling_provider._api.protocol import (
+    ApiRequest,
     RetryPolicy,
     Step,
     api_request,
@@ -29,6 +34,7 @@ from kling_provider._api.protocol import (
 from kling_provider._models import feeds as _feeds
 from kling_provider._models import retirement as _retirement
 from kling_provider._money import pricing as _pricing
+from kling_provider._money.spend import exact_amount
 from kling_provider.exceptions import KlingModelNotFoundError, KlingServerError
 
 log = logging.getLogger("kling_provider")
@@ -156,3 +162,56 @@ def probe_steps(family: str, base_url: str, *, conn_id: str,
     if outcome.status_code >= 500:
         return False, f"The API at {base_url} answered HTTP {outcome.status_code}."
     return True, f"Connected to {base_url}: API key accepted ({family} endpoint)."
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    """One day and model of ``GET /v2/usage/detail?group_by=day,model``: what the service billed."""
+
+    day: str
+    model: str
+    usd: Decimal
+    charged: int
+
+
+def _usd(answer: Mapping[str, Any], name: str, request: ApiRequest) -> Decimal:
+    usd = exact_amount(answer.get(name))
+    if usd is None or usd < 0:
+        raise KlingServerError(f"GET {request.path} answered without a readable {name!r} "
+                               f"(keys: {sorted(answer)}).")
+    return usd
+
+
+def usage_steps(window: str, policy: RetryPolicy, *, conn_id: str,
+                secrets: tuple[str, ...] = ()) -> Generator[Step, Any, Decimal]:
+    """``GET /v2/usage?period=<window>`` (retried like any GET): what the connection's own key
+    spent in the rolling ``window`` (``24h``, ``7d``, ``30d``), in USD, as billed."""
+    request = api_request("usage", "GET", "account", params={"period": window},
+                          subject=f"what the key spent in the last {window}")
+    answer = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
+    return _usd(answer, "spend", request)
+
+
+def usage_detail_steps(start: str, end: str, policy: RetryPolicy, *, conn_id: str,
+                       secrets: tuple[str, ...] = ()
+                       ) -> Generator[Step, Any, tuple[Decimal, list[UsageGroup]]]:
+    """``GET /v2/usage/detail?group_by=day,model`` from ``start`` to ``end`` (ISO-8601, UTC
+    days): the window's total and what the service billed per day and model."""
+    request = api_request("usage_detail", "GET", "account",
+                          params={"start": start, "end": end, "group_by": "day,model"},
+                          subject="what the key spent per day and model")
+    answer = yield from exchange(request, policy, conn_id=conn_id, secrets=secrets)
+    groups = answer.get("groups")
+    if not isinstance(groups, list):
+        raise KlingServerError(f"GET {request.path} answered without 'groups' "
+                               f"(keys: {sorted(answer)}).")
+    found = []
+    for group in groups:
+        if not isinstance(group, Mapping):
+            continue
+        counts = group.get("requests")
+        charged = counts.get("charged") if isinstance(counts, Mapping) else None
+        found.append(UsageGroup(day=str(group.get("day", "")), model=str(group.get("model", "")),
+                                usd=_usd(group, "spend", request),
+                                charged=charged if isinstance(charged, int) else 0))
+    return _usd(answer, "spend", request), found

@@ -129,6 +129,15 @@ class Calls:
                                          _feeds.FEEDS,  # read now: tests swap it
                                          now=self.clock.now(), refresh=refresh)
 
+    def usage(self, window: str) -> Steps:
+        return _service.usage_steps(window, self.policy, conn_id=self.settings.conn_id,
+                                    secrets=self.settings.secrets)
+
+    def usage_detail(self, start: str, end: str) -> Steps:
+        return _service.usage_detail_steps(start, end, self.policy,
+                                           conn_id=self.settings.conn_id,
+                                           secrets=self.settings.secrets)
+
     def estimate(self, model: str, body: Mapping[str, Any]) -> Steps:
         return _service.estimate_steps(model, body, self.settings.base_url, _pricing.PRICE_LISTS)
 

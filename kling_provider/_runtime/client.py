@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Protocol
 import httpx
 
 from kling_provider._api.protocol import ApiRequest, RetryPolicy, Step, Steps
+from kling_provider._money.budget import BUDGET_EXTRAS, resolve_budget
 from kling_provider._runtime import aiohttp_client as _aiohttp
 from kling_provider._runtime import connections as _connections
 from kling_provider._runtime import driving as _driving
@@ -92,6 +93,9 @@ class KlingConnectionSettings:
     live_timings: bool = True
     #: Which non-public addresses a download may reach (``allow_private_hosts`` + the API host).
     download_hosts: _hosts.HostPolicy = field(default_factory=_hosts.HostPolicy)
+    #: The extras ``budget_usd``, ``budget_period``, ``on_unknown_spend`` as set (checked when
+    #: loaded; a task's own values override each: :func:`kling_provider._money.budget.resolve_budget`).
+    budget_extra: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def from_connection(cls, conn: Any) -> KlingConnectionSettings:
@@ -128,6 +132,7 @@ class KlingConnectionSettings:
             download_hosts=_hosts.HostPolicy.of(
                 extra.get("allow_private_hosts"), api_host=httpx.URL(host).host,
                 conn_id=conn.conn_id),
+            budget_extra=_budget_extra(extra, conn.conn_id),
         )
 
     @property
@@ -162,6 +167,13 @@ class KlingConnectionSettings:
         """A worker's client for the API (one per hook, keep-alive across polls)."""
         return httpx.Client(base_url=self.base_url, timeout=self.httpx_timeout,
                             transport=transport, headers={"User-Agent": USER_AGENT})
+
+
+def _budget_extra(extra: Mapping[str, Any], conn_id: str) -> tuple[tuple[str, Any], ...]:
+    """The budget extras, refused now when invalid (naming the extra and the connection)."""
+    found = tuple((name, extra[name]) for name in BUDGET_EXTRAS if extra.get(name) is not None)
+    resolve_budget({}, dict(found), task_id="", conn_id=conn_id)
+    return found
 
 
 def load_settings(conn: Any) -> KlingConnectionSettings:

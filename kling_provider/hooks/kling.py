@@ -4,13 +4,16 @@ Workers use the sync methods (``create_generation``, ``wait_for_generation``, ``
 the triggerer the async twins (``acreate_generation``, ``aget_generation``,
 ``await_for_generation``). A thin front: each method runs the steps :mod:`kling_provider._runtime.calls`
 builds (all request, retry and error logic) with the drivers of :mod:`kling_provider._runtime.client`; the
-connection part is :class:`~kling_provider.hooks._base.KlingConnectionHook`.
+connection part is :class:`~kling_provider.hooks._base.KlingConnectionHook`, the money part
+(estimate, balance, guard, the key's spend) :class:`~kling_provider.hooks._spending.SpendingHook`.
 
 Connection (``conn_type="kling"``): password = API key; host = API base URL (default
 ``https://api.aimlapi.com``, a scheme-less host means https); extras: ``endpoint_family``
 (``legacy`` | ``unified``), ``timeout``, ``connect_timeout``, ``max_retries``, ``max_concurrency``,
 ``live_timings`` (default true: read ``/models/metrics`` to place adaptive polls),
-``allow_private_hosts`` (private addresses downloads may reach besides the API host's).
+``allow_private_hosts`` (private addresses downloads may reach besides the API host's),
+``budget_usd``, ``budget_period`` (``day`` | ``week`` | ``month``) and ``on_unknown_spend``
+(``fail`` | ``warn``): a budget across runs (docs/spend.rst).
 """
 
 from __future__ import annotations
@@ -20,9 +23,6 @@ from typing import Any
 
 from kling_provider import DEFAULT_CONN_ID, _endpoints
 from kling_provider._checks import wait_seconds
-from kling_provider._money import guard as _guard
-from kling_provider._money import pricing as _pricing
-from kling_provider._money.spend import format_usd
 from kling_provider._runtime import calls as _calls
 from kling_provider._runtime.client import (
     DEFAULT_HOST,
@@ -37,7 +37,7 @@ from kling_provider._task import submission as _submission
 from kling_provider._wait import timings as _timings
 from kling_provider._wait.schedule import DEFAULT_POLL_INTERVAL, PollSchedule, PollScheduleKind
 from kling_provider.catalogue import PreparedRequest, prepare_request
-from kling_provider.hooks._base import KlingConnectionHook
+from kling_provider.hooks._spending import SpendingHook
 from kling_provider.types import Generation
 
 # Where users and the API reference find them.
@@ -48,7 +48,7 @@ __all__ = ["DEFAULT_HOST", "MODELS_PATH", "USER_AGENT", "Clock", "KlingConnectio
 MODELS_PATH = _endpoints.path("models")
 
 
-class KlingHook(KlingConnectionHook):
+class KlingHook(SpendingHook):
     """Talk to Kling video models on the AI/ML API.
 
     :param kling_conn_id: Airflow connection of type ``kling``.
@@ -227,34 +227,3 @@ class KlingHook(KlingConnectionHook):
             generation_id=generation_id, overwrite=overwrite, max_bytes=max_bytes,
             verify_mp4=verify_mp4, sleep=self.clock.sleep, hosts=settings.download_hosts,
         )
-
-    # -- spend -------------------------------------------------------------------------------
-
-    def estimate_price(self, model: str, body: Mapping[str, Any]) -> _pricing.PriceEstimate:
-        """Estimate one generation's price for a create ``body`` (as sent) from the live model
-        list; never raises for an unknown price (``usd`` is ``None`` then, with the reason in
-        ``basis``)."""
-        estimate: _pricing.PriceEstimate = self._run(
-            self._calls_for(self.settings).estimate(model, body))
-        return estimate
-
-    def get_balance(self) -> float:
-        """The account's balance in USD (``GET /v2/billing``)."""
-        return float(self._run(self._calls_for(self.settings).balance()))
-
-    def guard_spend(self, model: str, body: Mapping[str, Any], *,
-                    max_cost_usd: float | None = None,
-                    check_balance: bool = False) -> _pricing.PriceEstimate:
-        """Estimate and log the price, then fail before any paid request when it exceeds
-        ``max_cost_usd`` or (``check_balance``) the account balance. Unknown price: warn only."""
-        estimate = self.estimate_price(model, body)
-        if estimate.usd is None:
-            self.log.warning(estimate.describe())
-        else:
-            self.log.info(estimate.describe())
-        _guard.check_max_cost(estimate, max_cost_usd)
-        if check_balance:
-            balance = self.get_balance()
-            self.log.info("Account balance: %s.", format_usd(balance))
-            _guard.check_balance(balance, estimate, conn_id=self.settings.conn_id)
-        return estimate

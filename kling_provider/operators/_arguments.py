@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset
 
 from kling_provider._checks import (
+    check_budget_literals,
     check_destination,
     check_on_uncertain_submission,
     validate_max_cost,
@@ -50,7 +51,10 @@ PARAMETERS = ("prompt", "negative_prompt", "aspect_ratio", "duration", "cfg_scal
 #: The generate operators' arguments Airflow never renders (they shape the task, not the request).
 NOT_RENDERED = ("kling_conn_id", "endpoint_family", "wait_for_completion", "deferrable",
                 "poll_interval", "timeout", "allow_unknown_model", "poll_schedule",
-                "end_from_trigger", "max_cost_usd", "check_balance", "on_uncertain_submission")
+                "end_from_trigger", "max_cost_usd", "check_balance", "on_uncertain_submission",
+                "on_unknown_spend")
+#: The budget's arguments (:mod:`kling_provider.operators._budget`), checked when literal.
+BUDGET_ARGUMENTS = ("budget_usd", "budget_period", "on_unknown_spend")
 
 #: A mapped generate task's label in the UI: its prompt (else its image), cut at 60 characters.
 PROMPT_LABEL_TEMPLATE = ("{{ (task.prompt or task.image_url or '') | replace('\\n', ' ') "
@@ -100,6 +104,7 @@ def check_generate_partial(kwargs: Mapping[str, Any]) -> None:
         if name in kwargs:
             wait_seconds(name, kwargs[name], task_id=task_id)
     validate_max_cost(kwargs.get("max_cost_usd"))
+    check_budget_literals({k: v for k, v in kwargs.items() if k in BUDGET_ARGUMENTS})
 
 
 def check_generate_task(task: KlingGenerateVideoOperator) -> None:
@@ -109,6 +114,7 @@ def check_generate_task(task: KlingGenerateVideoOperator) -> None:
     task.timeout = wait_seconds("timeout", task.timeout, task_id=task.task_id)
     check_on_uncertain_submission(task.on_uncertain_submission)
     task.max_cost_usd = validate_max_cost(task.max_cost_usd)
+    check_budget_literals({name: getattr(task, name, None) for name in BUDGET_ARGUMENTS})
     if task.download_to is None:
         return
     if not task.wait_for_completion:

@@ -21,7 +21,9 @@ from kling_provider._task.completion import finish
 from kling_provider._task.result import RESULT_XCOM_KEY, Completion, generation_result
 from kling_provider._wait.deferral import video_seconds, wait_trigger_kwargs
 from kling_provider._wait.events import generation_from_event
+from kling_provider.exceptions import KlingGenerationFailedError
 from kling_provider.operators._arguments import ESTIMATE_KEY, check_generate_task
+from kling_provider.operators._budget import release
 from kling_provider.operators._download import store_video
 from kling_provider.operators._record import TaskRecord
 from kling_provider.operators._submission import Submission, prepared_request, sent
@@ -63,7 +65,11 @@ def execute_complete(task: KlingGenerateVideoOperator, context: Context, event: 
     stored = TaskRecord(context, task.task_id).read()
     expected = stored.generation_id if stored else None
     with metrics.counting_failures(task.model):
-        generation = generation_from_event(event, expected_generation_id=expected)
+        try:
+            generation = generation_from_event(event, expected_generation_id=expected)
+        except KlingGenerationFailedError:
+            release(task, context, task.hook)  # failed: billed nothing, in flight no more
+            raise
     # ``airflow dags test`` resumes with the event only, dropping the deferral's kwargs: the
     # state store (Airflow 3.3+) has them too.
     submitted_at = submitted_at or (stored.submitted_at if stored else None)
@@ -120,6 +126,7 @@ class Run:
         if stage is Stage.DONE:
             return self.complete(generation, family, submitted_at=submitted_at)
         if stage is Stage.FAILED:
+            release(task, self.context, hook)  # billed nothing, in flight no more
             raise generation_failed(generation)
         if not task.wait_for_completion:
             submitted = Generation(generation_id=generation_id, status=generation.status)
@@ -178,6 +185,7 @@ class Run:
             result["downloaded"] = stored["downloaded"]
             task._lineage_outputs = [stored["uri"]]
         self.record.mark_delivered(generation.generation_id)
+        release(task, context, hook)  # billed now: the key's spend counts it
         return dict(result)
 
     def _run_results(self) -> list[Any] | None:

@@ -74,15 +74,19 @@ def sent(task: KlingGenerateVideoOperator, hook: KlingHook, family: str | None,
         return None
 
 
-def before_paying(task: KlingGenerateVideoOperator, hook: KlingHook,
+def before_paying(task: KlingGenerateVideoOperator, context: Context, hook: KlingHook,
                   prepared: PreparedRequest) -> float | None:
     """Every check made right before a create POST, and only then (never before reattaching or
     recovering): a new pre-pay check is one more call here. Each raises to refuse, naming what
     it refused; the price estimate (USD, ``None`` when unknown) is returned for the result and
     the spend line. The model's retirement first: a withdrawn model is not worth pricing."""
+    from kling_provider.operators._budget import guard_budget  # execute time (parse cost)
+
     hook.check_model(task.model)
-    return hook.guard_spend(task.model, prepared.body, max_cost_usd=task.max_cost_usd,
-                            check_balance=task.check_balance).usd
+    estimate = hook.guard_spend(task.model, prepared.body, max_cost_usd=task.max_cost_usd,
+                                check_balance=task.check_balance)
+    guard_budget(task, context, hook, estimate)  # last: it reserves the estimate
+    return estimate.usd
 
 
 def after_paying(task: KlingGenerateVideoOperator) -> None:
@@ -95,7 +99,7 @@ class Submission:
 
     def __init__(self, task: KlingGenerateVideoOperator, context: Context,
                  hook: KlingHook) -> None:
-        self.task, self.hook, self.log = task, hook, task.log
+        self.task, self.hook, self.log, self.context = task, hook, task.log, context
         self.record = TaskRecord(context, task.task_id)
         self.recovery = Recovery(task, self.record, hook)
 
@@ -138,7 +142,7 @@ class Submission:
     def submit(self, prepared: PreparedRequest, previous: SubmissionRecord | None) -> Generation:
         """Pay for ``prepared``, once: the checks, the intent, the POST, the id recorded."""
         task, hook, record = self.task, self.hook, self.record
-        task.estimated_usd = before_paying(task, hook, prepared)
+        task.estimated_usd = before_paying(task, self.context, hook, prepared)
         intent = _submission.SubmissionRecord(
             client_request_id=_submission.next_client_request_id(
                 record.prefix(), record.try_number, previous),
@@ -159,6 +163,9 @@ class Submission:
             return self.found_or_submit(intent, self.recovery.recover(intent))
         except KlingError as exc:
             if exc.created_nothing:  # nothing to find later: the next try submits at once
+                from kling_provider.operators._budget import release  # execute time (parse cost)
+
+                release(task, self.context, hook)  # nothing is in flight
                 record.write(intent.refused_now())
                 self.log.warning("The API refused the create request with client request id "
                                  "%s; nothing was created or billed, so the next try submits "

@@ -130,6 +130,11 @@ class KlingGenerateVideoOperator(TaskHook, BaseOperator):
         unknown price is logged as a warning and does not block.
     :param check_balance: read the account balance (``GET /v2/billing``) before submitting and
         fail at once when it cannot pay the estimated price.
+    :param budget_usd: a budget across runs (templated; ``"12.5"`` is read as 12.5): refuse when
+        what the key spent in ``budget_period`` plus this deployment's generations in flight plus
+        this estimate passes it. Default: the connection's extra of the same name (docs/spend.rst).
+    :param budget_period: ``day``, ``week`` or ``month`` (rolling 24 h / 7 d / 30 d; templated).
+    :param on_unknown_spend: ``fail`` (default) or ``warn`` when the spend cannot be read.
 
     :param on_uncertain_submission: what a try does when a create request may have reached the
         API but its generation never appears in the usage logs (looked up for ``timeout`` plus
@@ -144,7 +149,7 @@ class KlingGenerateVideoOperator(TaskHook, BaseOperator):
     template_fields: Sequence[str] = ("model", "prompt", "negative_prompt", "aspect_ratio",
                                       "duration", "cfg_scale", "camera_control", "image_url",
                                       "tail_image_url", "image_list", "extra_params",
-                                      "parameters", "download_to")
+                                      "parameters", "download_to", "budget_usd", "budget_period")
     template_fields_renderers = {"extra_params": "json", "parameters": "json",
                                  "camera_control": "json"}
     operator_extra_links = (KlingVideoLink(),)
@@ -181,6 +186,9 @@ class KlingGenerateVideoOperator(TaskHook, BaseOperator):
         max_cost_usd: float | None = None,
         check_balance: bool = False,
         on_uncertain_submission: str = "fail",
+        budget_usd: float | str | None = None,
+        budget_period: str | None = None,
+        on_unknown_spend: str | None = None,
         **kwargs: Any,
     ) -> None:
         given = locals()  # the arguments as passed: the ones never rendered are checked below
@@ -215,6 +223,8 @@ class KlingGenerateVideoOperator(TaskHook, BaseOperator):
         self.end_from_trigger = end_from_trigger
         self.on_uncertain_submission = check_on_uncertain_submission(on_uncertain_submission)
         self.max_cost_usd = max_cost_usd
+        self.budget_usd, self.budget_period = budget_usd, budget_period
+        self.on_unknown_spend = on_unknown_spend
         check_generate_task(self)
         self.check_balance = check_balance
         #: The price estimated before the POST (``None``: unknown or not submitted by this try).

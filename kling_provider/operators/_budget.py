@@ -1,0 +1,137 @@
+"""The budget before paying, on a worker: reserve, read, decide; and the release at the end.
+
+Called by the generate operators right before the create POST (after the spend limit and the
+balance, :meth:`~kling_provider.hooks.kling.KlingHook.guard_spend`) when the task or its
+connection sets ``budget_usd``. In order (why: :mod:`kling_provider._task.reservations`):
+
+1. write this task's reservation (its estimate, until its timeout plus an hour);
+2. read this deployment's other reservations of the same API key, and what the key spent in the
+   budget's window (``GET /v2/usage``);
+3. decide with :func:`kling_provider._money.budget.check_budget`; a refusal deletes the
+   reservation and fails the task before any paid request.
+
+A figure that cannot be read (403, a network fault, Airflow < 3.3 without ``Variable.keys``)
+fails the task (``on_unknown_spend="fail"``, the default) or is logged and taken as nothing
+(``"warn"``). The reservation is released when the generation ends (completed or failed); a
+task that stops waiting (timeout, killed) leaves it to expire. Tasks without a budget never touch
+Variables. Imported when a task runs (parse cost).
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from kling_provider._money.budget import BUDGET_EXTRAS, Budget, check_budget, resolve_budget
+from kling_provider._money.spend import exact_amount, format_usd
+from kling_provider._task import reservations
+from kling_provider.exceptions import KlingBudgetExceededError, KlingError, KlingSpendUnknownError
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator, Context
+
+    from kling_provider._money.pricing import PriceEstimate
+    from kling_provider.hooks.kling import KlingHook
+
+__all__ = ["STORE", "budget_of", "guard_budget", "release"]
+
+log = logging.getLogger("kling_provider")
+#: Where reservations live: Airflow's Variables (tests swap in their own store).
+STORE: reservations.Store = reservations.VariableStore()
+
+
+def budget_of(task: BaseOperator, hook: KlingHook) -> Budget | None:
+    """The task's budget (its own values over its connection's), checked."""
+    settings = hook.settings
+    return resolve_budget({name: getattr(task, name, None) for name in BUDGET_EXTRAS},
+                          dict(settings.budget_extra), task_id=task.task_id,
+                          conn_id=settings.conn_id)
+
+
+def _token(task: BaseOperator, context: Context) -> str:
+    ti = context.get("ti")
+    map_index = getattr(ti, "map_index", None)
+    return reservations.task_token(
+        str(getattr(ti, "dag_id", None) or task.dag_id), str(getattr(ti, "run_id", "run")),
+        task.task_id, -1 if map_index is None else int(map_index))
+
+
+def guard_budget(task: BaseOperator, context: Context, hook: KlingHook,
+                 estimate: PriceEstimate) -> None:
+    """Refuse this generation (before any paid request) when it would pass the budget."""
+    budget = budget_of(task, hook)
+    if budget is None:
+        return
+    api_key, now = hook.settings.api_key, hook.clock.now()
+    usd = exact_amount(estimate.usd)
+    token = _token(task, context)
+    ti = context.get("ti")
+    mine = reservations.Reservation.of(
+        api_key, token, expires_at=now + float(getattr(task, "timeout", 1800.0))
+        + reservations.GRACE, usd=usd)
+    about = {"dag_id": getattr(ti, "dag_id", None), "run_id": getattr(ti, "run_id", None),
+             "task_id": task.task_id, "map_index": getattr(ti, "map_index", -1),
+             "model": estimate.model}
+    unknown: list[str] = []
+    flying = reservations.InFlight(Decimal(0), 0, ())
+    try:
+        reservations.reserve(STORE, mine, api_key, about)
+        flying = reservations.in_flight(STORE.keys(reservations.key_prefix(api_key)), api_key,
+                                        now=now, own_task=token)
+    except Exception as exc:  # Airflow < 3.3, the execution API unreachable, ...
+        unknown.append(f"this deployment's generations in flight could not be read "
+                       f"({type(exc).__name__}: Airflow 3.3+ Variables are needed)")
+    spent: Decimal | None = None
+    try:
+        spent = hook.get_key_spend(budget.window)
+    except KlingError as exc:
+        unknown.append(f"what the key spent could not be read (GET /v2/usage): {exc}")
+    if unknown:
+        said = f"Budget {budget.describe()}: {'; '.join(unknown)}."
+        if budget.on_unknown_spend == "fail":
+            _release(STORE, api_key, token)
+            raise KlingSpendUnknownError(
+                f"Not submitting: {said} Set on_unknown_spend='warn' to submit anyway. Nothing "
+                "was sent to the API.")
+        task.log.warning("%s Submitting anyway (on_unknown_spend='warn'): the budget is "
+                         "checked with what could be read.", said)
+    try:
+        total = check_budget(budget, spent=spent or Decimal(0),
+                             in_flight=flying.usd, in_flight_count=flying.count, estimate=usd,
+                             model=estimate.model)
+    except KlingBudgetExceededError:
+        _release(STORE, api_key, token)
+        raise
+    task.log.info("Budget %s: spent %s + in flight %s (%d generations) + this one %s = %s.",
+                  budget.describe(), format_usd(spent), format_usd(flying.usd), flying.count,
+                  format_usd(usd), format_usd(total))
+    for name in flying.expired:  # a killed task's leftovers: whoever sees them first
+        _forget(STORE, name)
+
+
+def release(task: BaseOperator, context: Context, hook: KlingHook) -> None:
+    """The generation ended: this task's reservation stops counting (best effort)."""
+    try:
+        if budget_of(task, hook) is None:
+            return
+    except KlingError:
+        return
+    _release(STORE, hook.settings.api_key, _token(task, context))
+
+
+def _release(store: reservations.Store, api_key: str, token: str) -> None:
+    try:
+        reservations.release(store, api_key, token)
+    except Exception as exc:  # the reservation then expires on its own
+        log.warning(
+            "Could not release the budget reservation of this task (%s); it stops counting "
+            "when it expires.", type(exc).__name__)
+
+
+def _forget(store: reservations.Store, name: str) -> None:
+    try:
+        store.delete(name)
+    except Exception as exc:  # another task deleted it first: nothing to do
+        log.debug("An expired reservation was not deleted (%s).", type(exc).__name__)
+
