@@ -125,8 +125,9 @@ def _instant(raw: str, name: str) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
-def window(params: Mapping[str, list[str]], now: float) -> tuple[datetime, datetime]:
-    """The measured window of a query: ``period`` back from ``now``, or ``start``-``end``."""
+def window(params: Mapping[str, list[str]], now: float) -> tuple[float, float]:
+    """The measured window of a query in epoch seconds: ``period`` back from ``now`` (exactly:
+    a charge made at ``now`` is in it), or ``start``-``end``."""
     period, start, end = (params.get(k, [None])[0] for k in ("period", "start", "end"))
     if period is not None and (start is not None or end is not None):
         raise UsageQueryError("Provide either period or both start and end, not both")
@@ -137,8 +138,9 @@ def window(params: Mapping[str, list[str]], now: float) -> tuple[datetime, datet
                                   f"(24h, 7d), got {period!r}")
         amount = int(found[1])
         span = timedelta(hours=amount) if found[2] == "h" else timedelta(days=amount)
-        until = datetime.fromtimestamp(now, timezone.utc)
-        since = until - span
+        if span > MAX_WINDOW:
+            raise UsageQueryError("The window must not exceed 92 days")
+        return now - span.total_seconds(), now
     elif start is not None and end is not None:
         since, until = _instant(start, "start"), _instant(end, "end")
         if until < since:
@@ -147,7 +149,7 @@ def window(params: Mapping[str, list[str]], now: float) -> tuple[datetime, datet
         raise UsageQueryError("Provide either period or both start and end")
     if until - since > MAX_WINDOW:
         raise UsageQueryError("The window must not exceed 92 days")
-    return since.astimezone(timezone.utc), until.astimezone(timezone.utc)
+    return since.timestamp(), until.timestamp()
 
 
 @cache
@@ -210,12 +212,11 @@ def answer(sim: KlingSimulator, path: str, query: str, authorization: str
     except UsageQueryError as exc:
         return 400, str(exc)
     prefix = asked if asked is not None else key_prefix(key)
-    billed = [c for c in charges(sim) if c.key_prefix == prefix
-              and since.timestamp() < c.at <= until.timestamp()]
+    billed = [c for c in charges(sim) if c.key_prefix == prefix and since < c.at <= until]
     paid = [c for c in billed if c.charged]
     body: dict[str, Any] = {
-        "api_key_prefix": asked, "start": log_time(since.timestamp()),
-        "end": log_time(until.timestamp()), "spend": _number(sum((c.usd for c in paid),
+        "api_key_prefix": asked, "start": log_time(since),
+        "end": log_time(until), "spend": _number(sum((c.usd for c in paid),
                                                                  Decimal(0))),
         "currency": "USD", "requests": len(paid)}
     if detail:
