@@ -50,11 +50,13 @@ _PAYING_ONCE_ON_AIRFLOW = ("tests/test_durable_submission.py", "tests/test_airfl
 
 MODULES: dict[str, tuple[str, ...]] = {
     "_money/guard.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
-    # The balance read (moved out of _money/guard.py), the price list and estimate, the probe.
+    # The balance read (moved out of _money/guard.py), the price list and estimate, the
+    # deprecation feed, the probe.
     "_api/service.py": ("tests/test_service_reads.py", "tests/test_spend.py",
                         "tests/test_paid_path_rules.py", "tests/test_hook_rules.py",
                         "tests/test_airflow_layer.py", "tests/test_network_errors.py",
-                        "tests/test_secrets_everywhere.py"),
+                        "tests/test_secrets_everywhere.py", "tests/test_retirement_feed.py",
+                        "tests/test_retirement_rules.py"),
     "_money/pricing.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
     "_wait/schedule.py": ("tests/test_poll_schedule.py", "tests/test_hook_rules.py",
                      "tests/test_paid_path_rules.py"),
