@@ -47,6 +47,10 @@ _PAYING_ONCE_ON_AIRFLOW = ("tests/test_durable_submission.py", "tests/test_airfl
                            "tests/test_checks_before_paying.py", "tests/test_spend.py",
                            "tests/test_paid_path_rules.py",
                            "tests/test_submission_recovery_paths.py")
+#: The tests of the pure rules of paying once (the intent, the recovery, the logs' rate budget).
+_PAYING_ONCE_RULES = ("tests/test_submission.py", "tests/test_submission_rules.py",
+                      "tests/test_logs_lookup.py", "tests/test_never_paying_twice.py",
+                      "tests/test_terminal_answers.py", "tests/test_paid_path_rules.py")
 
 MODULES: dict[str, tuple[str, ...]] = {
     "_money/guard.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
@@ -60,9 +64,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     "_money/pricing.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
     "_wait/schedule.py": ("tests/test_poll_schedule.py", "tests/test_hook_rules.py",
                      "tests/test_paid_path_rules.py"),
-    "_task/submission.py": ("tests/test_submission.py", "tests/test_submission_rules.py",
-                       "tests/test_logs_lookup.py", "tests/test_never_paying_twice.py",
-                       "tests/test_terminal_answers.py", "tests/test_paid_path_rules.py"),
+    # _task/submission.py split by concern (issue 19); it only re-exports these three now.
+    "_task/intent.py": _PAYING_ONCE_RULES,
+    "_task/recovery.py": _PAYING_ONCE_RULES,
+    "_task/rate_budget.py": _PAYING_ONCE_RULES,
     "operators/_submission.py": _PAYING_ONCE_ON_AIRFLOW,
     # Split out of operators/_submission.py (issue 19): the usage-logs lookups, the record.
     "operators/_recover.py": _PAYING_ONCE_ON_AIRFLOW,
