@@ -243,6 +243,11 @@ def mock_hook(kling_env: Callable[..., None], clock: FakeClock) -> Callable[...,
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Airflow processes a module- or session-scoped fixture starts (before any test's own
+    # directory is set) keep their deprecation feeds here, never in the user's ~/.cache.
+    import tempfile  # only here: the session's directory
+
+    os.environ[_feeds.CACHE_DIR_VARIABLE] = tempfile.mkdtemp(prefix="kling-feeds-")
     config.addinivalue_line(
         "markers", "simulator(**knobs): build the test's simulator with these KlingSimulator "
                    "arguments, e.g. simulator(**HOSTILE) or simulator(neighbours=3, logs_lag=60)")

@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from kling_provider._models import feeds as _feeds
+from kling_provider._models.retirement import Retirement
 from kling_provider.gallery import gallery_link
 from kling_provider.testing.simulator import KlingSimulator
 from tests.browser import Browser, find_chromium
@@ -74,6 +76,7 @@ def gallery(tmp_path_factory: pytest.TempPathFactory,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "KLING_TEST_DENIED_DAGS": f"outsider={DAG_ID}",
             "PYTHONPATH": str(ROOT),
+            _feeds.CACHE_DIR_VARIABLE: str(tmp / "feeds"),
         })
         shutil.copy(airflow_db_template, home / "airflow.db")
         airflow = AirflowCluster(home, env, port)
@@ -201,6 +204,12 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
                     "package where it can: root with apt-get)")
     profile = gallery.airflow.home / "chromium-profile"
     profile.mkdir()
+    # A worker read the deprecation feed (as a task about to pay does) and found the raccoon's
+    # model deprecated: the page, which never asks the API, badges it from that cached feed.
+    retiring = Retirement("klingai/v2-master-text-to-video", (), "deprecated", "2026-08-01",
+                          "2099-12-31", "klingai/v2.1-master-text-to-video")
+    _feeds.FeedCache(gallery.videos.parent / "feeds").store(
+        _feeds.Feed(gallery.sim.base_url, None, time.time(), (retiring,)))
     with Browser(chromium, profile) as browser:
         browser.log_in(gallery.base, "admin", PASSWORDS["admin"])
         # The nav entry, then the page as Airflow shows it: inside its UI, in an iframe.
@@ -231,7 +240,8 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
         # Where the user is among the pages, and what the run cost, with a link to just it.
         frame = "document.querySelector('iframe').contentDocument"
         seen = browser.evaluate(f"({{pager: {frame}.getElementById('pager').innerText, "
-                                f"runs: {frame}.getElementById('runs').innerText}})")
+                                f"runs: {frame}.getElementById('runs').innerText, "
+                                f"badge: {frame}.querySelector('.retiring').innerText}})")
         browser.evaluate(f"{frame}.querySelector('#runs a').click(); true")
         browser.wait_for("the page narrowed to the run",
                          f"{frame}.location.search.includes('run_id=') && "
@@ -248,6 +258,7 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
     assert state["spend"]
     assert shot.stat().st_size > 10_000
     assert "Page 1 of 1 (1-1 of 1 generations)" in seen["pager"], seen
+    assert seen["badge"] == "deprecated, shuts down 2099-12-31", seen
     assert f"{DAG_ID} / {gallery.run_id}" in seen["runs"] and "$1.40" in seen["runs"], seen
     assert narrowed["run"] == gallery.run_id and narrowed["cards"] == 1, narrowed
     assert "(1-1 of 1 generations)" in narrowed["pager"], narrowed

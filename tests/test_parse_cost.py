@@ -37,6 +37,10 @@ EXECUTE_TIME_MODULES = (
     "kling_provider._task.rate_budget",
     "kling_provider._money.pricing",
     "kling_provider._money.guard",
+    # Model retirement: a parse never reads the feed (nor its cache file); a task does.
+    "kling_provider._models.retirement",
+    "kling_provider._models.feeds",
+    "kling_provider._api.service",
     "kling_provider._money.spend",
     "kling_provider._wait.schedule",
     "kling_provider._wait.timings",

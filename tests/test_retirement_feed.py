@@ -5,20 +5,16 @@ what a generate task does before paying for a withdrawn, deprecated or supersede
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 
-from kling_provider import metrics
 from kling_provider._models import feeds as _feeds
 from kling_provider.catalogue import endpoint_path
-from kling_provider.exceptions import KlingModelNotFoundError, KlingModelWithdrawnError
+from kling_provider.exceptions import KlingModelWithdrawnError
 from kling_provider.hooks.kling import KlingHook
-from kling_provider.operators.kling import KlingTextToVideoOperator
-from kling_provider.testing.records import Faults
 from kling_provider.testing.simulator import KlingSimulator
-from tests.conftest import SECRET_KEY, FakeClock, StateStoreStub, context_for
+from tests.conftest import SECRET_KEY, FakeClock
 
 FEED = "/v1/models/deprecations"
 V2_MASTER = "klingai/v2-master-text-to-video"
@@ -181,71 +177,15 @@ def test_an_unreadable_feed_never_blocks(sim_hook: KlingHook, simulator: KlingSi
     assert len(feed_reads(simulator)) == 2  # a failed read was not cached as fresh
 
 
-# -- the generate task, before paying -------------------------------------------------------------
+def test_the_simulator_docs_example_runs() -> None:
+    import docs.snippets.simulator_retire as tour
 
-class RecordingStats:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Any, dict[str, str]]] = []
-
-    def incr(self, stat: str, count: Any = 1, *, tags: dict[str, str]) -> None:
-        self.calls.append(("incr", stat, count, tags))
-
-
-def test_a_withdrawn_model_fails_before_any_paid_request(airflow_sim: KlingSimulator) -> None:
-    airflow_sim.retirements.retire(V2_MASTER, "withdrawn", shutdown_at="2027-01-10",
-                                   replaced_by=V21_MASTER)
-    operator = KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5)
-    with pytest.raises(KlingModelWithdrawnError) as refused:
-        operator.execute(context_for(StateStoreStub()))
-    message = str(refused.value)
-    assert V2_MASTER in message and "2027-01-10" in message and repr(V21_MASTER) in message
-    assert creates(airflow_sim) == 0
-    assert airflow_sim.ledger.count(method="GET", path="/v1/models") == 0  # not even priced
-
-
-def test_a_deprecated_model_runs_warns_and_is_counted(airflow_sim: KlingSimulator,
-                                                      monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    stats = RecordingStats()
-    monkeypatch.setattr(metrics, "_stats", lambda: stats)
-    airflow_sim.retirements.retire(V2_MASTER, "deprecated", shutdown_at="2027-02-28",
-                                   replaced_by=V21_MASTER)
-    operator = KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5,
-                                        deferrable=False, poll_interval=10)
-    operator.execute(context_for(StateStoreStub()))
-    assert creates(airflow_sim) == 1
-    logged = capsys.readouterr().out
-    assert f"Model {V2_MASTER} is deprecated (since 2027-01-15) and shuts down on 2027-02-28; " \
-           f"replaced by {V21_MASTER!r}." in logged
-    assert ("incr", "kling.model.retiring", 1, {"model": V2_MASTER, "status": "deprecated"}) \
-        in stats.calls
-
-
-def test_a_superseded_alias_notes_what_it_resolves_to(airflow_sim: KlingSimulator,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    airflow_sim.retirements.retire("klingai/v2-master", "superseded", aliases=[V2_MASTER],
-                                   replaced_by=V21_MASTER)
-    KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5,
-                             deferrable=False, poll_interval=10).execute(
-        context_for(StateStoreStub()))
-    assert creates(airflow_sim) == 1
-    assert f"Model {V2_MASTER} (klingai/v2-master) is superseded: the API runs it as " \
-           f"{V21_MASTER!r}" in capsys.readouterr().out
-
-
-def test_a_404_from_a_create_names_the_feeds_entry(sim_hook: KlingHook,
-                                                   simulator: KlingSimulator) -> None:
-    simulator.faults = Faults(refusals=[404])  # a 404 of a model the feed does not list
-    with pytest.raises(KlingModelNotFoundError) as plain:
-        sim_hook.create_generation(V2_MASTER, prompt="p")
-    assert "deprecation feed" not in str(plain.value) and plain.value.created_nothing
-    # Withdrawn since the feed was read (and cached for the day): the 404 reads it again.
-    simulator.retirements.retire(V21_MASTER, "withdrawn", shutdown_at="2027-01-14",
-                                 replaced_by="klingai/video-v3-pro-text-to-video")
-    with pytest.raises(KlingModelNotFoundError) as noted:
-        sim_hook.create_generation(V21_MASTER, prompt="p")
-    assert f"The model deprecation feed lists {V21_MASTER!r} as withdrawn (2027-01-14), " \
-           "replaced by 'klingai/video-v3-pro-text-to-video'." in str(noted.value)
-    assert noted.value.created_nothing
-    assert creates(simulator) == 2
-    assert [status for status, _ in feed_reads(simulator)] == [200, 200]
+    with KlingSimulator() as sim, httpx.Client(
+            base_url=sim.base_url, headers={"Authorization": f"Bearer {sim.api_key}"}) as api:
+        assert tour.retire_in_process(sim)["status"] == "withdrawn"
+        assert tour.retire_over_http(api)["shutdown_at"] == "2099-12-31"
+        feed = tour.read_the_feed(api)
+        assert [(e["id"], e["status"]) for e in feed] == [
+            (tour.REPLACEMENT, "deprecated"), (tour.MODEL, "withdrawn")]
+        assert tour.create_a_withdrawn_model(api) == 404
+        assert sim.generation_ids() == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from kling_provider._models.retirement import (
 from kling_provider.catalogue import list_models
 from kling_provider.exceptions import KlingModelWithdrawnError
 from kling_provider.testing._retirements import Retirements
+from tools import build_catalogue
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-./", min_size=1, max_size=30)
 dates = st.none() | st.dates().map(lambda d: d.isoformat())
@@ -169,3 +172,30 @@ def test_the_simulators_feed_is_ordered_newest_first_then_by_id(
 
 def _neg(day: str) -> tuple[int, ...]:
     return tuple(-int(p) for p in day.split("-"))
+
+
+def test_build_catalogue_ships_the_kling_entries_and_refuses_a_contradiction(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(Path(_feeds.__file__).parent.parent / "data", data)
+    feed: dict[str, Any] = {"object": "list", "generated_at": "2026-08-24T13:59:21.643Z", "data": [
+        {"id": "openai/gpt-5.3-chat", "aliases": [], "status": "withdrawn",
+         "deprecated_at": "2026-08-10", "shutdown_at": "2026-08-10", "replaced_by": None,
+         "reason": "provider_delisted"},
+        {"id": "klingai/v2-master-text-to-video", "aliases": ["kling-video/v2/master"],
+         "status": "deprecated", "deprecated_at": "2026-08-01", "shutdown_at": "2026-12-01",
+         "replaced_by": "klingai/v2.1-master-text-to-video", "reason": "consolidated"}]}
+    saved = tmp_path / "feed.json"
+    saved.write_text(json.dumps(feed))
+    build_catalogue.main(["--check", "--deprecations", str(saved), "--data", str(data)])
+    shipped = json.loads((data / "deprecations.json").read_text())
+    assert [e["id"] for e in shipped["data"]] == ["klingai/v2-master-text-to-video"]
+    assert "agree (1 entries)" in capsys.readouterr().out
+    # A replacement the catalogue does not know: the build fails and says which.
+    feed["data"][1]["replaced_by"] = "klingai/v9-text-to-video"
+    saved.write_text(json.dumps(feed))
+    with pytest.raises(SystemExit) as failed:
+        build_catalogue.main(["--check", "--deprecations", str(saved), "--data", str(data)])
+    assert failed.value.code == 1
+    assert "'klingai/v9-text-to-video', which the catalogue does not know" in \
+        capsys.readouterr().err

@@ -70,6 +70,13 @@ class StatsdListener:
                 found.append((name, dict(t.split("=", 1) for t in tags), value, kind))
         return found
 
+    def env(self) -> dict[str, str]:
+        """Airflow's StatsD backend pointed at this socket, with InfluxDB-style tags."""
+        return {"AIRFLOW__METRICS__STATSD_ON": "True",
+                "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+                "AIRFLOW__METRICS__STATSD_PORT": str(self.port),
+                "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True"}
+
 
 @pytest.fixture
 def statsd() -> Iterator[StatsdListener]:
@@ -89,11 +96,7 @@ def test_media_pipeline_metrics_labels_and_asset_graph(
                "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
                    {"conn_type": "kling", "host": sim.base_url, "password": SECRET_KEY}),
                "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(tmp_path / "videos"),
-               "KLING_POLL_INTERVAL": "0.2",
-               "AIRFLOW__METRICS__STATSD_ON": "True",
-               "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-               "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
-               "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True"}
+               "KLING_POLL_INTERVAL": "0.2", **statsd.env()}
         done = subprocess.run([AIRFLOW, "dags", "test", "kling_media_pipeline"], env=env,
                               capture_output=True, text=True, timeout=300)
         output = done.stdout + done.stderr

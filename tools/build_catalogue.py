@@ -5,7 +5,19 @@ Maintainers run this when the reference snapshot changes::
     python tools/build_catalogue.py ../shared/reference/aimlapi
 
 Nothing in the package or its tests reads the reference directory: the derived JSON file is
-what ships. Descriptions and examples are dropped; only what validation needs is kept.
+what ships.
+
+The catalogue and the model deprecation feed must agree (``replaced_by`` a model the catalogue
+knows, no alias that is another catalogue model, one entry per model). The snapshot of the feed
+that ships (``kling_provider/data/deprecations.json``, what a task uses when the live feed cannot
+be read) is refreshed from a saved answer of ``GET /v1/models/deprecations``, keeping the Kling
+entries, and every run checks the two files against each other::
+
+    curl -s https://api.aimlapi.com/v1/models/deprecations > feed.json
+    python tools/build_catalogue.py ../shared/reference/aimlapi --deprecations feed.json
+    python tools/build_catalogue.py --check      # the shipped pair only; exits 1 on a problem
+
+Descriptions and examples are dropped; only what validation needs is kept.
 
 Several reference files can describe the same model on the same endpoint (a per-model page and a
 shared page listing four models). They are merged leniently (union of properties, intersection of
@@ -14,6 +26,7 @@ required fields) because the catalogue must never reject a request the API accep
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -21,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from kling_provider import _endpoints
+from kling_provider._models import retirement
+
+DATA = Path(__file__).resolve().parent.parent / "kling_provider" / "data"
 
 #: Reference folder of each endpoint family (their paths: ``kling_provider/_endpoints.py``).
 FAMILIES = {"legacy": "kling-legacy-endpoint", "unified": "kling-unified-endpoint"}
@@ -141,13 +157,54 @@ def build(reference: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    reference = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/reference/aimlapi")
-    target = Path(__file__).resolve().parent.parent / "kling_provider" / "data" / "catalogue.json"
-    catalogue = build(reference)
-    target.write_text(json.dumps(catalogue, indent=1, sort_keys=False) + "\n")
-    fams = [len(m["families"]) for m in catalogue["models"].values()]
-    print(f"{len(fams)} models, {sum(fams)} model x endpoint entries -> {target}")
+def kling_entries(feed: Any, models: list[str]) -> list[dict[str, Any]]:
+    """The feed's entries about Kling models: named in the catalogue (by id, alias or
+    ``replaced_by``) or Kling by name; in the feed's own order and shape."""
+    known = set(models)
+    entries = retirement.entries_from(feed)
+    if entries is None:
+        raise SystemExit("the deprecation feed file is not a feed answer ({'data': [...]})")
+    return [retirement.as_item(e) for e in entries
+            if known & {*e.names, e.replaced_by or ""} or any("kling" in n for n in e.names)]
+
+
+def check(catalogue: dict[str, Any], snapshot: dict[str, Any]) -> list[str]:
+    """What contradicts between a catalogue and a feed snapshot (``[]``: consistent)."""
+    return retirement.inconsistencies(retirement.entries_from(snapshot) or (),
+                                      list(catalogue["models"]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("reference", nargs="?", default="../shared/reference/aimlapi")
+    parser.add_argument("--deprecations", type=Path,
+                        help="a saved answer of GET /v1/models/deprecations to ship")
+    parser.add_argument("--check", action="store_true",
+                        help="only check the shipped catalogue against the shipped feed")
+    parser.add_argument("--data", type=Path, default=DATA, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    catalogue_file, feed_file = args.data / "catalogue.json", args.data / "deprecations.json"
+    if args.check:
+        catalogue = json.loads(catalogue_file.read_text())
+    else:
+        catalogue = build(Path(args.reference))
+        catalogue_file.write_text(json.dumps(catalogue, indent=1, sort_keys=False) + "\n")
+        fams = [len(m["families"]) for m in catalogue["models"].values()]
+        print(f"{len(fams)} models, {sum(fams)} model x endpoint entries -> {catalogue_file}")
+    snapshot = json.loads(feed_file.read_text())
+    if args.deprecations is not None:
+        feed = json.loads(args.deprecations.read_text())
+        snapshot = {"generated_by": "tools/build_catalogue.py", "object": "list",
+                    "generated_at": feed.get("generated_at"),
+                    "data": kling_entries(feed, list(catalogue["models"]))}
+        feed_file.write_text(json.dumps(snapshot, indent=1) + "\n")
+        print(f"{len(snapshot['data'])} Kling entries of the deprecation feed -> {feed_file}")
+    problems = check(catalogue, snapshot)
+    for problem in problems:
+        print(f"catalogue and deprecation feed disagree: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(1)
+    print(f"catalogue and deprecation feed agree ({len(snapshot['data'])} entries)")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -148,3 +149,11 @@ def known_entries(base_url: str | None = None, feeds: FeedCache | None = None
     for feed in feeds.every():
         live += feed.entries
     return _retirement.merged(shipped(), live or None)
+
+
+def badges(models: Iterable[str]) -> dict[str, str]:
+    """Model -> its label on the videos page, for the models the feed lists: from the shipped
+    snapshot and every cached feed (the page itself never asks the API)."""
+    entries = known_entries()
+    found = {m: _retirement.badge(_retirement.find(entries, m)) for m in models}
+    return {m: label for m, label in found.items() if label}

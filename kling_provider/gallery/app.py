@@ -24,6 +24,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from kling_provider._models import feeds
 from kling_provider.gallery import access, files, inflight, page, queries, ranges, review_page, store
 from kling_provider.gallery.access import User
 from kling_provider.gallery.records import (
@@ -116,6 +117,7 @@ def gallery_page(request: Request,
     videos, spend, found = _listing(user, dag_ids, filters, number)
     html = page.render(videos, spend, filters, dag_ids=found.dag_ids, models=found.models,
                        number=number, posters=shutil.which("ffmpeg") is not None,
+                       badges=feeds.badges({v.model for v in videos if v.model}),
                        in_flight=inflight.render(_in_flight(dag_ids, filters),
                                                  inflight.latest_video(dag_ids)))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

@@ -7,7 +7,7 @@ the Airflow UI shows this page in an iframe.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from html import escape
 from urllib.parse import quote, urlencode
@@ -25,7 +25,8 @@ td,th{border-bottom:1px solid #e2e8f0;padding:3px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px}
 .card{border:1px solid #e2e8f0;border-radius:8px;padding:10px;background:#f7fafc}
-.card.focus{border:2px solid #3182ce} video{width:100%;border-radius:4px;background:#000}
+.card.focus{border:2px solid #3182ce} .retiring{background:#fefcbf;color:#744210;
+border-radius:4px;padding:0 4px;font-size:.75rem} video{width:100%;border-radius:4px;background:#000}
 .pending{display:flex;align-items:center;justify-content:center;height:160px;background:#edf2f7;
 border-radius:4px;color:#4a5568} .prompt{font-weight:600;margin:6px 0}
 dl{display:grid;grid-template-columns:auto 1fr;gap:2px 8px;font-size:.8rem;margin:4px 0}
@@ -180,7 +181,15 @@ def _review(video: Video) -> str:
             f'{escape(str(review.get("reviewed_at") or "-"))}){escape(note)}</dd>')
 
 
-def _card(video: Video, index: int, focus: str | None, posters: bool) -> str:
+def _model(model: str | None, badges: Mapping[str, str]) -> str:
+    """A card's model, badged when the deprecation feed lists it (the API is retiring it)."""
+    badge = badges.get(model or "")
+    return escape(model or "-") + (f' <span class="retiring">{escape(badge)}</span>'
+                                   if badge else "")
+
+
+def _card(video: Video, index: int, focus: str | None, posters: bool,
+          badges: Mapping[str, str]) -> str:
     key = f"v{index}"
     duration = f"{video.duration:g} s" if video.duration is not None else "-"
     links = [f'<a target="_top" href="{escape(run_url(video.source))}">DAG run</a>',
@@ -192,7 +201,7 @@ def _card(video: Video, index: int, focus: str | None, posters: bool) -> str:
     return (f'<div class="card{focused}" data-generation-id="{escape(video.generation_id or "")}">'
             f"{_player(video, key, posters)}"
             f'<div class="prompt">{escape(video.prompt or "(no prompt recorded)")}</div><dl>'
-            f"<dt>model</dt><dd>{escape(video.model or '-')}</dd>"
+            f"<dt>model</dt><dd>{_model(video.model, badges)}</dd>"
             f'<dt>duration</dt><dd id="duration-{key}">{duration}</dd>'
             f"<dt>size</dt><dd>{_size(video.size)}</dd>"
             f"<dt>credits</dt><dd>{_money(video.credits_used, 'credits')}</dd>"
@@ -207,11 +216,14 @@ def _card(video: Video, index: int, focus: str | None, posters: bool) -> str:
 
 
 def render(videos: Sequence[Video], spend: Spend, filters: Filters, *, dag_ids: Iterable[str],
-           models: Iterable[str], posters: bool, in_flight: str = "", number: int = 1) -> str:
+           models: Iterable[str], posters: bool, in_flight: str = "", number: int = 1,
+           badges: Mapping[str, str] | None = None) -> str:
     """Page ``number`` of the cards, ``videos`` (already authorised and filtered), under the
     ``spend`` of every matching video; ``in_flight`` is the section of
-    :func:`kling_provider.gallery.inflight.render`, shown on top."""
-    cards = "".join(_card(v, i, filters.generation_id, posters) for i, v in enumerate(videos))
+    :func:`kling_provider.gallery.inflight.render`, shown on top; ``badges``: model -> its
+    retirement label."""
+    cards = "".join(_card(v, i, filters.generation_id, posters, badges or {})
+                    for i, v in enumerate(videos))
     body = (f'<div class="grid">{cards}</div>' if videos else
             '<p class="empty">No Kling videos match (or none you may see). Videos appear here '
             "when a Kling generate or download task has run.</p>")
