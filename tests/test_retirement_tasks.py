@@ -17,7 +17,7 @@ from kling_provider.hooks.kling import KlingHook
 from kling_provider.operators.kling import KlingTextToVideoOperator
 from kling_provider.testing.records import Faults
 from kling_provider.testing.simulator import KlingSimulator
-from tests.conftest import StateStoreStub, context_for
+from tests.conftest import FakeClock, StateStoreStub, context_for
 from tests.test_retirement_feed import V2_MASTER, V21_MASTER, V26_PRO, creates, feed_reads
 
 # -- the generate task, before paying -------------------------------------------------------------
@@ -130,3 +130,18 @@ def test_a_try_that_reattaches_does_not_check_the_model_again(
         KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p").execute(
             context_for(store, try_number=2))
     assert len(feed_reads(airflow_sim)) == 1 and creates(airflow_sim) == 1
+
+
+def test_the_docs_check_model_example_runs(sim_hook: KlingHook, simulator: KlingSimulator,
+                                           clock: FakeClock) -> None:
+    from docs.snippets.check_model import models_to_move
+
+    simulator.retirements.retire(V2_MASTER, "deprecated", replaced_by=V21_MASTER)
+    simulator.retirements.retire(V26_PRO, "superseded", replaced_by=V21_MASTER)
+    assert models_to_move(sim_hook, [V2_MASTER, V21_MASTER, V26_PRO]) == {
+        V2_MASTER: V21_MASTER, V26_PRO: V21_MASTER}
+    simulator.retirements.retire(V21_MASTER, "withdrawn")
+    clock.sleep(86400)  # the next day's read sees it
+    with pytest.raises(KlingModelWithdrawnError):
+        models_to_move(sim_hook, [V21_MASTER])
+    assert creates(simulator) == 0
