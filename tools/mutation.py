@@ -55,12 +55,13 @@ _PAYING_ONCE_RULES = ("tests/test_submission.py", "tests/test_submission_rules.p
 MODULES: dict[str, tuple[str, ...]] = {
     "_money/guard.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
     # The balance read (moved out of _money/guard.py), the price list and estimate, the
-    # deprecation feed, the probe.
+    # deprecation feed, the key's spend (budgets), the probe.
     "_api/service.py": ("tests/test_service_reads.py", "tests/test_spend.py",
                         "tests/test_paid_path_rules.py", "tests/test_hook_rules.py",
                         "tests/test_airflow_layer.py", "tests/test_network_errors.py",
                         "tests/test_secrets_everywhere.py", "tests/test_retirement_feed.py",
-                        "tests/test_retirement_rules.py"),
+                        "tests/test_retirement_rules.py", "tests/test_budget.py",
+                        "tests/test_simulator_usage.py"),
     "_money/pricing.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
     "_wait/schedule.py": ("tests/test_poll_schedule.py", "tests/test_hook_rules.py",
                      "tests/test_paid_path_rules.py"),
