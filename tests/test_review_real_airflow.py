@@ -10,6 +10,9 @@ against the simulator runs ``dags/kling_review.py`` twice, with ``logical_date: 
    download stores generation 2, its Asset event records the pick), and the re-run is skipped.
 2. ``None of these`` with a note: publishing is skipped and a new run of the DAG is triggered
    with the note as its prompt.
+
+And in a real browser: the reviewer opens the required action, follows its link, plays the three
+candidates and clicks one; the run continues with that video.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from kling_provider._task.review import review_page_url
 from kling_provider.testing.simulator import KlingSimulator
+from tests.browser import Browser, find_chromium
 from tests.test_delivery_real_airflow import finished, trigger, xcom
 from tests.test_real_airflow import ROOT, AirflowCluster, local_cluster
 
 pytestmark = pytest.mark.integration
 DAG_ID = "kling_review"
+ARTIFACTS = ROOT / "test-artifacts"
 WAITING = ("awaiting_input", "deferred")
 
 
@@ -132,3 +138,60 @@ def test_review_answered_through_the_rest_api(
     assert [r["conf"] for r in again] == [{"prompt": "A raccoon surfing at dusk, slow motion"}]
     # 6 paid generations: three per run; the re-run's own are not waited for here.
     assert sim.ledger.count(method="POST") >= 6
+
+
+def test_a_reviewer_plays_the_candidates_and_picks_one_in_a_real_browser(
+        cluster: tuple[AirflowCluster, KlingSimulator]) -> None:
+    """Headless Chromium (Debian's package) as the reviewer: the required action in Airflow's UI,
+    its link to the review page, the three videos playing there, then a click on ``Video 3``
+    (no note needed): the run continues with that video. Pictures in ``test-artifacts/``."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (tools/ensure-chromium.sh installs Debian's "
+                    "package where it can: root with apt-get)")
+    airflow, sim = cluster
+    airflow.wait_for("the review DAG to be parsed",
+                     lambda: airflow.api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200)
+    assert airflow.api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
+    run_id = trigger(airflow, DAG_ID)
+    waiting_review(airflow, run_id)
+    candidates = [xcom(airflow, DAG_ID, run_id, "generate", i) for i in range(3)]
+    profile = airflow.home / "chromium-profile"
+    profile.mkdir()
+    option = "[...document.querySelectorAll('button')].find(b => b.textContent.trim() === {})"
+    with Browser(chromium, profile) as browser:
+        browser.set_viewport(1400, 1000)
+        browser.open(f"{airflow.url}/")  # every user is an admin here: the UI signs in
+        required = (f"{airflow.url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/review/"
+                    "required_actions")
+        browser.open(required)
+        browser.wait_for("the review's options", f"!!({option.format(json.dumps('Video 3'))})")
+        link = browser.evaluate("[...document.querySelectorAll('a')].find(a => "
+                                "a.textContent.includes('candidates side by side'))"
+                                ".getAttribute('href')")
+        assert link == review_page_url(DAG_ID, run_id, "review")
+        browser.screenshot(ARTIFACTS / "review-required-action.png")
+        browser.open(f"{airflow.url}{link}")
+        videos = "[...document.querySelectorAll('video')]"
+        browser.wait_for("three players", f"{videos}.length === 3")
+        browser.evaluate(f"Promise.all({videos}.map(v => {{ v.muted = true; v.loop = true; "
+                         "return v.play(); })).then(() => true)")
+        browser.wait_for("every candidate to play", f"{videos}.every(v => v.currentTime > 0.3)")
+        played = browser.evaluate(f"{videos}.map(v => [v.getAttribute('src'), v.error, "
+                                  "v.played.length])")
+        shown = browser.evaluate("document.body.innerText")
+        browser.screenshot(ARTIFACTS / "review-page.png")
+        browser.open(required)
+        pick = option.format(json.dumps("Video 3"))
+        browser.wait_for("Video 3 to be clickable", f"({pick}) && !({pick}).disabled")
+        browser.evaluate(f"({pick}).click(); true")
+        assert finished(airflow, DAG_ID, run_id) == "success", airflow.diagnostics()
+    assert [src for src, _, _ in played] == [c["video_url"] for c in candidates]
+    assert all(error is None and count >= 1 for _, error, count in played), played
+    for candidate in candidates:
+        assert candidate["prompt"] in shown and candidate["model"] in shown
+    published = xcom(airflow, DAG_ID, run_id, "publish")
+    assert published["generation_id"] == candidates[2]["generation_id"]
+    assert published["review"]["choice"] == "Video 3" and published["review"]["note"] == ""
+    assert Path(published["uri"].removeprefix("file://")).read_bytes() == \
+        sim.video_of(candidates[2]["generation_id"])

@@ -120,8 +120,11 @@ class KlingReviewOperator(HITLOperator, SkipMixin):
         # The reviewer's form is the note alone. Airflow passes the DAG's params in ``params``
         # (3.3 filters them out of the form, 3.1 would ask for them too); templates still read
         # them, since a task's context merges the DAG's params with its own.
+        # Optional (null allowed): the UI keeps every option disabled while a required field is
+        # empty, and a pick needs no note.
         self.params = ParamsDict({NOTE_PARAM: Param(
-            "", type="string", title="Note", description="What to change (kept either way)")})
+            None, type=["null", "string"], title="Note",
+            description="What to change (optional, kept either way)")})
         self.generations = generations
         self.on_timeout = on_timeout
         self.none_task_ids = _task_ids(none_task_ids, task_id=self.task_id)
