@@ -12,7 +12,12 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from kling_provider import metrics
 from kling_provider._models import feeds as _feeds
-from kling_provider.exceptions import KlingModelNotFoundError, KlingModelWithdrawnError
+from kling_provider._models.retirement import Retirement
+from kling_provider.exceptions import (
+    KlingModelNotFoundError,
+    KlingModelWithdrawnError,
+    KlingValidationError,
+)
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.operators.kling import KlingTextToVideoOperator
 from kling_provider.testing.records import Faults
@@ -145,3 +150,21 @@ def test_the_docs_check_model_example_runs(sim_hook: KlingHook, simulator: Kling
     with pytest.raises(KlingModelWithdrawnError):
         models_to_move(sim_hook, [V21_MASTER])
     assert creates(simulator) == 0
+
+
+def test_a_parse_names_a_model_that_went_away_from_the_cached_feed() -> None:
+    gone = "klingai/v1-master-text-to-video"  # not in the catalogue (any more)
+    with pytest.raises(KlingValidationError) as typo:  # nothing cached: a typo, as before
+        KlingTextToVideoOperator(task_id="t", model=gone, prompt="p")
+    assert "Did you mean" in str(typo.value) and "deprecation feed" not in str(typo.value)
+    # A task elsewhere read the feed (no parse ever does): the same parse now says why.
+    _feeds.FeedCache().store(_feeds.Feed("https://api.example.test", None, 0.0, (
+        Retirement(gone, ("kling-v1-master",), "withdrawn", "2026-06-01", "2026-07-01",
+                   V21_MASTER),)))
+    for model in (gone, "kling-v1-master"):
+        with pytest.raises(KlingValidationError) as went:
+            KlingTextToVideoOperator(task_id="t", model=model, prompt="p")
+        assert f"The model deprecation feed lists {gone!r} as withdrawn (2026-07-01), " \
+               f"replaced by {V21_MASTER!r}." in str(went.value)
+    with pytest.raises(KlingValidationError, match="as withdrawn"):  # a mapped task's partial
+        KlingTextToVideoOperator.partial(task_id="m", model=gone).expand(prompt=["a", "b"])

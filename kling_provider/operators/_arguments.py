@@ -89,6 +89,15 @@ def require_rendered(task_id: str, **arguments: Any) -> None:
                 "request fields in the templated ones: prompt, duration, ..., parameters.")
 
 
+def retired_note(model: str) -> str:
+    """What the shipped feed snapshot and the feeds tasks cached say of a model the catalogue
+    lacks ('' when nothing): a model that went away is not a typo. No request, ever."""
+    # Only for a model the catalogue refused, a parse that fails anyway (parse cost).
+    from kling_provider._models import feeds, retirement
+
+    return retirement.not_found_note(retirement.find(feeds.known_entries(), model))
+
+
 def check_generate_partial(kwargs: Mapping[str, Any]) -> None:
     """What a mapped generate task's ``partial()`` can check without values (no ``__init__``
     runs at parse time for it)."""
@@ -96,8 +105,8 @@ def check_generate_partial(kwargs: Mapping[str, Any]) -> None:
     model = kwargs.get("model")
     if isinstance(model, str) and not is_dynamic(model) and get_model(model) is None \
             and not kwargs.get("allow_unknown_model"):
-        raise KlingValidationError(
-            f"Task {kwargs.get('task_id')!r}: {unknown_model_message(model, 'legacy')}")
+        raise KlingValidationError(f"Task {kwargs.get('task_id')!r}: "
+                                   f"{unknown_model_message(model, 'legacy')}{retired_note(model)}")
     require_run_independent("download_to", kwargs.get("download_to"), task_id)
     require_rendered(task_id, **{k: v for k, v in kwargs.items() if k in NOT_RENDERED})
     for name in ("poll_interval", "timeout"):
@@ -149,7 +158,8 @@ def validate_literals(task: KlingGenerateVideoOperator) -> None:
         except KlingValidationError as exc:
             problems[family] = str(exc)
     if len(set(problems.values())) == 1:
-        raise KlingValidationError(f"Task {task.task_id!r}: {next(iter(problems.values()))}")
+        gone = retired_note(task.model) if spec is None else ""
+        raise KlingValidationError(f"Task {task.task_id!r}: {next(iter(problems.values()))}{gone}")
     # Each family refused something else: the field wrong for the family the connection
     # will use may be any of them, so name them all.
     raise KlingValidationError(
