@@ -9,6 +9,7 @@ A generation is refused before any paid request when what the key spent in the b
 from __future__ import annotations
 
 import json
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +26,7 @@ from kling_provider._task.reservations import InFlight, Reservation, in_flight
 from kling_provider.catalogue import endpoint_path
 from kling_provider.exceptions import (
     KlingBudgetExceededError,
+    KlingError,
     KlingSpendUnknownError,
     KlingValidationError,
 )
@@ -317,3 +319,67 @@ def test_no_budget_touches_no_variable(airflow_sim: KlingSimulator,
     monkeypatch.setattr(_budget, "STORE", Untouchable())
     assert task().execute(context_for(StateStoreStub()))["usd_spent"] == 1.40
     assert airflow_sim.ledger.count(method="GET", path="/v2/usage") == 0
+
+
+def test_a_refused_create_and_an_expired_reservation_stop_counting(
+        airflow_sim: KlingSimulator, store: DictStore, clock: FakeClock) -> None:
+    expired = Reservation.of(SECRET_KEY, "e" * 16, expires_at=clock.now() - 1, usd=Decimal(50))
+    store.set(expired.name, "{}")
+    airflow_sim.faults = Faults(refusals=[403])  # the create: out of credits, nothing created
+    with pytest.raises(KlingError, match="403"):
+        task(budget_usd=10).execute(context_for(StateStoreStub()))
+    assert store.values == {}  # its own released, the expired one deleted by the check
+
+
+class LockedStore(DictStore):
+    """A store shared by threads, each call atomic (as each Variable request is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def keys(self, prefix: str) -> list[str]:
+        with self.lock:
+            return super().keys(prefix)
+
+    def set(self, name: str, value: str) -> None:
+        with self.lock:
+            super().set(name, value)
+
+    def delete(self, name: str) -> None:
+        with self.lock:
+            super().delete(name)
+
+
+def test_concurrent_tasks_do_not_pass_the_budget_through_each_other(
+        airflow_sim: KlingSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve tasks decide at once (threads, real HTTP), each $1.40 against $5.00: at most three
+    may pay (listing before reserving, the order this rules out, fails it in most runs)."""
+    shared = LockedStore()
+    monkeypatch.setattr(_budget, "STORE", shared)
+    start = threading.Barrier(12)
+    admitted: list[int] = []
+    refused: list[int] = []
+
+    def one(index: int) -> None:
+        context = context_for(None)
+        context["ti"].map_index = index
+        operator = task(budget_usd="5", wait_for_completion=False)
+        start.wait()
+        try:
+            operator.execute(context)
+        except KlingBudgetExceededError:
+            refused.append(index)
+        else:
+            admitted.append(index)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(admitted) + len(refused) == 12
+    assert 1 <= len(admitted) <= 3  # 3 x $1.40 = $4.20 <= $5.00 < 4 x $1.40
+    assert creates(airflow_sim) == len(admitted)
+    flying = in_flight(shared.keys(reservations.PREFIX), SECRET_KEY, now=0)
+    assert flying.count == len(admitted) and flying.usd <= Decimal(5)  # still generating
