@@ -10,25 +10,23 @@ An unknown model id is refused with the closest known ids ("did you mean"): a ty
 the API, where it would go to the wrong endpoint family or fail after the task started. A model
 newer than this release needs no provider release: ``allow_unknown_model=True`` sends it
 unvalidated (to the connection's endpoint family, or ``endpoint_family=...``).
+
+The rules a value and a request are checked by are in ``kling_provider._catalogue_rules``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 from collections.abc import Collection, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
 from kling_provider import _endpoints
+from kling_provider._catalogue_rules import check_groups, check_prompt, check_value, is_blank
 from kling_provider._checks import require_json
 from kling_provider.exceptions import KlingValidationError
-
-#: What a ``format: uri`` field takes: an absolute URI (RFC 3986: a scheme, then no blanks).
-_ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]+")
 
 __all__ = [
     "ENDPOINT_FAMILIES",
@@ -133,7 +131,7 @@ def prepare_request(
             "it unvalidated to the %s endpoint (endpoint_family=... picks the other one).",
             model, len(list_models()), chosen,
         )
-        _check_prompt(given, f"model {model!r}")
+        check_prompt(given, f"model {model!r}")
         passthrough = {"model": model, **given, **dict(extra_params or {})}
         require_json(passthrough, given)
         return PreparedRequest(family=chosen, body=passthrough, known_model=False)
@@ -149,8 +147,8 @@ def prepare_request(
             f"of this model. Allowed: {', '.join(allowed)}. Pass fields the catalogue does not "
             "know through extra_params."
         )
-    _check_prompt(given, where)
-    present = ({k for k, v in given.items() if not _blank(v)} | set(pending)
+    check_prompt(given, where)
+    present = ({k for k, v in given.items() if not is_blank(v)} | set(pending)
                | set(extra_params or {}))
     missing = [r for r in spec.required(chosen) if r not in present]
     if missing:
@@ -158,47 +156,13 @@ def prepare_request(
             f"Missing parameter {missing[0]!r} for {where}: it is required "
             f"(required: {', '.join(spec.required(chosen))})."
         )
-    _check_groups(schema, present, where, spec.kind)
+    check_groups(schema, present, where, spec.kind)
     body: dict[str, Any] = {"model": model}
     for name, value in given.items():
-        body[name] = _check(value, schema["properties"][name], name, where)
+        body[name] = check_value(value, schema["properties"][name], name, where)
     body.update(extra_params or {})
     require_json(body, given)
     return PreparedRequest(family=chosen, body=body, known_model=True)
-
-
-def _check_prompt(given: Mapping[str, Any], where: str) -> None:
-    """An empty prompt is refused: the API's own rule, though its published schema allows one."""
-    prompt = given.get("prompt")
-    if isinstance(prompt, str) and not prompt.strip():
-        raise KlingValidationError(
-            f"Invalid parameter 'prompt'={prompt!r} for {where}: empty; the API refuses an empty "
-            "prompt. Give the text to generate from, or leave prompt out (None) where the model "
-            "does not need one.")
-
-
-def _blank(value: Any) -> bool:
-    return (isinstance(value, str) and not value.strip()) or (
-        isinstance(value, (list, tuple, dict)) and not value)
-
-
-def _check_groups(schema: Mapping[str, Any], present: set[str], where: str, kind: str) -> None:
-    """The schema rules ``required`` cannot express (from the API's descriptions, see
-    ``tools/build_catalogue.py``): at least one of, at most one of."""
-    for group in schema.get("x-one-of-required", ()):
-        if not present & set(group):
-            raise KlingValidationError(
-                f"Missing parameter {' or '.join(map(repr, group))} for {where}: a {kind} "
-                f"request needs one of them; without it the API would bill a video made from "
-                "no description."
-            )
-    for group in schema.get("x-exclusive", ()):
-        both = [name for name in group if name in present]
-        if len(both) > 1:
-            raise KlingValidationError(
-                f"Invalid parameters {' and '.join(map(repr, both))} for {where}: they are "
-                "mutually exclusive, give only one."
-            )
 
 
 def closest_models(model: str, count: int = 3) -> list[str]:
@@ -231,131 +195,3 @@ def endpoint_family(family: str) -> EndpointFamily:
         f"Invalid endpoint family {family!r}: allowed are 'legacy' (the seeds' "
         f"{_endpoints.path('legacy')}) and 'unified' ({_endpoints.path('unified')})."
     )
-
-
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "object": (dict,),
-    "array": (list, tuple),
-}
-
-
-def _check(value: Any, schema: Mapping[str, Any], name: str, where: str) -> Any:
-    """Check ``value`` against the JSON-Schema subset the catalogue uses; return it normalised."""
-    if value is None and schema.get("nullable"):
-        return None
-    if "anyOf" in schema:
-        problems = []
-        for option in schema["anyOf"]:
-            try:
-                return _check(value, option, name, where)
-            except KlingValidationError as exc:
-                problems.append(str(exc))
-        raise KlingValidationError(problems[0] if len(problems) == 1 else
-                                   f"Invalid parameter {name!r}={value!r} for {where}: matches no "
-                                   f"allowed form ({'; '.join(problems)}).")
-    kind = schema.get("type")
-    given = value
-    value = _coerce(value, kind)
-    allowed = _allowed(schema)
-    if kind in _JSON_TYPES and (
-        not isinstance(value, _JSON_TYPES[kind]) or (kind != "boolean" and isinstance(value, bool))
-    ):
-        raise KlingValidationError(
-            f"Invalid parameter {name!r}={given!r} for {where}: must be {allowed}."
-        )
-    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range test
-        raise KlingValidationError(
-            f"Invalid parameter {name!r}={given!r} for {where}: must be {allowed}."
-        )
-    if "enum" in schema and value not in schema["enum"]:
-        raise KlingValidationError(
-            f"Invalid parameter {name!r}={given!r} for {where}: must be {allowed}."
-        )
-    low, high = schema.get("minimum"), schema.get("maximum")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise KlingValidationError(
-            f"Invalid parameter {name!r}={given!r} for {where}: must be {allowed}."
-        )
-    if kind == "string":
-        if schema.get("format") == "uri" and not _ABSOLUTE_URI.fullmatch(value):
-            # The API refuses it with a 400 only after the POST; a rendered template that gave
-            # "False" or "None" must fail here, before paying.
-            raise KlingValidationError(
-                f"Invalid parameter {name!r}={given!r} for {where}: must be a URL (an absolute "
-                f"URI such as https://example.com/image.png, or a data: URI)."
-            )
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            raise KlingValidationError(
-                f"Invalid parameter {name!r} for {where}: {len(value)} characters, at most "
-                f"{schema['maxLength']} allowed."
-            )
-        if "minLength" in schema and len(value) < schema["minLength"]:
-            raise KlingValidationError(
-                f"Invalid parameter {name!r}={value!r} for {where}: at least "
-                f"{schema['minLength']} characters required."
-            )
-    if kind == "array":
-        count = len(value)
-        low_n, high_n = schema.get("minItems"), schema.get("maxItems")
-        if (low_n is not None and count < low_n) or (high_n is not None and count > high_n):
-            raise KlingValidationError(
-                f"Invalid parameter {name!r} for {where}: {count} items given, allowed "
-                f"{low_n if low_n is not None else 0} to {high_n if high_n is not None else 'any'}."
-            )
-        if "items" in schema:
-            value = [_check(v, schema["items"], f"{name}[{i}]", where) for i, v in enumerate(value)]
-    if kind == "object" and "properties" in schema:
-        props = schema["properties"]
-        for required in schema.get("required", ()):
-            if required not in value:
-                raise KlingValidationError(
-                    f"Missing parameter '{name}.{required}' for {where}: it is required."
-                )
-        value = {
-            k: (_check(v, props[k], f"{name}.{k}", where) if k in props else v)
-            for k, v in value.items()
-        }
-    return value
-
-
-def _allowed(schema: Mapping[str, Any]) -> str:
-    """What a field accepts, in words: ``one of 5, 10``, ``a finite number between 0 and 1``."""
-    kind = schema.get("type")
-    if "enum" in schema:
-        return f"one of {', '.join(map(repr, schema['enum']))}"
-    what = {"integer": "a whole number", "number": "a finite number"}.get(str(kind),
-                                                                         f"of type {kind}")
-    low, high = schema.get("minimum"), schema.get("maximum")
-    if low is not None and high is not None:
-        return f"{what} between {low} and {high}"
-    if low is not None or high is not None:
-        return f"{what} {'at least ' + str(low) if low is not None else 'at most ' + str(high)}"
-    return what
-
-
-def _coerce(value: Any, kind: Any) -> Any:
-    """Numbers as the schema types them: templates render ``{{ params.duration }}`` as text.
-
-    ``"5"``, ``"5.0"`` and ``5.0`` are the integer 5; ``"5.5"``, ``"nan"`` or ``"1e400"`` stay
-    what they are for an integer field, and are refused as not whole. A number field reads any
-    numeric text; what is not finite is refused by the caller.
-    """
-    if kind not in ("integer", "number") or isinstance(value, bool):
-        return value
-    number = value
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return value
-    if not isinstance(number, float):
-        return value
-    if kind == "integer":
-        return int(number) if number.is_integer() else value
-    if isinstance(value, str) and number.is_integer() and "." not in value:
-        return int(number)
-    return number
