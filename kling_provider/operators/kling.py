@@ -55,30 +55,16 @@ if TYPE_CHECKING:
     from kling_provider.catalogue import PreparedRequest
     from kling_provider.operators.review import KlingReviewOperator
 
-__all__ = [
-    "DEFERRAL_GRACE",
-    "ESTIMATE_KEY",
-    "KLING_VIDEOS_ASSET",
-    "PROMPT_LABEL_TEMPLATE",
-    "STATE_KEY",
-    "UNKNOWN_RESUBMIT_AFTER",
-    "KlingDownloadVideoOperator",
-    "KlingGenerateVideoOperator",
-    "KlingImageToVideoOperator",
-    "KlingReviewOperator",
-    "KlingTextToVideoOperator",
-    "asset_extra",
-    "generation_result",
-    "is_dynamic",
-]
+__all__ = ["DEFERRAL_GRACE", "ESTIMATE_KEY", "KLING_VIDEOS_ASSET", "PROMPT_LABEL_TEMPLATE", "STATE_KEY",
+           "UNKNOWN_RESUBMIT_AFTER", "KlingDownloadVideoOperator", "KlingGenerateVideoOperator",
+           "KlingImageToVideoOperator", "KlingReviewOperator", "KlingTextToVideoOperator",
+           "asset_extra", "generation_result", "is_dynamic"]
 
 
 def __getattr__(name: str) -> Any:
-    """``KlingReviewOperator``, imported when first asked for: its human-in-the-loop base class
-    loads Airflow's standard provider, which only DAG files that review should pay for."""
+    """``KlingReviewOperator`` on first use: its HITL base class loads the standard provider."""
     if name == "KlingReviewOperator":
-        # parse cost: the HITL base class is loaded only by DAGs that build a review
-        from kling_provider.operators.review import KlingReviewOperator
+        from kling_provider.operators.review import KlingReviewOperator  # parse cost (HITL base)
 
         return KlingReviewOperator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -111,11 +97,8 @@ class KlingGenerateVideoOperator(TaskHook, BaseOperator):
     :param poll_interval: the longest gap between two status polls, in seconds (default 60).
     :param end_from_trigger: (deferrable, no ``download_to``) a success ends the task in the
         triggerer with the same return value and ``video_url`` XCom: one worker start per
-        generation instead of two (the triggerer sends the completion metrics). Off by default
-        because Airflow refuses to parse a DAG with such a task while any listener is registered,
-        and what only a worker can do is skipped: OpenLineage facets and the "delivered" mark of
-        durable submission (so clearing the task returns the same video). Failures still resume
-        on a worker.
+        generation instead of two. Off by default: no listener may be registered, and OpenLineage
+        facets and the "delivered" mark are skipped (docs/waiting.rst). Failures resume on a worker.
     :param poll_schedule: ``adaptive`` (default): poll twice early, then around when this model
         should finish (live ``/models/metrics`` or the documented times, scaled by ``duration``),
         backing off past it; ``fixed``: every ``poll_interval`` seconds, like the API docs' loop.
