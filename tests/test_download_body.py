@@ -91,10 +91,10 @@ def test_reads_after_the_header_block_return_what_was_kept_first() -> None:
 def test_a_simulator_video_is_read_from_the_socket_exactly(
         sim_hook: KlingHook, simulator: KlingSimulator) -> None:
     generation = ready(sim_hook, {"video_size": 3 * READ_SIZE + 123})
-    with httpx.Client(transport=guarded_transport(LOOPBACK)) as client, \
+    with httpx.Client(transport=guarded_transport(LOOPBACK)) as client, ThreadedSha256() as ring, \
             client.stream("GET", generation.video_url or "") as response:
         read = [(type(chunk), bytes(chunk))
-                for chunk in body_chunks(response, 10 * READ_SIZE, ThreadedSha256().buffer)]
+                for chunk in body_chunks(response, 10 * READ_SIZE, ring.buffer)]
     served = httpx.get(generation.video_url or "").content
     assert b"".join(chunk for _, chunk in read) == served
     assert len(served) == 3 * READ_SIZE + 123
@@ -138,8 +138,8 @@ def encoded_server() -> Iterator[str]:
 @pytest.mark.parametrize("path", ["/chunked", "/gzip"])
 def test_chunked_or_compressed_bodies_go_through_httpx_unchanged(
         encoded_server: str, path: str) -> None:
-    with httpx.Client(transport=guarded_transport(LOOPBACK)) as client, \
+    with httpx.Client(transport=guarded_transport(LOOPBACK)) as client, ThreadedSha256() as ring, \
             client.stream("GET", encoded_server + path) as response:
-        chunks = list(body_chunks(response, 10**9, ThreadedSha256().buffer))
+        chunks = list(body_chunks(response, 10**9, ring.buffer))
     assert all(isinstance(chunk, bytes) for chunk in chunks)
     assert hashlib.sha256(b"".join(chunks)).digest() == hashlib.sha256(_Encoded.body).digest()
