@@ -80,19 +80,24 @@ def price_list_steps(model: str, base_url: str, cache: _pricing.PriceListCache
     return {}, f"the live price list of {base_url} could not be used: {problem}"
 
 
-def retirement_steps(model: str, base_url: str, feeds: _feeds.FeedCache, *, now: float,
-                     refresh: bool = False
-                     ) -> Generator[Step, Any, tuple[_retirement.Retirement | None, str]]:
-    """``model``'s entry in the deprecation feed of ``base_url`` (``None``: not listed), and
-    where that came from.
+#: What :func:`retirement_steps` returns: the model's entry (``None``: not listed), where it came
+#: from (for the log line), and the feed to keep (``None``: keep what was kept).
+RetirementAnswer = tuple[_retirement.Retirement | None, str, _feeds.Feed | None]
 
-    The feed is asked for only when the one cached for ``base_url`` is a day old or missing
-    (``If-None-Match`` with its ``ETag``: a ``304`` renews it), or at once with ``refresh``
-    (after a 404: the model may have gone since). One attempt, never raising: the
-    feed is advice (the API's own 404 still stops a withdrawn model), so an unreadable feed falls
-    back to the cached one, else to the snapshot the provider ships, and says so.
+
+def retirement_steps(model: str, base_url: str, cached: _feeds.Feed | None,
+                     shipped: tuple[_retirement.Retirement, ...], *, now: float,
+                     refresh: bool = False) -> Generator[Step, Any, RetirementAnswer]:
+    """``model``'s entry in the deprecation feed of ``base_url``, given the feed ``cached`` for
+    it and the snapshot ``shipped`` with the provider (the caller reads and keeps both).
+
+    The feed is asked for only when ``cached`` is a day old or missing (``If-None-Match`` with
+    its ``ETag``: a ``304`` renews it), or at once with ``refresh`` (after a 404: the model may
+    have gone since). One attempt, never raising: the feed is advice (the API's own 404 still
+    stops a withdrawn model), so an unreadable feed falls back to ``cached``, else to
+    ``shipped``, and says so.
     """
-    feed = feeds.get(base_url)
+    feed, keep = cached, None
     source = f"deprecation feed of {base_url}"
     if refresh or feed is None or not _retirement.fresh(feed.fetched_at, now):
         headers = {"If-None-Match": feed.etag} if feed is not None and feed.etag else None
@@ -102,22 +107,20 @@ def retirement_steps(model: str, base_url: str, feeds: _feeds.FeedCache, *, now:
         if isinstance(outcome, httpx.RequestError):
             problem = type(outcome).__name__
         elif outcome.status_code == 304 and feed is not None:
-            feed = feed._replace(fetched_at=now)
+            keep = feed = feed._replace(fetched_at=now)
         else:
             entries = _retirement.entries_from(json_object(outcome)) if outcome.is_success \
                 else None
             if entries is None:
                 problem = f"HTTP {outcome.status_code}"
             else:
-                feed = _feeds.Feed(base_url, outcome.headers.get("etag"), now, entries)
-        if problem is None and feed is not None:
-            feeds.store(feed)
-        else:
+                keep = feed = _feeds.Feed(base_url, outcome.headers.get("etag"), now, entries)
+        if problem is not None:
             source = (f"the deprecation feed of {base_url} could not be read ({problem}), so "
                       f"the {'copy read earlier' if feed else 'snapshot shipped'} was used")
             log.warning("Model retirement: %s.", source)
-    entries = _retirement.merged(_feeds.shipped(), feed.entries if feed else None)
-    return _retirement.find(entries, model), source
+    entries = _retirement.merged(shipped, feed.entries if feed else None)
+    return _retirement.find(entries, model), source, keep
 
 
 def noting_retirement(create: Generator[Step, Any, str],

@@ -124,10 +124,15 @@ class Calls:
         return entry
 
     def retirement(self, model: str, *, refresh: bool = False) -> Steps:
-        """The model's deprecation-feed entry (the feed read at most daily per base URL)."""
-        return _service.retirement_steps(model, self.settings.base_url,
-                                         _feeds.FEEDS,  # read now: tests swap it
-                                         now=self.clock.now(), refresh=refresh)
+        """The model's deprecation-feed entry and where it came from (the feed read at most
+        daily per base URL; the caches are read and written here, the request is the steps')."""
+        feeds, base_url = _feeds.FEEDS, self.settings.base_url  # read now: tests swap it
+        entry, source, keep = yield from _service.retirement_steps(
+            model, base_url, feeds.get(base_url), _feeds.shipped(), now=self.clock.now(),
+            refresh=refresh)
+        if keep is not None:
+            feeds.store(keep)
+        return entry, source
 
     def usage(self, window: str) -> Steps:
         return _service.usage_steps(window, self.policy, conn_id=self.settings.conn_id,
