@@ -237,7 +237,7 @@ def test_waiting_it_writes_the_request_and_records_the_candidates(
     written: list[dict[str, Any]] = []
     monkeypatch.setattr(hitl, "upsert_hitl_detail", lambda **request: written.append(request))
     review, _ = review_dag([generation(1), generation(2)], body="For the launch",
-                           on_timeout="first")
+                           on_timeout="first", assigned_users={"id": "7", "name": "ana"})
     context = context_for(None)
     context["task_instance"] = context["ti"]
     context["ti"].id = "ti-uuid"
@@ -248,6 +248,7 @@ def test_waiting_it_writes_the_request_and_records_the_candidates(
     assert request["options"] == ["Video 1", "Video 2", NONE_OPTION]
     assert request["defaults"] == ["Video 1"] and request["multiple"] is False
     assert set(request["params"]) == {"note"}
+    assert request["assigned_users"] == [{"id": "7", "name": "ana"}]  # passed through
     assert request["body"].startswith("For the launch\n\n[Watch the 2 candidates")
     assert ("(/kling/review?dag_id=dag&run_id=manual__2026-11-21T00%3A00%3A00%2B00%3A00"
             "&task_id=generate)") in request["body"]
