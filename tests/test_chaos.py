@@ -26,6 +26,7 @@ import pytest
 
 from tests.test_production_cluster import production_cluster
 from tests.test_real_airflow import ROOT
+from tools.cluster import ClusterError
 
 pytestmark = pytest.mark.integration
 
@@ -98,8 +99,13 @@ def test_chaos_exactly_one_generation_per_task(tmp_path: Path) -> None:
         airflow.processes.pop("triggerer-a").wait(timeout=10)
         triggerer_killed_at = time.monotonic() - started
 
-        state = airflow.wait_for("the chaos run to finish", partial(_ended, api, run_url),
-                                 timeout=420)
+        try:
+            state = airflow.wait_for("the chaos run to finish", partial(_ended, api, run_url),
+                                     timeout=420)
+        except ClusterError as stuck:  # say which tasks held the run, beside the processes' logs
+            left = sorted((t["task_id"], t["map_index"], t["state"], t["try_number"])
+                          for t in tis() if t["state"] not in ("success", "failed", "skipped"))
+            raise ClusterError(f"tasks not ended: {left}\n{stuck}") from None
         neighbour_state = airflow.wait_for("the neighbour run to finish",
                                            partial(_ended, api, neighbour_url), timeout=240)
         wall = time.monotonic() - started
