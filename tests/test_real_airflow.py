@@ -89,6 +89,25 @@ def local_cluster(tmp_path: Path, airflow_db_template: Path, dags_folder: Path =
     assert leftovers == []
 
 
+def run_to_the_end(airflow: AirflowCluster, dag_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """Unpause ``dag_id`` once parsed, trigger one run and wait for it to end; return the run's
+    API path and its task instances."""
+    api = airflow.api
+    dag = f"/api/v2/dags/{dag_id}"
+    airflow.wait_for("the DAG to be parsed", lambda: api.get(dag).status_code == 200)
+    assert api.patch(dag, json={"is_paused": False}).status_code == 200
+    answer = api.post(f"{dag}/dagRuns", json={"logical_date": None})
+    assert answer.status_code == 200, answer.text
+    run = f"{dag}/dagRuns/{answer.json()['dag_run_id']}"
+
+    def finished() -> bool:
+        return api.get(run).json()["state"] in ("success", "failed")
+
+    airflow.wait_for("the run to finish", finished)
+    instances: list[dict[str, Any]] = api.get(f"{run}/taskInstances").json()["task_instances"]
+    return run, instances
+
+
 @pytest.fixture
 def cluster(tmp_path: Path,
             airflow_db_template: Path) -> Iterator[tuple[AirflowCluster, KlingSimulator]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_real_airflow import ROOT, local_cluster
+from tests.test_real_airflow import ROOT, local_cluster, run_to_the_end
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +37,7 @@ EXPECTED: dict[str, tuple[int, str]] = {
 def test_worker_starts_per_generation(tmp_path: Path, airflow_db_template: Path) -> None:
     with local_cluster(tmp_path, airflow_db_template, ROOT / "tests" / "dags") as (airflow, sim):
         api = airflow.api
-        dag = "/api/v2/dags/kling_worker_starts"
-        airflow.wait_for("the DAG to be parsed", lambda: api.get(dag).status_code == 200)
-        assert api.patch(dag, json={"is_paused": False}).status_code == 200
-        answer = api.post(f"{dag}/dagRuns", json={"logical_date": None})
-        assert answer.status_code == 200, answer.text
-        run = f"{dag}/dagRuns/{answer.json()['dag_run_id']}"
-
-        def finished() -> bool:
-            return api.get(run).json()["state"] in ("success", "failed")
-
-        airflow.wait_for("the run to finish", finished)
-        instances: list[dict[str, Any]] = api.get(f"{run}/taskInstances").json()["task_instances"]
+        run, instances = run_to_the_end(airflow, "kling_worker_starts")
         rows = sorted((ti["task_id"], ti["map_index"], ti["state"], airflow.worker_starts(ti["id"]))
                       for ti in instances)
         print("\nworker starts per task instance (real Airflow, LocalExecutor)")
