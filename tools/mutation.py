@@ -61,7 +61,7 @@ MODULES: dict[str, tuple[str, ...]] = {
                         "tests/test_airflow_layer.py", "tests/test_network_errors.py",
                         "tests/test_secrets_everywhere.py", "tests/test_retirement_feed.py",
                         "tests/test_retirement_rules.py", "tests/test_budget.py",
-                        "tests/test_simulator_usage.py"),
+                        "tests/test_simulator_usage.py", "tests/test_spend_report.py"),
     "_money/pricing.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
     "_wait/schedule.py": ("tests/test_poll_schedule.py", "tests/test_hook_rules.py",
                      "tests/test_paid_path_rules.py"),
