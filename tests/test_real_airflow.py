@@ -141,7 +141,11 @@ def test_raccoon_dag_in_real_airflow(cluster: tuple[AirflowCluster, KlingSimulat
         if ti.get("state") and (not seen or seen[-1] != ti["state"]):
             seen.append(ti["state"])
         if ti.get("state") == "deferred" and not deferred_links:
-            deferred_links.append(api.get(f"{base}/taskInstances/generate/links").json())
+            # The worker writes the links (finalize) just after it reports the deferral, so the
+            # first look at a deferred task can come before them: look until they are there.
+            links = api.get(f"{base}/taskInstances/generate/links").json()
+            if links.get("extra_links", {}).get("Kling video") is not None:
+                deferred_links.append(links)
         state = api.get(base).json()["state"]
         return str(state) if state in ("success", "failed") else None
 
