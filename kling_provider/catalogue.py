@@ -120,6 +120,12 @@ def prepare_request(
     """
     if not isinstance(model, str) or not model.strip():
         raise KlingValidationError(f"Invalid parameter 'model'={model!r}: a model id is required.")
+    if extra_params and "model" in extra_params:
+        # One model for all: the estimate, the budget, the wait's timings and the result read
+        # ``model``; a body naming another would pay for a model nothing else knows about.
+        raise KlingValidationError(
+            f"Invalid parameter extra_params['model']={extra_params['model']!r}: the model is "
+            f"given by the 'model' parameter ({model!r}); extra_params may not replace it.")
     chosen = endpoint_family(family)
     given = {k: v for k, v in params.items() if v is not None}
     spec = get_model(model)

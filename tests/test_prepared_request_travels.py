@@ -16,6 +16,7 @@ import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
 from kling_provider import catalogue
+from kling_provider.exceptions import KlingValidationError
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.testing.simulator import KlingSimulator
 from kling_provider.triggers.kling import KlingGenerationTrigger
@@ -92,3 +93,18 @@ def test_a_rendered_duration_waited_in_the_triggerer(airflow_sim: KlingSimulator
     assert generation.duration == seconds
     assert result["generation_id"] == generation.generation_id and result["duration"] == seconds
     assert result["prompt"] == operator.prompt
+
+
+def test_extra_params_may_not_replace_the_model(airflow_sim: KlingSimulator, clock: FakeClock,
+                                                seen: dict[str, list[Any]]) -> None:
+    # The estimate, the budget, the wait's timings and the result read ``model``: a body naming
+    # another model would pay for one nothing else knows about. Refused before any request,
+    # for a literal at parse time and for a rendered template at execute time.
+    other = "klingai/v2.1-master-text-to-video"
+    with pytest.raises(KlingValidationError, match=r"extra_params\['model'\]=.*may not replace"):
+        rendered({}, extra_params={"model": other})
+    operator = rendered({"model": other}, extra_params={"model": "{{ params.model }}"})
+    assert operator.extra_params == {"model": other}
+    with pytest.raises(KlingValidationError, match=r"extra_params\['model'\]='klingai/v2\.1"):
+        operator.execute(context_for(StateStoreStub()))
+    assert airflow_sim.ledger.entries() == []

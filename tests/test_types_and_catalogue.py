@@ -242,6 +242,15 @@ def test_extra_params_pass_unvalidated() -> None:
     assert body["watermark"] is False
 
 
+@pytest.mark.parametrize("allow_unknown_model", [False, True])
+def test_extra_params_may_not_name_another_model(allow_unknown_model: bool) -> None:
+    model = "klingai/v2.1-master-text-to-video" if not allow_unknown_model else "kling/next"
+    with pytest.raises(KlingValidationError,
+                       match=r"extra_params\['model'\]='kling/other'.*'model' parameter"):
+        prepare_request(model, {"prompt": "p"}, extra_params={"model": "kling/other"},
+                        allow_unknown_model=allow_unknown_model)
+
+
 def test_bad_family_and_model() -> None:
     with pytest.raises(KlingValidationError, match="endpoint family 'v3'"):
         prepare_request("klingai/v2.1-master-text-to-video", {"prompt": "p"}, family="v3")
