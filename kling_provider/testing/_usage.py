@@ -119,7 +119,8 @@ def charges(sim: KlingSimulator) -> list[Charge]:
 
 def _instant(raw: str, name: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(raw)
+        # Python 3.10's fromisoformat does not read a "Z" suffix, which clients send.
+        moment = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
     except ValueError:
         raise UsageQueryError(f"{name} must be an ISO-8601 timestamp, got {raw!r}") from None
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
