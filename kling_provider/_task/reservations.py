@@ -54,8 +54,10 @@ def key_id(api_key: str) -> str:
     return _digest("kling-budget", api_key)
 
 
-def task_token(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    return _digest(dag_id, run_id, task_id, str(map_index))
+def task_token(task_prefix: str) -> str:
+    """A task instance's part of a reservation's name, from its client request id prefix
+    (:func:`kling_provider._task.intent.task_prefix`: unique per task instance), hashed."""
+    return _digest(task_prefix)
 
 
 @dataclass(frozen=True)

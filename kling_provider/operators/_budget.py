@@ -27,6 +27,7 @@ from kling_provider._money.budget import BUDGET_EXTRAS, Budget, check_budget, re
 from kling_provider._money.spend import exact_amount, format_usd
 from kling_provider._task import reservations
 from kling_provider.exceptions import KlingBudgetExceededError, KlingError, KlingSpendUnknownError
+from kling_provider.operators._record import TaskRecord
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
@@ -50,11 +51,7 @@ def budget_of(task: BaseOperator, hook: KlingHook) -> Budget | None:
 
 
 def _token(task: BaseOperator, context: Context) -> str:
-    ti = context.get("ti")
-    map_index = getattr(ti, "map_index", None)
-    return reservations.task_token(
-        str(getattr(ti, "dag_id", None) or task.dag_id), str(getattr(ti, "run_id", "run")),
-        task.task_id, -1 if map_index is None else int(map_index))
+    return reservations.task_token(TaskRecord(context, task.task_id).prefix())
 
 
 def guard_budget(task: BaseOperator, context: Context, hook: KlingHook,
