@@ -66,6 +66,16 @@ def waiting_review(airflow: AirflowCluster, run_id: str) -> dict[str, Any]:
         return detail.json() if state in WAITING and detail.status_code == 200 else None
 
     request: dict[str, Any] = airflow.wait_for(f"run {run_id}'s review to wait", waiting)
+    # A reviewer takes seconds at least; this test would answer in milliseconds. An answer that
+    # lands before the scheduler has handled the executor's report of the parking try's exit
+    # makes Airflow 3.3.2 fail the resumed try ("Executor reported that the task instance ...
+    # finished with state success, but the task instance's state attribute is queued": the
+    # re-queued try has the same key, and the late report drops it from the executor's running
+    # set; the race of apache/airflow#67287 and #72716, through the HITL response route). So
+    # answer only once the scheduler has logged that try's end, as it does for every try.
+    parked = f"TaskInstance Finished: dag_id={DAG_ID}, task_id=review, run_id={run_id},"
+    airflow.wait_for(f"the scheduler to handle run {run_id}'s parked review try",
+                     lambda: parked in (airflow.home / "scheduler.log").read_text(errors="replace"))
     return request
 
 
