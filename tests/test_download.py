@@ -110,13 +110,18 @@ def test_key_only_sent_to_api_origin_across_redirects(mock_hook: Any, tmp_path: 
         httpx.Response(302, headers={"Location": "https://cdn.test/signed/v.mp4?sig=abc"}),
         httpx.Response(301, headers={"Location": "https://api.example.test/again.mp4"}),
         httpx.Response(302, headers={"Location": "http://api.example.test/plain.mp4"}),
+        httpx.Response(302, headers={"Location": "https://api.example.test:8443/port.mp4"}),
+        httpx.Response(302, headers={"Location": "https://API.Example.Test:443/case.mp4"}),
         httpx.Response(200, content=MP4))
     mock_hook(script).download_video("https://api.example.test/files/v.mp4", tmp_path / "v.mp4")
     sent = [(str(r.url), r.headers.get("authorization")) for r in script.requests]
     assert sent == [("https://api.example.test/files/v.mp4", f"Bearer {SECRET_KEY}"),
                     ("https://cdn.test/signed/v.mp4?sig=abc", None),
                     ("https://api.example.test/again.mp4", f"Bearer {SECRET_KEY}"),
-                    ("http://api.example.test/plain.mp4", None)]  # other scheme: other origin
+                    ("http://api.example.test/plain.mp4", None),  # other scheme: other origin
+                    ("https://api.example.test:8443/port.mp4", None),  # other port: other origin
+                    # the same origin, spelt otherwise (host names ignore case, 443 is https's)
+                    ("https://api.example.test/case.mp4", f"Bearer {SECRET_KEY}")]
 
 
 def test_redirect_loop_is_bounded(mock_hook: Any, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 import weakref
 from collections.abc import Coroutine, Mapping
@@ -110,12 +111,13 @@ class KlingConnectionSettings:
             value = extra.get(name, default)
             try:
                 result = cast(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
                 result = None
-            if result is None or result <= 0:
+            # isfinite: a JSON extra may hold Infinity or NaN ("nan" too), which no wait can use
+            if result is None or not math.isfinite(result) or result <= 0:
                 raise KlingValidationError(
                     f"Invalid extra {name!r}={value!r} in connection {conn.conn_id!r}: must be a "
-                    "positive number."
+                    "finite positive number."
                 )
             return result
 
