@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol
 
-__all__ = ["GRACE", "PREFIX", "InFlight", "Reservation", "VariableStore", "in_flight", "key_id",
-           "task_token"]
+__all__ = ["GRACE", "PREFIX", "InFlight", "Reservation", "VariableStore", "in_flight",
+           "in_flight_of", "key_id", "task_token"]
 
 PREFIX = "kling_inflight"
 #: How long after its task's timeout a reservation still counts: a generation the task stopped
@@ -110,11 +110,16 @@ class InFlight:
 def in_flight(names: Iterable[str], api_key: str, *, now: float, own_task: str = ""
               ) -> InFlight:
     """The unexpired reservations of ``api_key`` among ``names``, ``own_task``'s left out."""
+    return in_flight_of(names, key_id(api_key), now=now, own_task=own_task)
+
+
+def in_flight_of(names: Iterable[str], key: str, *, now: float, own_task: str = ""
+                 ) -> InFlight:
+    """:func:`in_flight` by the key's hash (the videos page knows no key, only its hash)."""
     total, count, expired = Decimal(0), 0, []
-    wanted = key_id(api_key)
     for name in names:
         found = Reservation.parse(name)
-        if found is None or found.key != wanted or found.task == own_task:
+        if found is None or found.key != key or found.task == own_task:
             continue
         if found.expires_at <= now:
             expired.append(name)

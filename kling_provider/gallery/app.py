@@ -25,7 +25,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from starlette.types import Receive, Scope, Send
 
 from kling_provider._models import feeds
-from kling_provider.gallery import access, files, inflight, page, queries, ranges, review_page, store
+from kling_provider.gallery import (
+    access,
+    budgets,
+    files,
+    inflight,
+    page,
+    queries,
+    ranges,
+    review_page,
+    store,
+)
 from kling_provider.gallery.access import User
 from kling_provider.gallery.records import (
     EventRow,
@@ -114,12 +124,14 @@ def gallery_page(request: Request,
     if user is None:
         return _login(request)
     filters, number, dag_ids = _filters(request), _page_number(request), access.shown_dag_ids(user)
+    now = datetime.now(timezone.utc)
     videos, spend, found = _listing(user, dag_ids, filters, number)
     html = page.render(videos, spend, filters, dag_ids=found.dag_ids, models=found.models,
                        number=number, posters=shutil.which("ffmpeg") is not None,
                        badges=feeds.badges({v.model for v in videos if v.model}),
                        in_flight=inflight.render(_in_flight(dag_ids, filters),
-                                                 inflight.latest_video(dag_ids)))
+                                                 inflight.latest_video(dag_ids)),
+                       money=budgets.render(budgets.load(dag_ids, now), now))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
@@ -177,6 +189,14 @@ def list_in_flight(request: Request, user: User) -> dict[str, Any]:
             "latest_video": inflight.latest_video(dag_ids)}
 
 
+def list_spend(user: User) -> dict[str, Any]:
+    """The budgets and the reconciled spend the page shows (:mod:`~kling_provider.gallery.
+    budgets`: from what tasks recorded; this never calls the API)."""
+    now = datetime.now(timezone.utc)
+    return {**budgets.as_json(budgets.load(access.shown_dag_ids(user), now), now),
+            "as_of": now.isoformat()}
+
+
 def video_file(event_id: int, request: Request, user: User) -> Response:
     stored = _open(user, event_id)
     size = stored.size
@@ -216,6 +236,7 @@ _ROUTES: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("/review", review),
     ("/api/videos", list_videos),
     ("/api/in-flight", list_in_flight),
+    ("/api/spend", list_spend),
     ("/videos/{event_id}.mp4", video_file),
     ("/videos/{event_id}/poster.jpg", video_poster),
 )

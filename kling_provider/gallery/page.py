@@ -12,7 +12,7 @@ from decimal import Decimal
 from html import escape
 from urllib.parse import quote, urlencode
 
-from kling_provider.gallery import URL_PREFIX, inflight
+from kling_provider.gallery import URL_PREFIX, budgets, inflight
 from kling_provider.gallery.records import Filters, Spend, SpendLine, TaskRef, Video
 
 _STYLE = """
@@ -217,18 +217,19 @@ def _card(video: Video, index: int, focus: str | None, posters: bool,
 
 def render(videos: Sequence[Video], spend: Spend, filters: Filters, *, dag_ids: Iterable[str],
            models: Iterable[str], posters: bool, in_flight: str = "", number: int = 1,
-           badges: Mapping[str, str] | None = None) -> str:
+           badges: Mapping[str, str] | None = None, money: str = "") -> str:
     """Page ``number`` of the cards, ``videos`` (already authorised and filtered), under the
     ``spend`` of every matching video; ``in_flight`` is the section of
     :func:`kling_provider.gallery.inflight.render`, shown on top; ``badges``: model -> its
-    retirement label."""
+    retirement label; ``money``: the budgets and reconciliation of
+    :func:`kling_provider.gallery.budgets.render`, above the spend."""
     cards = "".join(_card(v, i, filters.generation_id, posters, badges or {})
                     for i, v in enumerate(videos))
     body = (f'<div class="grid">{cards}</div>' if videos else
             '<p class="empty">No Kling videos match (or none you may see). Videos appear here '
             "when a Kling generate or download task has run.</p>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Kling videos</title>"
-            f"<style>{_STYLE}{inflight.STYLE}</style></head><body><h1>Kling videos</h1>"
-            f"{_filters(filters, dag_ids, models)}{in_flight}{_spend(spend, filters)}"
+            f"<style>{_STYLE}{inflight.STYLE}{budgets.STYLE}</style></head><body><h1>Kling videos</h1>"
+            f"{_filters(filters, dag_ids, models)}{in_flight}{money}{_spend(spend, filters)}"
             f"<h2>Generations</h2>{_pager(filters, number, spend.total.count)}{body}"
             f"<script>{_SCRIPT}{inflight.SCRIPT}</script></body></html>")

@@ -8,7 +8,9 @@ connection sets ``budget_usd``. In order (why: :mod:`kling_provider._task.reserv
 2. read this deployment's other reservations of the same API key, and what the key spent in the
    budget's window (``GET /v2/usage``);
 3. decide with :func:`kling_provider._money.budget.check_budget`; a refusal deletes the
-   reservation and fails the task before any paid request.
+   reservation and fails the task before any paid request. Either way the check's figures are
+   pushed as the ``kling_budget`` XCom (:mod:`kling_provider._money.readings`): the videos page
+   shows the newest one, since it never calls the API itself.
 
 A figure that cannot be read (403, a network fault, Airflow < 3.3 without ``Variable.keys``)
 fails the task (``on_unknown_spend="fail"``, the default) or is logged and taken as nothing
@@ -20,10 +22,12 @@ Variables. Imported when a task runs (parse cost).
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kling_provider._money.budget import BUDGET_EXTRAS, Budget, check_budget, resolve_budget
+from kling_provider._money.readings import BUDGET_XCOM_KEY, BudgetReading
 from kling_provider._money.spend import exact_amount, format_usd
 from kling_provider._task import reservations
 from kling_provider.exceptions import KlingBudgetExceededError, KlingError, KlingSpendUnknownError
@@ -84,10 +88,18 @@ def guard_budget(task: BaseOperator, context: Context, hook: KlingHook,
         spent = hook.get_key_spend(budget.window)
     except KlingError as exc:
         unknown.append(f"what the key spent could not be read (GET /v2/usage): {exc}")
+
+    def reading(spent: Decimal | None, decision: str) -> BudgetReading:
+        return BudgetReading(
+            key=reservations.key_id(api_key), conn_id=hook.settings.conn_id, budget=budget.usd,
+            period=budget.period, source=budget.source, spent=spent, in_flight=flying.usd,
+            in_flight_count=flying.count, estimate=usd, decision=decision,
+            checked_at=datetime.fromtimestamp(now, timezone.utc))
     if unknown:
         said = f"Budget {budget.describe()}: {'; '.join(unknown)}."
         if budget.on_unknown_spend == "fail":
             _release(STORE, api_key, token)
+            _record(ti, reading(spent, "unknown"))
             raise KlingSpendUnknownError(
                 f"Not submitting: {said} Set on_unknown_spend='warn' to submit anyway. Nothing "
                 "was sent to the API.")
@@ -99,12 +111,21 @@ def guard_budget(task: BaseOperator, context: Context, hook: KlingHook,
                              model=estimate.model)
     except KlingBudgetExceededError:
         _release(STORE, api_key, token)
+        _record(ti, reading(spent, "refused"))
         raise
+    _record(ti, reading(spent, "admitted"))
     task.log.info("Budget %s: spent %s + in flight %s (%d generations) + this one %s = %s.",
                   budget.describe(), format_usd(spent), format_usd(flying.usd), flying.count,
                   format_usd(usd), format_usd(total))
     for name in flying.expired:  # a killed task's leftovers: whoever sees them first
         _forget(STORE, name)
+
+
+def _record(ti: Any, reading: BudgetReading) -> None:
+    """The check as the videos page shows it (:mod:`kling_provider._money.readings`): the page
+    never asks the API, so the spend it shows is the last one a task read."""
+    if ti is not None:
+        ti.xcom_push(key=BUDGET_XCOM_KEY, value=reading.to_record())
 
 
 def release(task: BaseOperator, context: Context, hook: KlingHook) -> None:

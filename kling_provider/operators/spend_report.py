@@ -4,7 +4,9 @@ Reads the service's side, ``GET /v2/usage/detail?group_by=day,model`` over the l
 UTC days (the connection's key), and reconciles it with ``recorded``: the provider's own record
 per day and model, typically the output of a SQL task running the documented query over the
 videos page's summary table (docs/spend.rst). The rows that differ are logged; every row is
-returned (XCom-safe: amounts as exact decimal text). The rules: :mod:`kling_provider._money.reconcile`.
+returned (XCom-safe: amounts as exact decimal text), and the whole report is pushed as the
+``kling_spend_report`` XCom the videos page shows (:mod:`kling_provider._money.readings`). The
+rules: :mod:`kling_provider._money.reconcile`.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ class KlingSpendReportOperator(TaskHook, BaseOperator):
     @closes_hook
     def execute(self, context: Context) -> list[dict[str, str]]:
         # execute time only (parse cost)
+        from kling_provider._money.readings import REPORT_XCOM_KEY, SpendReport
         from kling_provider._money.reconcile import reconcile, recorded_rows, report_lines
+        from kling_provider._task.reservations import key_id
 
         recorded = recorded_rows(self.recorded or [])
         now = datetime.fromtimestamp(self.hook.clock.now(), timezone.utc)
@@ -66,4 +70,8 @@ class KlingSpendReportOperator(TaskHook, BaseOperator):
                       self.kling_conn_id, first.isoformat(), now.date().isoformat(), total)
         for line in report_lines(rows):
             self.log.info("%s", line)
+        report = SpendReport(key=key_id(self.hook.settings.api_key), conn_id=self.kling_conn_id,
+                             first_day=first.isoformat(), last_day=now.date().isoformat(),
+                             billed_total=total, rows=tuple(rows), reported_at=now)
+        context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=report.to_record())
         return [row.to_dict() for row in rows]
