@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from kling_provider._models.retirement import Retirement
 from kling_provider.gallery import gallery_link
 from kling_provider.testing.simulator import KlingSimulator
 from tests.browser import Browser, find_chromium
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, connection_json
 from tests.test_real_airflow import ROOT, AirflowCluster, cluster_env, free_port
 
 pytestmark = pytest.mark.integration
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = ROOT / "test-artifacts"
 PASSWORDS = {"admin": "admin-pass-1", "outsider": "outsider-pass-2"}
 DAG_ID = "kling_raccoon"
+REPORT_DAG = "kling_spend_report"
 
 
 @dataclass
@@ -66,6 +68,11 @@ def gallery(tmp_path_factory: pytest.TempPathFactory,
         home = tmp / "airflow"
         home.mkdir()
         (home / "passwords.json").write_text(json.dumps(PASSWORDS))
+        dags = tmp / "dags"  # the raccoon, and the spend report the page reconciles
+        dags.mkdir()
+        for source in (ROOT / "dags" / "kling_raccoon.py",
+                       ROOT / "tests" / "dags" / "kling_spend_report.py"):
+            shutil.copy(source, dags / source.name)
         env = cluster_env(home, port, sim, tmp / "videos", {
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
@@ -74,7 +81,11 @@ def gallery(tmp_path_factory: pytest.TempPathFactory,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,outsider:viewer",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-            "KLING_TEST_DENIED_DAGS": f"outsider={DAG_ID}",
+            "KLING_TEST_DENIED_DAGS": f"outsider={DAG_ID}|{REPORT_DAG}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            # A budget on the connection: the raccoon's generate task checks it before paying.
+            "AIRFLOW_CONN_KLING_DEFAULT": connection_json(sim.base_url, budget_usd="20",
+                                                          budget_period="day"),
             "PYTHONPATH": str(ROOT),
             _feeds.CACHE_DIR_VARIABLE: str(tmp / "feeds"),
         })
@@ -93,17 +104,20 @@ def gallery(tmp_path_factory: pytest.TempPathFactory,
             airflow.stop()
 
 
-def run_raccoon(airflow: AirflowCluster) -> str:
+def run_raccoon(airflow: AirflowCluster, dag_id: str = DAG_ID,
+                conf: dict[str, Any] | None = None) -> str:
+    """Run ``dag_id`` (the raccoon's by default) once to its end, with ``conf``; its run id."""
     api = airflow.api
-    airflow.wait_for(f"DAG {DAG_ID} to be parsed",
-                     lambda: api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200)
-    assert api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
-    run = api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
+    airflow.wait_for(f"DAG {dag_id} to be parsed",
+                     lambda: api.get(f"/api/v2/dags/{dag_id}").status_code == 200)
+    assert api.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+    run = api.post(f"/api/v2/dags/{dag_id}/dagRuns",
+                   json={"logical_date": None, **({"conf": conf} if conf else {})})
     assert run.status_code == 200, run.text
     run_id: str = run.json()["dag_run_id"]
 
     def finished() -> str | None:
-        state = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()["state"]
+        state = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
         return str(state) if state in ("success", "failed") else None
 
     assert airflow.wait_for("the DAG run", finished) == "success", airflow.diagnostics()
@@ -274,3 +288,63 @@ def test_gallery_plays_the_video_in_a_real_browser(gallery: Gallery) -> None:
         assert browser.evaluate(f"{frame}.querySelectorAll('video').length") == 0
         status = browser.evaluate(f"fetch('{state['src']}').then(r => r.status)")
     assert status == 404
+
+
+def test_the_page_shows_budgets_in_flight_and_reconciled_spend(gallery: Gallery) -> None:
+    """The raccoon's generate task checked the connection's $20-a-day budget before paying; a
+    spend report then compares what the page recorded with what the simulator billed. The page
+    shows both from those tasks' records (it never calls the API), in a real browser."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (tools/ensure-chromium.sh)")
+    with gallery.client("admin") as admin:
+        video = only_video(admin.get("/kling/api/videos").json())
+    day = video["timestamp"][:10]
+    recorded = [[day, video["model"], video["usd_spent"]], [day, "klingai/never-billed", "0.50"]]
+    report_run = run_raccoon(gallery.airflow, REPORT_DAG, {"recorded": recorded})
+    calls = gallery.sim.ledger.count(method="GET", path="/v2/usage")
+    with gallery.client("admin") as admin:
+        spend = admin.get("/kling/api/spend").json()
+    [budget] = spend["budgets"]
+    assert (budget["budget_usd"], budget["period"], budget["source"]) == (
+        "20", "day", "on connection 'kling_default'")
+    check = budget["last_check"]
+    assert (Decimal(check["spent_usd"]), check["in_flight_count"], Decimal(check["estimate_usd"]),
+            check["decision"], check["dag_id"], check["task_id"]) == (
+        Decimal(0), 0, Decimal("1.4"), "admitted", DAG_ID, "generate")
+    now = budget["in_flight_now"]
+    assert (Decimal(now["usd"]), now["count"], now["as_of"]) == (Decimal(0), 0, spend["as_of"])
+    rows = {r["model"]: (Decimal(r["recorded_usd"]), Decimal(r["billed_usd"]), r["status"],
+                         r["run_id"]) for r in spend["reconciliation"]}
+    assert rows == {video["model"]: (Decimal("1.4"), Decimal("1.4"), "matches", report_run),
+                    "klingai/never-billed": (Decimal("0.5"), 0, "recorded, not billed",
+                                             report_run)}
+    profile = gallery.airflow.home / "chromium-profile-spend"
+    profile.mkdir()
+    frame = "document.querySelector('iframe').contentDocument"
+    with Browser(chromium, profile) as browser:
+        browser.log_in(gallery.base, "admin", PASSWORDS["admin"])
+        browser.open(f"{gallery.base}/plugin/kling-videos")
+        browser.wait_for("the budgets on the page", f"!!{frame}.getElementById('budgets')")
+        seen = browser.evaluate(
+            f"({{budgets: {frame}.getElementById('budgets').innerText, "
+            f"reconciliation: {frame}.getElementById('reconciliation').innerText, "
+            f"differs: [...{frame}.querySelectorAll('#reconciliation tr.differs')]"
+            ".map(r => r.innerText), "
+            f"color: getComputedStyle({frame}.querySelector('#reconciliation tr.differs td'))"
+            ".backgroundColor})")
+        browser.evaluate(f"{frame}.getElementById('budgets').scrollIntoView(); true")
+        shot = browser.screenshot(ARTIFACTS / "gallery-spend.png")
+    print(f"browser: budgets {seen['budgets']!r}; reconciliation {seen['reconciliation']!r}; "
+          f"screenshot {shot}")
+    assert "$20.00 per day" in seen["budgets"] and "admitted" in seen["budgets"], seen
+    assert f"{DAG_ID} / generate" in seen["budgets"], seen
+    assert "$1.40" in seen["reconciliation"] and "matches" in seen["reconciliation"], seen
+    [differs] = seen["differs"]
+    assert "klingai/never-billed" in differs and "$0.50" in differs, seen
+    assert "recorded, not billed" in differs and seen["color"] == "rgb(254, 215, 215)", seen
+    # The page asked the API nothing: the only usage read was the task's.
+    assert gallery.sim.ledger.count(method="GET", path="/v2/usage") == calls == 1
+    with gallery.client("outsider") as outsider:
+        assert outsider.get("/kling/api/spend").json()["budgets"] == []
+        assert outsider.get("/kling/api/spend").json()["reconciliation"] == []
