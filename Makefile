@@ -74,7 +74,8 @@ stop: $(STAMP)
 	$(BIN)/python tools/local_airflow.py stop
 
 # The README's and docs' pictures, taken in headless Chromium from a fresh `make demo` and its
-# Airflow (tools/screenshots.py): docs/images/*.png and the figures they show, screenshots.json.
+# Airflow, then a run of the review DAG on it (tools/screenshots.py): docs/images/*.png and the
+# figures they show, screenshots.json.
 screenshots: $(STAMP)
 	bash tools/ensure-ffmpeg.sh
 	bash tools/ensure-chromium.sh
