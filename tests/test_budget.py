@@ -9,11 +9,13 @@ A generation is refused before any paid request when what the key spent in the b
 from __future__ import annotations
 
 import json
+import math
 import threading
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -272,6 +274,21 @@ def test_within_budget_it_pays_and_releases_its_reservation_when_done(
     with pytest.raises(KlingBudgetExceededError, match=r"\$2.80.*\$4.20 > \$3.00"):
         task().execute(context_for(StateStoreStub()))
     assert creates(airflow_sim) == 2
+
+
+def test_a_reservation_left_by_a_waiting_task_counts_until_its_timeout_plus_an_hour(
+        airflow_sim: KlingSimulator, store: DictStore, clock: FakeClock) -> None:
+    """docs/spend.rst: a task that stops waiting leaves its reservation, which stops counting at
+    the task's timeout plus an hour (the generation may still complete and be billed)."""
+    operator = KlingTextToVideoOperator(task_id="generate", model=MODEL, prompt="p", duration=5,
+                                        timeout=600, budget_usd="50", budget_period="day")
+    before = clock.now()
+    with pytest.raises(TaskDeferred):  # the wait goes to the triggerer: the reservation stays
+        operator.execute(context_for(StateStoreStub()))
+    [name] = store.keys(reservations.PREFIX)
+    found = Reservation.parse(name)
+    assert found is not None
+    assert math.ceil(before + 600 + 3600) <= found.expires_at <= math.ceil(clock.now() + 4200)
 
 
 @pytest.mark.parametrize("fault", [[403], [503] * 5])

@@ -5,6 +5,7 @@ what a generate task does before paying for a withdrawn, deprecated or supersede
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -157,6 +158,28 @@ def test_another_process_reads_the_cached_feed_from_disk(sim_hook: KlingHook,
     assert [e.id for e in _feeds.known_entries()] == [V2_MASTER]  # every cached feed
     assert sim_hook.check_model(V2_MASTER) is not None
     assert len(feed_reads(simulator)) == 1  # the file was fresh: no second read
+
+
+@pytest.mark.parametrize("set_up", ["variable", "xdg", "home"])
+def test_the_feed_is_cached_where_the_docs_say(sim_hook: KlingHook, simulator: KlingSimulator,
+                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                               set_up: str) -> None:
+    """docs/retirement.rst: ``$KLING_PROVIDER_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/airflow-provider-kling``, else ``~/.cache/airflow-provider-kling``."""
+    chosen, xdg, home = tmp_path / "chosen", tmp_path / "xdg", tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    monkeypatch.setenv(_feeds.CACHE_DIR_VARIABLE, str(chosen))
+    expected = chosen
+    if set_up != "variable":
+        monkeypatch.delenv(_feeds.CACHE_DIR_VARIABLE)
+        expected = xdg / "airflow-provider-kling"
+    if set_up == "home":
+        monkeypatch.delenv("XDG_CACHE_HOME")
+        expected = home / ".cache" / "airflow-provider-kling"
+    simulator.retirements.retire(V2_MASTER, "deprecated")
+    assert sim_hook.check_model(V2_MASTER) is not None
+    assert [f.parent for f in tmp_path.rglob("deprecations-*.json")] == [expected]
 
 
 def test_an_unreadable_feed_never_blocks(sim_hook: KlingHook, simulator: KlingSimulator,

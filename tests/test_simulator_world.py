@@ -72,6 +72,7 @@ def test_neighbours_start_the_same_model_in_the_same_minute(sim_hook: KlingHook,
     assert max(created) - min(created) < 60
     assert rows[0]["inference_id"] != own  # newest first: a neighbour's row comes first
     assert {r["status"] for r in rows} == {"succeeded", "failed"}
+    assert [r["status"] for r in rows].count("failed") == 1  # every fifth neighbour fails
 
 
 @pytest.mark.simulator(neighbours=6)

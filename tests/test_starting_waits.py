@@ -207,6 +207,17 @@ def test_starts_beyond_the_burst_are_spread_at_the_rate() -> None:
         assert in_next_second <= 101 + 1000
 
 
+def test_by_default_fifty_start_at_once_then_five_hundred_a_second() -> None:
+    """docs/waiting.rst: waits arriving together start 50 at once, then 500 a second."""
+    ticks = Ticks()
+    pacer = StartPacer(clock=ticks)  # the process pacer's settings
+    delays = [pacer.delay() for _ in range(2000)]
+    assert delays[:51] == [0.0] * 51  # the burst of 50, and the first of the rate's share
+    assert delays[51] == pytest.approx(1 / 500)
+    assert delays[50 + 500] == pytest.approx(1.0)  # 500 more within the next second
+    assert delays[-1] == pytest.approx((2000 - 1 - 50) / 500)
+
+
 def test_a_lone_start_is_never_delayed() -> None:
     ticks = Ticks()
     pacer = StartPacer(rate=1000.0, burst=100, clock=ticks)
