@@ -117,6 +117,7 @@ def test_bad_generations_refused_when_the_dag_is_parsed(generations: Any, said: 
     ({"none_task_ids": [3]}, "'none_task_ids'=[3]"),
     ({"options": ["a"]}, "parameter 'options' is not accepted"),
     ({"defaults": ["a"]}, "parameter 'defaults' is not accepted"),
+    ({"multiple": True}, "parameter 'multiple' is not accepted"),
 ])
 def test_bad_options_refused_when_the_dag_is_parsed(kwargs: dict[str, Any], said: str) -> None:
     with pytest.raises(KlingValidationError, match="'review'") as refused:
@@ -202,11 +203,13 @@ def test_none_without_a_none_branch_skips_every_downstream_task() -> None:
 
 
 @pytest.mark.parametrize(("on_timeout", "chosen", "skipped"), [
-    ("skip", None, ["again", "publish"]), ("first", "gen-1", [])])
-def test_a_timeout_takes_the_default_outcome(on_timeout: str, chosen: str | None,
+    ("skip", None, ["again", "publish"]), ("first", "gen-1", []),
+    (None, None, ["again", "publish"])])  # not given: "skip", as docs/howto/review.rst says
+def test_a_timeout_takes_the_default_outcome(on_timeout: str | None, chosen: str | None,
                                              skipped: list[str]) -> None:
-    review, _ = review_dag([generation(1), generation(2)], on_timeout=on_timeout,
-                           response_timeout=timedelta(hours=4))
+    chosen_outcome = {} if on_timeout is None else {"on_timeout": on_timeout}
+    review, _ = review_dag([generation(1), generation(2)], response_timeout=timedelta(hours=4),
+                           **chosen_outcome)
     review._offer()
     assert review.defaults is not None
     event = answer(review.defaults[0], user=None, timedout=True)  # what Airflow resumes with
