@@ -7,6 +7,8 @@ rules as pure functions.
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -60,6 +62,25 @@ def test_429_once_retries_are_spent_is_a_refusal_too(airflow_sim: KlingSimulator
     result = drive(operator, context_for(store, try_number=2))
     assert result["status"] == "completed"
     assert airflow_sim.ledger.count(path="/v2/logs") == 0
+
+
+def test_a_create_that_never_left_is_a_refusal_too(airflow_sim: KlingSimulator,
+                                                   kling_env: Callable[..., None]) -> None:
+    """docs/paying_once.rst: a create that never left (the connection could not be made)
+    created nothing, so its intent is closed and the next try submits at once."""
+    with socket.socket() as probe:  # a loopback port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    kling_env(dead, live_timings=False)
+    store = StateStoreStub()
+    with pytest.raises(KlingError, match="refused"):
+        drive(generate(timeout=600), context_for(store, try_number=1))
+    assert store.data[STATE_KEY]["refused"] is True
+    kling_env(airflow_sim.base_url)  # the API is back
+    result = drive(generate(timeout=600), context_for(store, try_number=2))
+    assert result["status"] == "completed"
+    assert airflow_sim.ledger.count(path="/v2/logs") == 0  # no lookup of what cannot exist
+    assert airflow_sim.ledger.count(method="POST", origin="api") == 1
 
 
 def test_an_uncertain_create_keeps_its_intent_open(airflow_sim: KlingSimulator,
