@@ -456,3 +456,30 @@ def test_sensor_in_poke_mode_follows_the_schedule(airflow_sim: KlingSimulator,
     fixed = KlingGenerationSensor(task_id="w2", generation_id=GID, deferrable=False,
                                   poll_schedule="fixed", poke_interval=15)
     assert fixed._get_next_poke_interval(clock.now(), lambda: 0.0, 1) == 15
+
+
+@given(early=st.floats(60.0, 1500.0), width=st.floats(0.0, 600.0),
+       max_gap=st.sampled_from([30.0, 60.0, 600.0]))
+def test_the_documented_gaps_hold_for_any_expected_window(early: float, width: float,
+                                                          max_gap: float) -> None:
+    """docs/waiting.rst: from shortly before the expected window (a tenth of its start) at most
+    18 s apart, at most 6 s apart over its last 45 s, polled at its end, then 15 s apart at most
+    while slow generations still finish; never more than ``poll_interval``."""
+    late = early + width
+    expected = Expectation(early=early, typical=early + width / 2, late=late, tail=late + 60.0)
+    offsets = first(PollSchedule("adaptive", 0.0, max_gap, expected), 400)
+    approach_end = early * 0.9
+    dense_from = max(late - 45.0, approach_end)
+    eps = 1e-6
+    for before, after in itertools.pairwise(offsets):
+        gap = after - before
+        assert gap <= max_gap + eps
+        if before < 30.0:  # the two probes of the first half minute
+            continue
+        if approach_end - eps <= before and after <= dense_from + eps:
+            assert gap <= 18.0 + eps, (before, after)
+        elif dense_from - eps <= before and after <= late + eps:
+            assert gap <= 6.0 + eps, (before, after)
+        elif late - eps <= before and after <= late + 60.0:
+            assert gap <= 15.0 + eps, (before, after)
+    assert any(abs(t - late) < eps for t in offsets)  # the window's end is polled
