@@ -14,6 +14,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +128,22 @@ def test_ffmpeg_reads_only_mp4_from_the_file_it_is_given(tmp_path: Path) -> None
         assert files.poster_jpeg(handle) is None
     with SAMPLE.open("rb") as handle:
         assert (files.poster_jpeg(handle) or b"")[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize(("size", "kept"), [(2_000_000, True), (2_000_001, False)])
+def test_a_poster_over_two_megabytes_is_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                size: int, kept: bool) -> None:
+    """docs/security.rst: a 2 MB cap on ffmpeg's output. An ffmpeg on PATH (a real program
+    here) that ignores its ``-fs`` limit and writes more still gives no poster."""
+    tool = tmp_path / "bin" / "ffmpeg"
+    tool.parent.mkdir()
+    tool.write_text(f"#!{sys.executable}\nimport sys\n"
+                    f"sys.stdout.buffer.write(b'\\xff\\xd8' + b'x' * {size - 2})\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tool.parent))
+    with SAMPLE.open("rb") as handle:
+        poster = files.poster_jpeg(handle)
+    assert (poster is not None and len(poster) == size) is kept
 
 
 def test_a_stored_video_gets_its_poster(site: Site) -> None:
