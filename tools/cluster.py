@@ -88,6 +88,12 @@ def cluster_env(home: Path, port: int, *, connection: str, videos: Path,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        # A task's calls to the execution API (its start above all) wait up to 5 s by default.
+        # On a loaded 2-core machine SQLite's api-server took longer: the supervisor gave up,
+        # its retry of the start met 409 "already running" and the try failed before any of
+        # the provider's code ran (seen in a CI-equivalent run at a load of 12). Airflow's
+        # advice for high load is this setting.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
         "AIRFLOW_CONN_KLING_DEFAULT": connection,
         "AIRFLOW_VAR_KLING_OUTPUT_DIR": str(videos),
         # The videos page serves stored videos only from under these roots (docs/security.rst).
