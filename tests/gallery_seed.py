@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 MODEL = "klingai/v2-master-text-to-video"
+CHECKS_EVERY = timedelta(seconds=20)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class Runs:
     pending: int = 0
     spend_in_event: bool = True
     step: timedelta = timedelta(minutes=1)
+    #: Each generate task also records its budget check (the ``kling_budget`` XCom), the
+    #: newest :data:`CHECKS_EVERY` before now and each one that much older than the next.
+    budget_checks: bool = False
 
     def run_id(self, run: int) -> str:
         return f"manual__{self.dag_id}_{run:06d}"
@@ -64,6 +68,7 @@ def seed(session: Any, plan: Runs, asset_id: int) -> int:
     from sqlalchemy import insert, select
 
     runs, instances, xcoms, events = [], [], [], []
+    newest_check = datetime.now(timezone.utc) - CHECKS_EVERY
     for run in range(plan.runs):
         when = plan.start + run * plan.step * plan.per_run
         runs.append({"dag_id": plan.dag_id, "run_id": plan.run_id(run), "run_type": "manual",
@@ -83,9 +88,15 @@ def seed(session: Any, plan: Runs, asset_id: int) -> int:
             result = {"generation_id": generation_id, "model": plan.model, "status": "completed",
                       "credits_used": plan.credits, "usd_spent": plan.usd,
                       "prompt": f"prompt {run}/{index}"}
-            for key, value in (("generation_id", generation_id), ("return_value", result)):
+            pushed: list[tuple[str, Any, datetime]] = [
+                ("generation_id", generation_id, when), ("return_value", result, when)]
+            if plan.budget_checks:
+                checked = newest_check - (plan.runs * plan.per_run - run * plan.per_run - index
+                                          ) * CHECKS_EVERY
+                pushed.append(("kling_budget", budget_check(checked), checked))
+            for key, value, at in pushed:
                 xcoms.append({**ref, "dag_run_id": ids[plan.run_id(run)], "task_id": "generate",
-                              "key": key, "value": value, "timestamp": when})
+                              "key": key, "value": value, "timestamp": at})
             if index < plan.per_run - plan.pending:
                 extra = {"generation_id": generation_id, "model": plan.model,
                          "uri": f"file:///videos/{generation_id}.mp4", "size": 2853}
@@ -100,6 +111,19 @@ def seed(session: Any, plan: Runs, asset_id: int) -> int:
         for chunk in _chunks(rows):
             session.execute(insert(table), chunk)
     return len(events)
+
+
+def budget_check(checked: datetime) -> dict[str, Any]:
+    """A generate task's budget check as it records it (a $5.00-a-day budget, admitted)."""
+    from decimal import Decimal
+
+    from kling_provider._money.readings import BudgetReading
+
+    return BudgetReading(key="a1" * 8, conn_id="kling_default", budget=Decimal("5.00"),
+                         period="day", source="on connection 'kling_default'",
+                         spent=Decimal("1.10"), in_flight=Decimal("1.4"), in_flight_count=1,
+                         estimate=Decimal("1.4"), decision="admitted",
+                         checked_at=checked).to_record()
 
 
 def add_dag(session: Any, dag_id: str) -> None:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from html import unescape
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,7 +35,7 @@ from kling_provider.gallery import budgets
 from kling_provider.gallery.records import TaskRef
 from tests import test_gallery_queries
 from tests.gallery_seed import new_task_instance_id
-from tests.gallery_site import Site
+from tests.gallery_site import SIMPLE, Site, make_site
 
 #: The fixtures: the site on SQLite, and on PostgreSQL when it answers on loopback.
 postgres_template_db, site = test_gallery_queries.postgres_template_db, test_gallery_queries.site
@@ -229,3 +232,25 @@ def test_each_budget_shows_its_newest_check(found: list[tuple[str, str, str, str
     connection_wide = {(i.record.key, i.record.period) for i in newest
                        if i.record.source.startswith("on connection")}
     assert len(connection_wide) == sum(i.record.source.startswith("on connection") for i in newest)
+
+
+@pytest.fixture
+def sqlite_site(tmp_path: Path, airflow_db_template: Path) -> Iterator[Site]:
+    yield from make_site(tmp_path, airflow_db_template, SIMPLE)
+
+
+def test_of_many_checks_the_newest_is_shown(sqlite_site: Site) -> None:
+    """Every generate task records a check (the benchmark's history seeds 100,000): the page
+    shows the newest, that is the last run's last task's (SQLite: the read is the same SQL as
+    on PostgreSQL, tested above)."""
+    from airflow.utils.session import create_session
+
+    from tests.gallery_seed import Runs, seed, videos_asset
+
+    plan = Runs("public_dag", runs=4, per_run=5, budget_checks=True)
+    with create_session() as session:
+        seed(session, plan, videos_asset(session))
+    with sqlite_site.client("nobody") as client:
+        [budget] = client.get("/api/spend").json()["budgets"]
+    assert (budget["last_check"]["run_id"], budget["last_check"]["map_index"]) == (
+        plan.run_id(3), 4)

@@ -81,7 +81,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     # The routes' tests run the plugin's app under a real auth manager on a migrated metadata DB.
     "gallery/app.py": ("tests/test_gallery_app.py", "tests/test_gallery_routes.py",
                        "tests/test_gallery_queries.py", "tests/test_gallery_hostile.py",
-                       "tests/test_gallery_rules.py"),
+                       "tests/test_gallery_rules.py", "tests/test_gallery_budgets.py"),
+    # What tasks record of budgets and spend reports, and the page's reading of it (issue 20).
+    "_money/readings.py": ("tests/test_budget_readings.py", "tests/test_gallery_budgets.py"),
+    "gallery/budgets.py": ("tests/test_gallery_budgets.py", "tests/test_budget_readings.py"),
     "gallery/ranges.py": ("tests/test_gallery_rules.py", "tests/test_gallery_app.py"),
 }
 
