@@ -10,7 +10,9 @@ page's summary is brought up to date once (``one-time catch-up``: what the first
 an upgrade, or after a schema change of the summary, pays), then the plugin's app (in process,
 a real SimpleAuthManager token) answers the page and its JSON, unfiltered and filtered,
 ``rounds`` times each (default 5): median and worst seconds per answer (each includes its
-request's catch-up, with nothing new to read).
+request's catch-up, with nothing new to read). Each generate task has also recorded a budget
+check (its ``kling_budget`` XCom, 20 s apart up to now): the page and ``api/spend`` read the
+newest of them.
 
 The default mode:
 Starts Airflow's api-server on the demo's home (``.airflow-demo/``, all-admins login) with the
@@ -94,6 +96,7 @@ HISTORY_REQUESTS = {
     "HTML one DAG run": ("/", {"dag_id": "bench_dag", "run_id": "manual__bench_dag_001234"}),
     "JSON one day": ("/api/videos", {"since": "2026-01-20", "until": "2026-01-20"}),
     "JSON one model": ("/api/videos", {"model": "klingai/v2-master-text-to-video"}),
+    "JSON budgets": ("/api/spend", {}),
 }
 
 
@@ -103,7 +106,7 @@ def history(events: int, rounds: int) -> None:
     from tests.gallery_site import postgres_template
 
     per_run = 25
-    plan = Runs("bench_dag", runs=events // per_run, per_run=per_run)
+    plan = Runs("bench_dag", runs=events // per_run, per_run=per_run, budget_checks=True)
     rows: list[tuple[str, str, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template" / "airflow.db"
@@ -169,6 +172,8 @@ def _time_history(site: Any, plan: Any, backend: str, rounds: int
             rows.append((backend, name, statistics.median(times), max(times)))
         total = client.get("/api/videos").json()["spend"]["total"]
         assert total["count"] == stored, total
+        [budget] = client.get("/api/spend").json()["budgets"]  # the newest of all the checks
+        assert budget["last_check"]["run_id"] == plan.run_id(plan.runs - 1), budget
         print(f"{backend}: total {total}")
     return rows
 
