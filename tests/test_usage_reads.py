@@ -19,7 +19,11 @@ import pytest
 
 from kling_provider._api import service as _service
 from kling_provider._api.protocol import ApiRequest, RetryPolicy
-from kling_provider.exceptions import KlingNoCreditsError, KlingServerError
+from kling_provider.exceptions import (
+    KlingAuthenticationError,
+    KlingNoCreditsError,
+    KlingServerError,
+)
 from kling_provider.hooks.kling import KlingHook
 from kling_provider.testing.records import Faults
 from kling_provider.testing.simulator import KlingSimulator
@@ -177,3 +181,23 @@ def test_an_unreadable_detail_is_a_server_error_naming_what_is_missing(body: Any
     with pytest.raises(KlingServerError) as raised:
         detail(body)
     assert str(raised.value) == message
+
+
+KEY = "sk-echoed-0123456789abcdef"
+
+
+@pytest.mark.parametrize("read", ["spend", "detail"])
+def test_a_key_the_service_echoes_reaches_neither_the_error_nor_the_rows(read: str) -> None:
+    steps = (_service.usage_steps("24h", RetryPolicy(), conn_id="c", secrets=(KEY,))
+             if read == "spend" else
+             _service.usage_detail_steps("2027-01-01T00:00:00Z", "2027-01-02T00:00:00Z",
+                                         RetryPolicy(), conn_id="c", secrets=(KEY,)))
+    next(steps)
+    with pytest.raises(KlingAuthenticationError) as refused:
+        steps.send(httpx.Response(401, json={"message": f"bad header Bearer {KEY}"}))
+    assert KEY not in str(refused.value) and "bad header Bearer ***" in str(refused.value)
+    rows = _service.usage_detail_steps("2027-01-01T00:00:00Z", "2027-01-02T00:00:00Z",
+                                       RetryPolicy(), conn_id="c", secrets=(KEY,))
+    _, groups = run(rows, {"spend": 1, "groups": [{"day": "2027-01-01", "model": f"m {KEY}",
+                                                   "spend": 1}]})
+    assert [g.model for g in groups] == ["m ***"]  # a report row goes to XCom
