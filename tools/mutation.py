@@ -61,7 +61,9 @@ MODULES: dict[str, tuple[str, ...]] = {
                         "tests/test_airflow_layer.py", "tests/test_network_errors.py",
                         "tests/test_secrets_everywhere.py", "tests/test_retirement_feed.py",
                         "tests/test_retirement_rules.py", "tests/test_budget.py",
-                        "tests/test_simulator_usage.py", "tests/test_spend_report.py"),
+                        "tests/test_simulator_usage.py", "tests/test_spend_report.py",
+                        "tests/test_usage_reads.py", "tests/test_retirement_steps.py",
+                        "tests/test_retirement_tasks.py"),
     "_money/pricing.py": ("tests/test_spend.py", "tests/test_paid_path_rules.py"),
     "_wait/schedule.py": ("tests/test_poll_schedule.py", "tests/test_hook_rules.py",
                      "tests/test_paid_path_rules.py"),
@@ -73,6 +75,14 @@ MODULES: dict[str, tuple[str, ...]] = {
     # Split out of operators/_submission.py (issue 19): the usage-logs lookups, the record.
     "operators/_recover.py": _PAYING_ONCE_ON_AIRFLOW,
     "operators/_record.py": _PAYING_ONCE_ON_AIRFLOW,
+    # Budgets across runs (the rule, and the operators' reserve/read/decide/release), model
+    # retirement's rules, the download's threaded hash: paid-path modules added since issue 19.
+    "_money/budget.py": ("tests/test_budget.py", "tests/test_spend.py"),
+    "operators/_budget.py": ("tests/test_budget.py",),
+    "_models/retirement.py": ("tests/test_retirement_rules.py", "tests/test_retirement_feed.py",
+                              "tests/test_retirement_steps.py", "tests/test_retirement_tasks.py"),
+    "_storage/hashing.py": ("tests/test_download_hashing.py", "tests/test_download_body.py",
+                            "tests/test_download.py", "tests/test_download_race.py"),
     "_storage/download.py": ("tests/test_download.py", "tests/test_download_attempts.py",
                      "tests/test_download_lines.py",
                      "tests/test_download_rules.py",

@@ -87,7 +87,7 @@ RetirementAnswer = tuple[_retirement.Retirement | None, str, _feeds.Feed | None]
 
 def retirement_steps(model: str, base_url: str, cached: _feeds.Feed | None,
                      shipped: tuple[_retirement.Retirement, ...], *, now: float,
-                     refresh: bool = False) -> Generator[Step, Any, RetirementAnswer]:
+                     refresh: bool) -> Generator[Step, Any, RetirementAnswer]:
     """``model``'s entry in the deprecation feed of ``base_url``, given the feed ``cached`` for
     it and the snapshot ``shipped`` with the provider (the caller reads and keeps both).
 
