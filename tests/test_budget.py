@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kling_provider import get_provider_info
@@ -133,6 +133,24 @@ def test_bad_budget_values_are_refused_naming_parameter_value_and_what_is_allowe
     assert "parameter of task 't'" in message
     with pytest.raises(KlingValidationError, match="extra of connection 'c'"):
         resolve_budget({}, {"budget_usd": bad}, task_id="t", conn_id="c")
+
+
+@given(usd=st.decimals(min_value=Decimal("0.000001"), max_value=Decimal(10**9) + 1, places=6,
+                       allow_nan=False, allow_infinity=False),
+       as_text=st.booleans())
+@example(usd=Decimal(10**9), as_text=False)
+@example(usd=Decimal("1000000000.000001"), as_text=True)
+def test_a_budget_up_to_a_billion_is_read_exactly_and_above_it_refused(usd: Decimal,
+                                                                        as_text: bool) -> None:
+    """docs/spend.rst: a number above 0 and at most 1,000,000,000, or its rendered text."""
+    value: Any = str(usd) if as_text else float(usd)
+    if usd > 10**9:
+        with pytest.raises(KlingValidationError, match="at most 1,000,000,000"):
+            resolve_budget({"budget_usd": value}, {}, task_id="t", conn_id="c")
+        return
+    found = resolve_budget({"budget_usd": value}, {}, task_id="t", conn_id="c")
+    assert found is not None
+    assert found.usd == (usd if as_text else Decimal(str(float(usd))))
 
 
 @pytest.mark.parametrize(("name", "bad"), [("budget_period", "year"), ("budget_period", 7),

@@ -235,7 +235,9 @@ def test_simulator_cli_prints_base_url_key_and_serves() -> None:
         urls = json.loads(process.stdout.readline())
         assert urls["base_url"].startswith("http://127.0.0.1:")
         assert urls["api_key"] == "my-local-key"
-        assert "accepts API key 'my-local-key'" in process.stdout.readline()
+        banner = process.stdout.readline()
+        assert "accepts API key 'my-local-key'" in banner
+        assert "simulated time runs 60x" in banner  # docs/simulator.rst: the default scale
         ledger = httpx.get(urls["base_url"] + "/_simulator/ledger", timeout=5).json()
         assert ledger["posts"] == 0
     finally:

@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
           flush=True)
     # A throwaway key for a local fake, not a credential: users need it to set up the connection.
     print(f"Kling simulator: API {sim.base_url}  CDN {sim.cdn_url}  accepts API key "
-          f"{args.api_key!r} (change it with --api-key)", flush=True)
+          f"{args.api_key!r} (change it with --api-key); simulated time runs "
+          f"{args.time_scale:g}x (--time-scale)", flush=True)
     stop.wait()
     sim.stop()
 
