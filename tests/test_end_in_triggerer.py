@@ -26,7 +26,7 @@ from kling_provider.sensors.kling import KlingGenerationSensor
 from kling_provider.testing.simulator import Faults, KlingSimulator
 from kling_provider.triggers.kling import KlingGenerationTrigger
 from kling_provider.types import Generation
-from tests.conftest import StateStoreStub, context_for
+from tests.conftest import SECRET_KEY, StateStoreStub, context_for
 from tests.test_airflow_layer import RACCOON, defer, submit
 from tests.test_spend import RecordingStats
 
@@ -273,3 +273,46 @@ def test_the_succeeded_map_indexes_are_read_from_one_tasks_states() -> None:
                     "m": "success", "mx_4": "success"}, "other": {"m_5": "success"}}
     assert succeeded_map_indexes(states, "r", "m") == [2, 10]
     assert succeeded_map_indexes(states, "absent", "m") == []
+
+
+def test_ending_in_the_triggerer_releases_the_budget_reservation(
+        airflow_sim: KlingSimulator, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A task with a budget that ends in the triggerer deletes its reservation there (its video
+    is billed now), through the triggerer's Variables; another task's stays. A delete that
+    fails is a warning, and the task still ends with its video."""
+    from kling_provider._task import reservations
+    from tests.test_budget import DictStore
+
+    store = DictStore()
+    monkeypatch.setattr(reservations, "STORE", store)
+    other = reservations.Reservation.of(SECRET_KEY, "f" * 16, expires_at=10.0**10,
+                                        usd=None)
+    store.set(other.name, "{}")
+    budgeted = defer(KlingGenerateVideoOperator(task_id="g", end_from_trigger=True,
+                                                budget_usd="50", budget_period="day", **RACCOON),
+                     context_for(StateStoreStub())).trigger
+    assert budgeted.result_fields is not None
+    token = budgeted.result_fields["reservation"]
+    assert isinstance(token, str) and SECRET_KEY not in json.dumps(budgeted.serialize())
+    assert [n for n in store.values if f".{token}." in n]  # reserved before paying
+    (ended,) = events(budgeted)
+    assert isinstance(ended, TaskSuccessEvent)
+    assert list(store.values) == [other.name]
+    # Without a budget, no reservation to name, and no Variable touched.
+    plain = defer(KlingGenerateVideoOperator(task_id="g", end_from_trigger=True, **RACCOON),
+                  context_for(StateStoreStub())).trigger
+    assert plain.result_fields is not None and plain.result_fields["reservation"] is None
+    # A store that cannot delete: the task still ends, the reservation is left to expire.
+    budgeted = defer(KlingGenerateVideoOperator(task_id="g", end_from_trigger=True,
+                                                budget_usd="50", budget_period="day", **RACCOON),
+                     context_for(StateStoreStub())).trigger
+
+    def refuse(name: str) -> None:
+        raise OSError("the execution API is unreachable")
+
+    monkeypatch.setattr(store, "delete", refuse)
+    with caplog.at_level(logging.WARNING, logger="kling_provider"):
+        (ended,) = events(budgeted)
+    assert isinstance(ended, TaskSuccessEvent)
+    assert "Could not release the budget reservation of this task (OSError)" in caplog.text

@@ -12,6 +12,7 @@ trigger, :func:`execute_recovered` after the usage-logs lookup. Finishing a task
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from kling_provider import metrics
@@ -25,7 +26,7 @@ from kling_provider._wait.deferral import video_seconds, wait_trigger_kwargs
 from kling_provider._wait.events import generation_from_event
 from kling_provider.exceptions import KlingGenerationFailedError
 from kling_provider.operators._arguments import ESTIMATE_KEY, check_generate_task
-from kling_provider.operators._budget import release
+from kling_provider.operators._budget import release, reservation_token
 from kling_provider.operators._download import store_video
 from kling_provider.operators._record import TaskRecord
 from kling_provider.operators._submission import Submission, prepared_request, sent
@@ -156,9 +157,13 @@ class Run:
                 resume_kwargs={"endpoint_family": family, "submitted_at": submitted_at,
                                "estimated_usd": task.estimated_usd})
         with metrics.counting_failures(task.model):
-            generation = hook.wait_for_generation(generation_id, poll_interval=task.poll_interval,
-                                                  timeout=task.timeout, endpoint_family=family,
-                                                  **schedule)
+            try:
+                generation = hook.wait_for_generation(
+                    generation_id, poll_interval=task.poll_interval, timeout=task.timeout,
+                    endpoint_family=family, **schedule)
+            except KlingGenerationFailedError:
+                release(task, self.context, hook)  # billed nothing, in flight no more
+                raise
         return self.complete(generation, family, submitted_at=submitted_at)
 
     def _end_in_triggerer(self, family: str | None, submitted_at: float,
@@ -167,7 +172,9 @@ class Run:
         after the wait needs a worker (``download_to`` does). The prompt travels only then."""
         if not self.task.end_from_trigger or self.task.download_to:
             return None
-        return self._completion(family, submitted_at, prompt, generate_task_ids(self.context))
+        return replace(self._completion(family, submitted_at, prompt,
+                                        generate_task_ids(self.context)),
+                       reservation=reservation_token(self.task, self.context, self.hook))
 
     def _completion(self, family: str | None, submitted_at: float | None, prompt: Any,
                     run_tasks: RunTasks) -> Completion:

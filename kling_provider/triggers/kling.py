@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
+from kling_provider._task import reservations
 from kling_provider._task.result import RESULT_XCOM_KEY, Completion
 from kling_provider._task.run_results import RunTasks, in_triggerer
 from kling_provider._wait import starting as _starting
@@ -73,7 +74,8 @@ class KlingGenerationTrigger(BaseTrigger):
         errors still resume it, so retries, ``soft_fail`` and the error messages stay the task's.
     :param result_fields: what the task's return value takes from outside the generation
         (:meth:`kling_provider._task.result.Completion.fields`: the model, the prompt, the estimate,
-        whether the task paid, the run's generate tasks), for ``end_from_trigger``.
+        whether the task paid, the run's generate tasks, the name of its budget reservation to
+        release once the video is billed), for ``end_from_trigger``.
     :param timeout: seconds from the trigger's start, when no absolute ``deadline`` could be
         given (a sensor started in the triggerer has no worker to compute one).
     """
@@ -142,7 +144,11 @@ class KlingGenerationTrigger(BaseTrigger):
                 others = await asyncio.to_thread(  # each read is a round trip to the supervisor
                     in_triggerer, getattr(self, "task_instance", None), run_tasks
                 ) if run_tasks else None
-                yield self._task_success(generation, others)
+                ended = self._task_success(generation, others)
+                if completion.reservation:  # billed now: the key's spend counts it
+                    await asyncio.to_thread(reservations.release_quietly, reservations.STORE,
+                                            hook.settings.api_key, completion.reservation)
+                yield ended
                 return
             event = {**base, "status": "success",
                      "generation": generation.to_dict(include_raw=False)}
