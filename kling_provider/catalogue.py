@@ -105,6 +105,7 @@ def prepare_request(
     extra_params: Mapping[str, Any] | None = None,
     pending: Collection[str] = (),
     allow_unknown_model: bool = False,
+    known_as: str | None = None,
 ) -> PreparedRequest:
     """Validate ``params`` for ``model`` and build the JSON body of the create request.
 
@@ -115,6 +116,9 @@ def prepare_request(
     ``pending`` names fields whose values are not known yet (templates, XComArgs, checked when a
     DAG is parsed): they count as present and are checked again once rendered.
     ``allow_unknown_model`` lets a model id the catalogue lacks through, unvalidated.
+    ``known_as`` is the catalogue model whose parameters ``model`` takes when the catalogue lacks
+    ``model`` itself (an alias or a superseded id, per the model deprecation feed:
+    :func:`kling_provider._models.retirement.catalogue_model`); the body still names ``model``.
 
     :raises KlingValidationError: naming the parameter, the value and what is allowed.
     """
@@ -128,7 +132,7 @@ def prepare_request(
             f"given by the 'model' parameter ({model!r}); extra_params may not replace it.")
     chosen = endpoint_family(family)
     given = {k: v for k, v in params.items() if v is not None}
-    spec = get_model(model)
+    spec = get_model(model) or (get_model(known_as) if known_as else None)
     if spec is None:
         if not allow_unknown_model:
             raise KlingValidationError(unknown_model_message(model, chosen))
@@ -144,7 +148,8 @@ def prepare_request(
     if chosen not in spec.schemas:
         (chosen,) = (f for f in ENDPOINT_FAMILIES if f in spec.schemas)
     schema = spec.schemas[chosen]
-    where = f"model {model!r} ({chosen} endpoint)"
+    where = (f"model {model!r} ({chosen} endpoint)" if spec.model == model
+             else f"model {model!r} (as {spec.model!r}, {chosen} endpoint)")
     allowed = spec.parameters(chosen)
     unknown = sorted((set(given) | set(pending)) - set(allowed))
     if unknown:

@@ -29,10 +29,11 @@ from kling_provider.catalogue import endpoint_path
 from kling_provider.exceptions import (
     KlingBudgetExceededError,
     KlingError,
+    KlingGenerationFailedError,
     KlingSpendUnknownError,
+    KlingTimeoutError,
     KlingValidationError,
 )
-from kling_provider.operators import _budget
 from kling_provider.operators.kling import KlingTextToVideoOperator
 from kling_provider.testing.simulator import Faults, KlingSimulator
 from tests.conftest import SECRET_KEY, FakeClock, StateStoreStub, context_for
@@ -225,7 +226,7 @@ def test_in_flight_counts_the_keys_unexpired_others() -> None:
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> DictStore:
     fake = DictStore()
-    monkeypatch.setattr(_budget, "STORE", fake)
+    monkeypatch.setattr(reservations, "STORE", fake)
     return fake
 
 
@@ -336,7 +337,7 @@ def test_without_variables_listing_in_flight_is_unknown(airflow_sim: KlingSimula
         def keys(self, prefix: str) -> list[str]:
             raise AttributeError("keys")
 
-    monkeypatch.setattr(_budget, "STORE", Old())
+    monkeypatch.setattr(reservations, "STORE", Old())
     with pytest.raises(KlingSpendUnknownError, match="in flight could not be read"):
         task(budget_usd=100).execute(context_for(StateStoreStub()))
     assert creates(airflow_sim) == 0
@@ -351,7 +352,7 @@ def test_no_budget_touches_no_variable(airflow_sim: KlingSimulator,
         def set(self, name: str, value: str) -> None:
             raise AssertionError("a task without a budget wrote a Variable")
 
-    monkeypatch.setattr(_budget, "STORE", Untouchable())
+    monkeypatch.setattr(reservations, "STORE", Untouchable())
     assert task().execute(context_for(StateStoreStub()))["usd_spent"] == 1.40
     assert airflow_sim.ledger.count(method="GET", path="/v2/usage") == 0
 
@@ -364,6 +365,28 @@ def test_a_refused_create_and_an_expired_reservation_stop_counting(
     with pytest.raises(KlingError, match="403"):
         task(budget_usd=10).execute(context_for(StateStoreStub()))
     assert store.values == {}  # its own released, the expired one deleted by the check
+
+
+def test_a_generation_that_fails_while_the_worker_polls_releases_its_reservation(
+        airflow_sim: KlingSimulator, store: DictStore) -> None:
+    """Failed while the task waited in the worker (not at its first status check): billed
+    nothing, so it stops counting at once instead of at its timeout plus an hour."""
+    refused = {"simulator_faults": {"error": {"name": "moderation_error", "message": "no"}}}
+    with pytest.raises(KlingGenerationFailedError, match="no"):
+        task(budget_usd=10, extra_params=refused).execute(context_for(StateStoreStub()))
+    assert creates(airflow_sim) == 1
+    assert store.values == {}
+
+
+def test_a_timed_out_wait_keeps_its_reservation_until_it_expires(
+        airflow_sim: KlingSimulator, store: DictStore, clock: FakeClock) -> None:
+    """The API has no cancel: a generation the task stopped waiting for still completes and is
+    billed, so its reservation goes on counting (until the task's timeout plus an hour)."""
+    with pytest.raises(KlingTimeoutError):
+        task(budget_usd=10, timeout=20).execute(context_for(StateStoreStub()))
+    (left,) = [Reservation.parse(name) for name in store.values]
+    assert left is not None and left.usd == Decimal("1.4")
+    assert left.expires_at >= clock.now() + reservations.GRACE
 
 
 class LockedStore(DictStore):
@@ -391,7 +414,7 @@ def test_concurrent_tasks_do_not_pass_the_budget_through_each_other(
     """Twelve tasks decide at once (threads, real HTTP), each $1.40 against $5.00: at most three
     may pay (listing before reserving, the order this rules out, fails it in most runs)."""
     shared = LockedStore()
-    monkeypatch.setattr(_budget, "STORE", shared)
+    monkeypatch.setattr(reservations, "STORE", shared)
     start = threading.Barrier(12)
     admitted: list[int] = []
     refused: list[int] = []

@@ -6,7 +6,9 @@ DAG param) in a real cluster (api-server, scheduler, dag-processor, triggerer, L
 Variables through the Task SDK, read the key's spend from ``GET /v2/usage``, and decide at the
 same time; what docs/spend.rst promises is checked: what the key was billed stays within the
 budget (no price above its estimate here, nothing outside the deployment), the refused tasks
-failed before paying, and no reservation is left once the videos completed.
+failed before paying, and no reservation is left once the videos completed. Then
+``tests/dags/kling_budget_in_triggerer.py``: budgeted tasks that end in the triggerer
+(``end_from_trigger=True``) leave no reservation either (the trigger deletes it).
 """
 
 from __future__ import annotations
@@ -40,3 +42,14 @@ def test_concurrent_mapped_tasks_stay_within_the_budget(tmp_path: Path,
         assert billed == Decimal("1.4") * paid <= Decimal(5)
         assert states == ["failed"] * (8 - paid) + ["success"] * paid
         assert left.status_code == 200 and left.json()["total_entries"] == 0, left.text
+
+        # Tasks that end in the triggerer: the trigger deletes each reservation there.
+        _, instances = run_to_the_end(airflow, "kling_budget_in_triggerer")
+        assert sorted(ti["state"] for ti in instances) == ["success"] * 2, airflow.diagnostics()
+        ended = [p for p in (airflow.home / "logs" / "dag_id=kling_budget_in_triggerer").rglob(
+            "attempt=*.log*") if ".trigger." in p.name]
+        assert sum("(task ended in the triggerer)" in p.read_text(errors="replace")
+                   for p in ended) == 2, [p.name for p in ended]
+        left = api.get("/api/v2/variables", params={"variable_key_pattern": "kling_inflight%"})
+        assert left.status_code == 200 and left.json()["total_entries"] == 0, left.text
+        assert sim.ledger.count(method="POST") == paid + 2

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from kling_provider.sensors.kling import KlingGenerationSensor
 from kling_provider.testing.simulator import Faults, KlingSimulator
 from kling_provider.triggers.kling import KlingGenerationTrigger
 from kling_provider.types import Generation
-from tests.conftest import StateStoreStub, context_for
+from tests.conftest import SECRET_KEY, StateStoreStub, context_for
 from tests.test_airflow_layer import RACCOON, defer, submit
 from tests.test_spend import RecordingStats
 
@@ -181,22 +182,42 @@ def test_ending_in_the_triggerer_logs_the_runs_running_total_like_a_worker(
     they cannot be read it is the line without a total."""
     from types import SimpleNamespace
 
+    from airflow.sdk import DAG
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
     from airflow.sdk.execution_time.xcom import XCom
 
+    from kling_provider._task import run_results
+
     operator = KlingGenerateVideoOperator(task_id="g", end_from_trigger=True, **RACCOON)
+    with DAG("ends_in_triggerer", schedule=None):
+        mapped = KlingGenerateVideoOperator.partial(task_id="m", model=RACCOON["model"]).expand(
+            prompt=["a", "b", "c"])
     context = context_for(StateStoreStub())
     context["dag"] = SimpleNamespace(tasks=[operator, SimpleNamespace(task_id="download"),
-                                            KlingGenerateVideoOperator(task_id="h", **RACCOON)])
+                                            KlingGenerateVideoOperator(task_id="h", **RACCOON),
+                                            mapped])
     trigger = defer(operator, context).trigger
     assert trigger.result_fields is not None and trigger.result_fields["run_tasks"] == ["g", "h"]
-    earlier = {"h": {"generation_id": "earlier-1", "usd_spent": 1.4}}
+    assert trigger.result_fields["mapped_run_tasks"] == ["m"]
+    earlier = {("h", -1): {"generation_id": "earlier-1", "usd_spent": 1.4},
+               ("m", 0): {"generation_id": "variant-0", "usd_spent": 1.4},
+               # As Airflow 3.3.2 reads back what a TaskSuccessEvent pushed: JSON text.
+               ("m", 2): json.dumps({"generation_id": "variant-2", "usd_spent": 2.8})}
     reads: list[dict[str, Any]] = []
+    # The triggerer's task states of the mapped task: index 1 still generating.
+    states = {"r": {"m_0": "success", "m_1": "deferred", "m_2": "success"}}
+    state_reads: list[dict[str, Any]] = []
 
     def get_one(**query: Any) -> Any:
         reads.append(query)
-        return earlier.get(query["task_id"])
+        return earlier.get((query["task_id"], query["map_index"]))
+
+    def get_task_states(**query: Any) -> Any:
+        state_reads.append(query)
+        return states
 
     monkeypatch.setattr(XCom, "get_one", get_one)
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", get_task_states)
     _, kwargs = trigger.serialize()
 
     def spend_line() -> str:
@@ -219,9 +240,79 @@ def test_ending_in_the_triggerer_logs_the_runs_running_total_like_a_worker(
         return line
 
     line = spend_line()
-    assert {(q["dag_id"], q["run_id"], q["task_id"], q["key"]) for q in reads} == {
-        ("d", "r", "g", "return_value"), ("d", "r", "h", "return_value")}
-    assert line.endswith(". This DAG run so far: $2.80 for 2 generations.")
+    assert sorted((q["dag_id"], q["run_id"], q["task_id"], q["map_index"], q["key"])
+                  for q in reads) == [
+        ("d", "r", "g", -1, "return_value"), ("d", "r", "h", -1, "return_value"),
+        ("d", "r", "m", 0, "return_value"), ("d", "r", "m", 2, "return_value")]
+    assert state_reads == [{"dag_id": "d", "task_ids": ["m"], "run_ids": ["r"]}]
+    assert line.endswith(". This DAG run so far: $7.00 for 4 generations.")
     monkeypatch.setattr(XCom, "get_one", lambda **query: 1 / 0)  # unreadable: no total
     line = spend_line()
     assert "so far" not in line and line.endswith("(estimated before submitting: $1.40).")
+    # At the bound on reads per completion (g, h and 62 map indexes): still the total.
+    states["r"] = {f"m_{i}": "success" for i in range(run_results.MAX_TRIGGERER_READS - 2)}
+    monkeypatch.setattr(XCom, "get_one", get_one)
+    reads.clear()
+    assert spend_line().endswith(". This DAG run so far: $7.00 for 4 generations.")
+    assert len(reads) == run_results.MAX_TRIGGERER_READS
+    # Past it: the line without a total, and no XCom read.
+    states["r"]["m_99"] = "success"
+    reads.clear()
+    line = spend_line()
+    assert "so far" not in line and reads == []
+    gallery = (Path(__file__).parents[1] / "docs" / "gallery.rst").read_text()
+    assert f"at most {run_results.MAX_TRIGGERER_READS} XCom\n  reads per completion" in gallery
+
+
+def test_the_succeeded_map_indexes_are_read_from_one_tasks_states() -> None:
+    """Only the asked task's ``<task id>_<index>`` names in state ``success`` count; another
+    task's name that starts the same (``m_1`` of ``m`` vs ``m_1_0`` of ``m_1``) does not."""
+    from kling_provider._task.run_results import succeeded_map_indexes
+
+    states = {"r": {"m_10": "success", "m_2": "success", "m_1_0": "success", "m_3": "failed",
+                    "m": "success", "mx_4": "success"}, "other": {"m_5": "success"}}
+    assert succeeded_map_indexes(states, "r", "m") == [2, 10]
+    assert succeeded_map_indexes(states, "absent", "m") == []
+
+
+def test_ending_in_the_triggerer_releases_the_budget_reservation(
+        airflow_sim: KlingSimulator, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A task with a budget that ends in the triggerer deletes its reservation there (its video
+    is billed now), through the triggerer's Variables; another task's stays. A delete that
+    fails is a warning, and the task still ends with its video."""
+    from kling_provider._task import reservations
+    from tests.test_budget import DictStore
+
+    store = DictStore()
+    monkeypatch.setattr(reservations, "STORE", store)
+    other = reservations.Reservation.of(SECRET_KEY, "f" * 16, expires_at=10.0**10,
+                                        usd=None)
+    store.set(other.name, "{}")
+    budgeted = defer(KlingGenerateVideoOperator(task_id="g", end_from_trigger=True,
+                                                budget_usd="50", budget_period="day", **RACCOON),
+                     context_for(StateStoreStub())).trigger
+    assert budgeted.result_fields is not None
+    token = budgeted.result_fields["reservation"]
+    assert isinstance(token, str) and SECRET_KEY not in json.dumps(budgeted.serialize())
+    assert [n for n in store.values if f".{token}." in n]  # reserved before paying
+    (ended,) = events(budgeted)
+    assert isinstance(ended, TaskSuccessEvent)
+    assert list(store.values) == [other.name]
+    # Without a budget, no reservation to name, and no Variable touched.
+    plain = defer(KlingGenerateVideoOperator(task_id="g", end_from_trigger=True, **RACCOON),
+                  context_for(StateStoreStub())).trigger
+    assert plain.result_fields is not None and plain.result_fields["reservation"] is None
+    # A store that cannot delete: the task still ends, the reservation is left to expire.
+    budgeted = defer(KlingGenerateVideoOperator(task_id="g", end_from_trigger=True,
+                                                budget_usd="50", budget_period="day", **RACCOON),
+                     context_for(StateStoreStub())).trigger
+
+    def refuse(name: str) -> None:
+        raise OSError("the execution API is unreachable")
+
+    monkeypatch.setattr(store, "delete", refuse)
+    with caplog.at_level(logging.WARNING, logger="kling_provider"):
+        (ended,) = events(budgeted)
+    assert isinstance(ended, TaskSuccessEvent)
+    assert "Could not release the budget reservation of this task (OSError)" in caplog.text

@@ -289,7 +289,8 @@ def test_trigger_rows_hold_what_the_security_page_says() -> None:
                                         end_from_trigger=ends)
         completion = Run(task, {})._end_in_triggerer(None, 0.0, "A raccoon")
         fields[ends] = set(completion.fields()) if completion else set()
-    assert fields == {True: {"model", "prompt", "paying", "estimated_usd", "run_tasks"},
+    assert fields == {True: {"model", "prompt", "paying", "estimated_usd", "run_tasks",
+                             "mapped_run_tasks", "reservation"},
                       False: set()}
 
 

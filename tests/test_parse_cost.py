@@ -10,9 +10,11 @@ of each kind with literal values, and reports which of those modules got loaded.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 AIRFLOW_3_1 = version("apache-airflow").startswith("3.1.")
 
@@ -37,9 +39,8 @@ EXECUTE_TIME_MODULES = (
     "kling_provider._task.rate_budget",
     "kling_provider._money.pricing",
     "kling_provider._money.guard",
-    # Model retirement: a parse never reads the feed (nor its cache file); a task does.
-    "kling_provider._models.retirement",
-    "kling_provider._models.feeds",
+    # Model retirement: a parse reads the shipped snapshot and the cached feeds
+    # (``_models.feeds``, ``_models.retirement``), never the feed itself; a task does.
     "kling_provider._api.service",
     "kling_provider._money.spend",
     "kling_provider._wait.schedule",
@@ -91,9 +92,9 @@ print(json.dumps({"loaded": loaded, "imported": sorted(imported), "refused": ref
 """
 
 
-def parse_in_fresh_interpreter() -> dict[str, object]:
+def parse_in_fresh_interpreter(env: dict[str, str] | None = None) -> dict[str, object]:
     done = subprocess.run([sys.executable, "-c", PARSE], capture_output=True, text=True,
-                          check=True, timeout=300)
+                          check=True, timeout=300, env=env)
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -112,3 +113,29 @@ def test_parsing_loads_no_execute_time_module_and_still_checks_literals() -> Non
     assert [m for m in EXECUTE_TIME_MODULES if m in imported] == []
     refused = str(result["refused"])
     assert "'duration'=7" in refused and "must be one of" in refused
+
+
+def test_a_parse_goes_by_the_cached_feed_without_a_request(tmp_path: Path) -> None:
+    """With a cached feed that withdrew a model, the same parse refuses it (date, replacement)
+    and still loads no client, hook or trigger: the feed is read from its cache file only."""
+    from kling_provider._models.feeds import CACHE_DIR_VARIABLE, Feed, FeedCache
+    from kling_provider._models.retirement import Retirement
+
+    FeedCache(tmp_path).store(Feed("https://api.example.test", None, 0.0, (Retirement(
+        "klingai/v2-master-text-to-video", (), "withdrawn", "2026-06-01", "2026-07-01",
+        "klingai/v2.1-master-text-to-video"),)))
+    code = PARSE.replace('task_id="bad", prompt="a raccoon", duration=7',
+                         'task_id="bad", model="klingai/v2-master-text-to-video", prompt="p"'
+                         ).replace("except KlingValidationError", "except Exception")
+    assert code != PARSE
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=300,
+                          env={**os.environ, CACHE_DIR_VARIABLE: str(tmp_path)})
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    airflow_loads = {"airflow.providers.common.compat.sdk"} if AIRFLOW_3_1 else set()
+    assert [m for m in EXECUTE_TIME_MODULES
+            if m in result["loaded"] and m not in airflow_loads] == []
+    assert "kling_provider._models.feeds" in result["loaded"]
+    refused = str(result["refused"])
+    assert "withdrawn by the AI/ML API on 2026-07-01" in refused
+    assert "replaced by 'klingai/v2.1-master-text-to-video'" in refused

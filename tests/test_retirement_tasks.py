@@ -160,11 +160,73 @@ def test_a_parse_names_a_model_that_went_away_from_the_cached_feed() -> None:
     # A task elsewhere read the feed (no parse ever does): the same parse now says why.
     _feeds.FeedCache().store(_feeds.Feed("https://api.example.test", None, 0.0, (
         Retirement(gone, ("kling-v1-master",), "withdrawn", "2026-06-01", "2026-07-01",
-                   V21_MASTER),)))
+                   V21_MASTER),
+        Retirement("klingai/v1-pro", (), "deprecated", "2026-06-01", "2026-09-01", None))))
     for model in (gone, "kling-v1-master"):
-        with pytest.raises(KlingValidationError) as went:
+        with pytest.raises(KlingModelWithdrawnError) as went:
             KlingTextToVideoOperator(task_id="t", model=model, prompt="p")
-        assert f"The model deprecation feed lists {gone!r} as withdrawn (2026-07-01), " \
-               f"replaced by {V21_MASTER!r}." in str(went.value)
-    with pytest.raises(KlingValidationError, match="as withdrawn"):  # a mapped task's partial
+        assert f"Task 't': Not submitting: model {model}" in str(went.value)
+        assert f"withdrawn by the AI/ML API on 2026-07-01 and its requests now fail (404); " \
+               f"replaced by {V21_MASTER!r}" in str(went.value)
+    with pytest.raises(KlingModelWithdrawnError, match="2026-07-01"):  # a mapped task's partial
         KlingTextToVideoOperator.partial(task_id="m", model=gone).expand(prompt=["a", "b"])
+    # Deprecated, but no catalogue model to check it as: refused as unknown, with the entry.
+    with pytest.raises(KlingValidationError) as unknown:
+        KlingTextToVideoOperator(task_id="t", model="klingai/v1-pro", prompt="p")
+    assert "The model deprecation feed lists 'klingai/v1-pro' as deprecated (2026-09-01), no " \
+           "replacement named" in str(unknown.value)
+
+
+def test_a_parse_refuses_a_catalogue_model_the_cached_feed_or_snapshot_withdrew(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model the shipped catalogue still has but the service withdrew since: the parse fails
+    naming the date and the replacement, from the last cached feed (any API base URL: a parse
+    reads no connection) or the snapshot the package ships; never with a request."""
+    KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5)  # nothing known
+    _feeds.FeedCache().store(_feeds.Feed("https://api.example.test", None, 0.0, (
+        Retirement(V2_MASTER, (), "withdrawn", "2026-06-01", "2026-07-01", V21_MASTER),)))
+    with pytest.raises(KlingModelWithdrawnError) as went:
+        KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5)
+    message = str(went.value)
+    assert f"Task 't': Not submitting: model {V2_MASTER} was withdrawn by the AI/ML API on " \
+           f"2026-07-01" in message and f"replaced by {V21_MASTER!r}" in message
+    assert "deprecation feeds cached on this machine, read when the DAG file was parsed" in message
+    with pytest.raises(KlingModelWithdrawnError, match="2026-07-01"):
+        KlingTextToVideoOperator.partial(task_id="m", model=V2_MASTER).expand(prompt=["a"])
+    with pytest.raises(KlingModelWithdrawnError):  # allow_unknown_model does not bring it back
+        KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5,
+                                 allow_unknown_model=True)
+    KlingTextToVideoOperator(task_id="t", model="{{ params.model }}", prompt="p")  # rendered later
+    # The snapshot the package ships, with no feed cached.
+    for path in Path(_feeds.cache_dir()).glob("deprecations-*.json"):
+        path.unlink()
+    monkeypatch.setattr(_feeds, "FEEDS", _feeds.FeedCache())
+    KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5)
+    monkeypatch.setattr(_feeds, "shipped", lambda: (
+        Retirement(V2_MASTER, (), "withdrawn", "2026-06-01", "2026-08-10", None),))
+    with pytest.raises(KlingModelWithdrawnError, match="2026-08-10 .*no replacement named"):
+        KlingTextToVideoOperator(task_id="t", model=V2_MASTER, prompt="p", duration=5)
+
+
+def test_an_alias_or_superseded_id_the_feed_names_is_accepted_and_checked_as_its_model(
+        sim_hook: KlingHook, simulator: KlingSimulator) -> None:
+    """A name the catalogue lacks but the cached feed lists as an alias of a catalogue model,
+    or as a superseded id the API runs as one, is accepted at parse and by the hook's request
+    validation, with that model's parameters; the body names it as the DAG does."""
+    alias, old = "kling-v2-master", "klingai/v2-master-old"
+    for model in (alias, old):  # nothing cached: unknown
+        with pytest.raises(KlingValidationError, match="not one of the"):
+            KlingTextToVideoOperator(task_id="t", model=model, prompt="p", duration=5)
+    _feeds.FeedCache().store(_feeds.Feed(simulator.base_url, None, 0.0, (
+        Retirement(V2_MASTER, (alias,), "deprecated", "2026-06-01", "2027-01-01", V21_MASTER),
+        Retirement(old, (), "superseded", "2026-05-01", None, V21_MASTER))))
+    for model, known in ((alias, V2_MASTER), (old, V21_MASTER)):
+        KlingTextToVideoOperator(task_id="t", model=model, prompt="p", duration=5)
+        KlingTextToVideoOperator.partial(task_id="m", model=model).expand(prompt=["a", "b"])
+        with pytest.raises(KlingValidationError) as bad:  # the catalogue model's rules
+            KlingTextToVideoOperator(task_id="t", model=model, prompt="p", duration=7)
+        assert f"model {model!r} (as {known!r}, legacy endpoint)" in str(bad.value)
+        prepared = sim_hook.prepare_request(model, {"prompt": "p", "duration": "5"})
+        assert prepared.body["model"] == model and prepared.body["duration"] == 5
+        assert prepared.known_model
+    assert feed_reads(simulator) == []  # validation never asks the API

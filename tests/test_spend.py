@@ -244,30 +244,59 @@ def test_run_total_counts_each_other_generation_once_in_exact_decimals() -> None
 
 def test_the_spend_line_gives_the_runs_running_total(airflow_sim: KlingSimulator,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The total counts the run's other generate results, a mapped task's every map index
+    included (read in the same one request per task id), each generation once."""
     from types import SimpleNamespace
+
+    from airflow.sdk import DAG
 
     operator = KlingTextToVideoOperator(task_id="generate", model=V2_MASTER, prompt="p",
                                         duration=5, deferrable=False, poll_interval=10)
+    with DAG("spend_total", schedule=None):
+        variants = KlingTextToVideoOperator.partial(task_id="variants", model=V2_MASTER).expand(
+            prompt=["a", "b", "c"])
     context = context_for(StateStoreStub())
     pulled: list[dict[str, Any]] = []
 
-    def xcom_pull(*, task_ids: list[str], key: str) -> list[dict[str, Any]]:
+    def xcom_pull(*, task_ids: list[str], key: str) -> list[Any]:
         pulled.append({"task_ids": task_ids, "key": key})
+        # The Task SDK's answer: the unmapped task's value, then each map index's.
         return [{"generation_id": "earlier-1", "usd_spent": 1.4},
-                {"generation_id": "earlier-2", "usd_spent": 1.4}]
+                json.dumps({"generation_id": "variant-0", "usd_spent": 1.4}),  # see flatten
+                {"generation_id": "variant-1", "usd_spent": 2.8},
+                {"generation_id": "variant-1", "usd_spent": 2.8}]  # read twice: counted once
 
     context["ti"].xcom_pull = xcom_pull
-    context["dag"] = SimpleNamespace(tasks=[operator, SimpleNamespace(task_id="download")])
+    context["dag"] = SimpleNamespace(tasks=[operator, SimpleNamespace(task_id="download"),
+                                            variants])
     operator.execute(context)
-    assert pulled == [{"task_ids": ["generate"], "key": "return_value"}]
+    assert pulled == [{"task_ids": ["generate", "variants"], "key": "return_value"}]
     assert "2,800,000 credits, $1.40 (estimated before submitting: $1.40). This DAG run so far: " \
-           "$4.20 for 3 generations." in capsys.readouterr().out
+           "$7.00 for 4 generations." in capsys.readouterr().out
     context["ti"].xcom_pull = lambda **kwargs: 1 / 0  # unreadable: the line, without a total
     operator.execute(context_for(StateStoreStub()) | {"dag": context["dag"],
                                                       "ti": context["ti"]})
     logged = capsys.readouterr().out
     assert "2,800,000 credits, $1.40 (estimated before submitting: $1.40)." in logged
     assert "so far" not in logged
+
+
+def test_a_pull_answer_gives_its_results_whatever_its_nesting() -> None:
+    """A mapped task's results may come back as a list inside the list (Task SDK versions
+    differ): each result counts, once."""
+    from decimal import Decimal
+
+    from kling_provider._task.run_results import flatten
+
+    one = {"generation_id": "a", "usd_spent": 1.4}
+    two = {"generation_id": "b", "usd_spent": 1.4}
+    assert flatten(None) == []
+    assert flatten(one) == [one]
+    assert flatten([one, None, [two, [one]]]) == [one, two, one]
+    assert flatten(("x", b"y", 3)) == ["x", b"y", 3]
+    # Airflow 3.3.2 reads a result the triggerer pushed back as its JSON text.
+    assert flatten([json.dumps(one), "not json", "[1]"]) == [one, "not json", "[1]"]
+    assert run_total(flatten([one, [two, one]]), "me", 1.4) == (Decimal("4.2"), 3)
 
 
 def test_model_missing_from_the_live_list_warns_and_never_blocks(
@@ -531,15 +560,21 @@ def test_readme_spend_guard_snippet_builds_the_mapped_task() -> None:
     assert mapped.map_index_template == PROMPT_LABEL_TEMPLATE
 
 
-def test_the_running_total_reads_the_unmapped_generate_tasks_only() -> None:
-    """A mapped generate task is left out of the spend line's total (docs/gallery.rst says so):
-    reading every map index on each completion is one XCom read per index per generation."""
+def test_the_running_total_reads_every_generate_task_mapped_or_not() -> None:
+    """Mapped generate tasks (prompt variants through ``.expand``) are in the spend line's
+    total; other tasks, mapped or not, are not."""
+    from airflow.providers.standard.operators.python import PythonOperator
     from airflow.sdk import DAG
 
+    from kling_provider._task.run_results import RunTasks
     from kling_provider.operators._generate import generate_task_ids
 
     with DAG("spend_mapped", schedule=None) as dag:
         KlingTextToVideoOperator(task_id="single", model=V2_MASTER, prompt="p")
         KlingTextToVideoOperator.partial(task_id="variants", model=V2_MASTER).expand(
             prompt=["a", "b", "c"])
-    assert generate_task_ids({"dag": dag}) == ["single"]
+        PythonOperator.partial(task_id="other", python_callable=print).expand(
+            op_args=[[1], [2]])
+        PythonOperator(task_id="plain", python_callable=print)
+    assert generate_task_ids({"dag": dag}) == RunTasks(("single",), ("variants",))
+    assert generate_task_ids({}) == RunTasks()

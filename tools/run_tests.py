@@ -47,6 +47,7 @@ BIN = Path(sys.executable).parent
 CLUSTER_TESTS = (
     "tests/test_real_airflow.py",
     "tests/test_worker_starts.py",
+    "tests/test_run_total_airflow.py",
     "tests/test_budget_airflow.py",
     "tests/test_delivery_real_airflow.py",
     "tests/test_review_real_airflow.py",

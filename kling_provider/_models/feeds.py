@@ -2,8 +2,9 @@
 read from each API base URL (in memory, and on disk for other processes).
 
 The hook's ``check_model`` reads the feed at most once a day per base URL
-(:func:`kling_provider._api.service.retirement_steps`, through :data:`FEEDS`); the videos page and
-anything else that must not make a request (a DAG file parse) only look here, through
+(:func:`kling_provider._api.service.retirement_steps`, through :data:`FEEDS`); the videos page,
+the hook's request validation and a DAG file parse (the operators' literal checks: a withdrawn
+model fails, an alias is accepted) must not make a request: they only look here, through
 :func:`known_entries`. A cache file that cannot be read or written is ignored: the feed is
 advice, and the API's own 404 still stops a withdrawn model.
 
@@ -27,6 +28,7 @@ from typing import NamedTuple
 
 from kling_provider._models import retirement as _retirement
 from kling_provider._models.retirement import Retirement
+from kling_provider.catalogue import get_model
 
 CACHE_DIR_VARIABLE = "KLING_PROVIDER_CACHE_DIR"
 
@@ -62,6 +64,8 @@ class FeedCache:
         self._directory = directory
         self._feeds: dict[str, Feed] = {}
         self._lock = threading.Lock()
+        #: The last :meth:`every`: the directory listing it read, and its feeds.
+        self._every: tuple[object, tuple[Feed, ...]] | None = None
 
     @property
     def directory(self) -> Path:
@@ -84,12 +88,21 @@ class FeedCache:
             self._save(feed)
 
     def every(self) -> list[Feed]:
-        """Every cached feed, whichever process read it (the videos page knows no base URL)."""
+        """Every cached feed, whichever process read it (the videos page and a DAG file parse
+        know no base URL). The files are read again only when the directory's listing or a
+        file's size or time changed: a parse of many tasks lists the directory once per task."""
+        directory = self.directory
         try:
-            files = sorted(self.directory.glob("deprecations-*.json"))
+            files = sorted(directory.glob("deprecations-*.json"))
+            stamp = (str(directory), tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size)
+                                           for f in files))
         except OSError:
             return []
-        return [feed for feed in map(self._read, files) if feed is not None]
+        seen = self._every
+        if seen is None or seen[0] != stamp:
+            seen = self._every = (stamp, tuple(f for f in map(self._read, files)
+                                               if f is not None))
+        return list(seen[1])
 
     def _load(self, base_url: str) -> Feed | None:
         feed = self._read(_file(self.directory, base_url))
@@ -149,6 +162,14 @@ def known_entries(base_url: str | None = None, feeds: FeedCache | None = None
     for feed in feeds.every():
         live += feed.entries
     return _retirement.merged(shipped(), live or None)
+
+
+def resolve(model: str, base_url: str | None = None) -> tuple[Retirement | None, str | None]:
+    """``model``'s entry as far as it is known without a request (:func:`known_entries`), and
+    the catalogue model whose parameters it takes (:func:`~kling_provider._models.retirement.
+    catalogue_model`: an alias or a superseded id is checked as the model it names)."""
+    entry = _retirement.find(known_entries(base_url), model)
+    return entry, _retirement.catalogue_model(model, entry, lambda m: get_model(m) is not None)
 
 
 def badges(models: Iterable[str]) -> dict[str, str]:

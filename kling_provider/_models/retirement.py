@@ -11,7 +11,7 @@ checks the shipped catalogue against the feed with :func:`inconsistencies`. No I
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from kling_provider.exceptions import KlingModelWithdrawnError
@@ -123,6 +123,29 @@ def verdict(model: str, entry: Retirement, source: str) -> tuple[int, str]:
         f"Model {named} is superseded: the API runs it as {entry.replaced_by!r} (an alias of it "
         f"since {entry.deprecated_at or 'an unpublished date'}); switch to that id when "
         f"convenient ({source}).")
+
+
+def refuse_withdrawn(model: str, entry: Retirement | None, source: str) -> None:
+    """Raise :func:`verdict`'s :class:`KlingModelWithdrawnError` when ``entry`` is withdrawn."""
+    if entry is not None and entry.status == "withdrawn":
+        verdict(model, entry, source)
+
+
+def catalogue_model(model: str, entry: Retirement | None, known: Callable[[str], bool]
+                    ) -> str | None:
+    """The catalogue model whose parameters ``model`` takes, given its feed ``entry`` (``known``
+    says whether the catalogue has an id): ``model`` itself when known; for a name the feed
+    lists, its entry's id (an alias of a catalogue model), else the id a superseded model runs
+    as (``replaced_by``); ``None`` for a withdrawn model or when none of these is known."""
+    if known(model):
+        return model
+    if entry is None or entry.status == "withdrawn":
+        return None
+    if known(entry.id):
+        return entry.id
+    if entry.status == "superseded" and entry.replaced_by and known(entry.replaced_by):
+        return entry.replaced_by
+    return None
 
 
 def not_found_note(entry: Retirement | None) -> str:

@@ -29,14 +29,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol
 
-__all__ = ["GRACE", "PREFIX", "InFlight", "Reservation", "VariableStore", "in_flight",
-           "in_flight_of", "key_id", "task_token"]
+__all__ = ["GRACE", "PREFIX", "STORE", "InFlight", "Reservation", "VariableStore", "in_flight",
+           "in_flight_of", "key_id", "release_quietly", "task_token"]
+
+log = logging.getLogger("kling_provider")
 
 PREFIX = "kling_inflight"
 #: How long after its task's timeout a reservation still counts: a generation the task stopped
@@ -160,6 +163,11 @@ class VariableStore:
         Variable.delete(name)
 
 
+#: Where reservations live, for the worker's budget and the triggerer's release alike: Airflow's
+#: Variables (tests swap in their own store). Assigned below, once its class is defined.
+STORE: Store
+
+
 def release(store: Store, api_key: str, task: str) -> int:
     """Delete every reservation of ``task``; how many there were."""
     names = store.keys(f"{key_prefix(api_key)}{task}.")
@@ -172,3 +180,17 @@ def reserve(store: Store, reservation: Reservation, api_key: str, about: dict[st
     """Replace ``reservation.task``'s reservations (an earlier try's) with ``reservation``."""
     release(store, api_key, reservation.task)
     store.set(reservation.name, json.dumps(about, sort_keys=True))
+
+
+def release_quietly(store: Store, api_key: str, task: str) -> None:
+    """:func:`release`, best effort: a reservation that cannot be deleted stops counting when it
+    expires, and a paid, finished generation must not fail over it."""
+    try:
+        release(store, api_key, task)
+    except Exception as exc:  # the reservation then expires on its own
+        log.warning(
+            "Could not release the budget reservation of this task (%s); it stops counting "
+            "when it expires.", type(exc).__name__)
+
+
+STORE = VariableStore()

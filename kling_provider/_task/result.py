@@ -106,9 +106,12 @@ class Completion:
     """What finishing a task needs besides its generation: who asked for it and what it cost.
 
     ``paying`` is the generate operator (its completion logs the spend line and is counted in
-    the metrics), not a sensor waiting on someone else's generation. ``run_tasks`` names the DAG
-    run's generate tasks whose results make the spend line's running total. It travels to the
-    trigger as :meth:`fields` (JSON) when the task is to end there.
+    the metrics), not a sensor waiting on someone else's generation. ``run_tasks`` and
+    ``mapped_run_tasks`` name the DAG run's generate tasks (unmapped, mapped) whose results make
+    the spend line's running total (:mod:`kling_provider._task.run_results`). ``reservation``
+    names the task's budget reservation (a hash, :mod:`kling_provider._task.reservations`), for
+    the trigger to release when it ends the task. It travels to the trigger as :meth:`fields`
+    (JSON) when the task is to end there.
     """
 
     model: str | None
@@ -118,26 +121,34 @@ class Completion:
     submitted_at: float | None = None
     estimated_usd: float | None = None
     run_tasks: tuple[str, ...] = ()
+    mapped_run_tasks: tuple[str, ...] = ()
+    reservation: str | None = None
 
     def fields(self) -> dict[str, Any]:
         """The trigger's ``result_fields``: what is not the trigger's own argument already."""
         if not self.paying:
             return {"model": self.model, "endpoint_family": self.endpoint_family}
         return {"model": self.model, "prompt": self.prompt, "paying": True,
-                "estimated_usd": self.estimated_usd, "run_tasks": list(self.run_tasks)}
+                "estimated_usd": self.estimated_usd, "run_tasks": list(self.run_tasks),
+                "mapped_run_tasks": list(self.mapped_run_tasks), "reservation": self.reservation}
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any] | None, *, endpoint_family: str | None,
                     submitted_at: float | None) -> Completion:
         """The inverse of :meth:`fields`, given the trigger's own family and submission time."""
-        fields = fields or {}
-        run_tasks = fields.get("run_tasks")
+        fields = given = fields or {}
+
+        def names(key: str) -> tuple[str, ...]:
+            found = given.get(key)
+            return tuple(str(t) for t in found) if isinstance(found, list) else ()
+
         return cls(model=fields.get("model"),
                    endpoint_family=fields.get("endpoint_family", endpoint_family),
                    prompt=fields.get("prompt"), paying=fields.get("paying") is True,
                    submitted_at=submitted_at, estimated_usd=fields.get("estimated_usd"),
-                   run_tasks=tuple(str(t) for t in run_tasks) if isinstance(run_tasks, list)
-                   else ())
+                   run_tasks=names("run_tasks"), mapped_run_tasks=names("mapped_run_tasks"),
+                   reservation=reservation if isinstance(reservation := given.get("reservation"),
+                                                         str) else None)
 
 
 def generation_result(generation: Generation, *, model: str | None, family: str | None,

@@ -23,6 +23,8 @@ from typing import Any
 
 from kling_provider import DEFAULT_CONN_ID, _endpoints
 from kling_provider._checks import wait_seconds
+from kling_provider._models import feeds as _feeds
+from kling_provider._models import retirement as _retirement
 from kling_provider._runtime import calls as _calls
 from kling_provider._runtime.client import (
     DEFAULT_HOST,
@@ -36,7 +38,7 @@ from kling_provider._storage import download as _download
 from kling_provider._task import submission as _submission
 from kling_provider._wait import timings as _timings
 from kling_provider._wait.schedule import DEFAULT_POLL_INTERVAL, PollSchedule, PollScheduleKind
-from kling_provider.catalogue import PreparedRequest, prepare_request
+from kling_provider.catalogue import PreparedRequest, get_model, prepare_request
 from kling_provider.hooks._spending import SpendingHook
 from kling_provider.types import Generation
 
@@ -71,10 +73,17 @@ class KlingHook(SpendingHook):
                         extra_params: Mapping[str, Any] | None = None,
                         endpoint_family: str | None = None,
                         allow_unknown_model: bool = False) -> PreparedRequest:
-        """Validate a create request against the catalogue; no network."""
+        """Validate a create request against the catalogue; no network. A model the catalogue
+        lacks is checked as the catalogue model the cached deprecation feed of this connection's
+        API maps it to (an alias, a superseded id), and a withdrawn one is refused."""
         family = endpoint_family or self.settings.endpoint_family
+        known_as = None
+        if get_model(model) is None:  # the cached feed only: no request (it is only validation)
+            entry, known_as = _feeds.resolve(model, self.settings.base_url)
+            _retirement.refuse_withdrawn(model, entry,
+                                         f"cached deprecation feed of {self.settings.base_url}")
         return prepare_request(model, params or {}, family=family, extra_params=extra_params,
-                               allow_unknown_model=allow_unknown_model)
+                               allow_unknown_model=allow_unknown_model, known_as=known_as)
 
     def create_generation(self, model: str, *, extra_params: Mapping[str, Any] | None = None,
                           endpoint_family: str | None = None, allow_unknown_model: bool = False,

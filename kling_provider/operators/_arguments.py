@@ -25,7 +25,7 @@ from kling_provider._checks import (
 from kling_provider._task.result import VIDEOS_ASSET_NAME, VIDEOS_ASSET_URI
 from kling_provider._task.templates import is_dynamic, require_run_independent
 from kling_provider.catalogue import get_model, prepare_request, unknown_model_message
-from kling_provider.exceptions import KlingValidationError
+from kling_provider.exceptions import KlingModelWithdrawnError, KlingValidationError
 
 if TYPE_CHECKING:
     from kling_provider.operators.kling import KlingGenerateVideoOperator
@@ -98,13 +98,36 @@ def retired_note(model: str) -> str:
     return retirement.not_found_note(retirement.find(feeds.known_entries(), model))
 
 
+#: Where a parse's knowledge of retired models comes from (its errors name it).
+PARSE_FEEDS = ("the feed snapshot shipped with the provider and the deprecation feeds cached on "
+               "this machine, read when the DAG file was parsed")
+
+
+def known_as(task_id: str, model: Any) -> str | None:
+    """The catalogue model a literal ``model`` is checked as, after the model deprecation feed
+    as far as this machine knows it (the shipped snapshot and the cached feeds, never a
+    request): a withdrawn model is refused, naming its date and ``replaced_by``; an alias or a
+    superseded id takes its catalogue model's parameters; ``None`` when nothing knows it."""
+    if not isinstance(model, str):
+        return None
+    # Parse time, never a request: the snapshot and the cache files (benchmarks/parse_cost.py).
+    from kling_provider._models import feeds, retirement
+
+    entry, known = feeds.resolve(model)
+    try:
+        retirement.refuse_withdrawn(model, entry, PARSE_FEEDS)
+    except KlingModelWithdrawnError as exc:
+        raise KlingModelWithdrawnError(f"Task {task_id!r}: {exc}") from None
+    return known
+
+
 def check_generate_partial(kwargs: Mapping[str, Any]) -> None:
     """What a mapped generate task's ``partial()`` can check without values (no ``__init__``
     runs at parse time for it)."""
     task_id = str(kwargs.get("task_id"))
     model = kwargs.get("model")
-    if isinstance(model, str) and not is_dynamic(model) and get_model(model) is None \
-            and not kwargs.get("allow_unknown_model"):
+    if isinstance(model, str) and not is_dynamic(model) \
+            and known_as(task_id, model) is None and not kwargs.get("allow_unknown_model"):
         raise KlingValidationError(f"Task {kwargs.get('task_id')!r}: "
                                    f"{unknown_model_message(model, 'legacy')}{retired_note(model)}")
     require_run_independent("download_to", kwargs.get("download_to"), task_id)
@@ -146,14 +169,16 @@ def validate_literals(task: KlingGenerateVideoOperator) -> None:
     pending = {k for k, v in params.items() if is_dynamic(v)}
     literal = {k: v for k, v in params.items() if k not in pending}
     extra = None if is_dynamic(task.extra_params) else task.extra_params
-    spec = get_model(task.model)
+    known = known_as(task.task_id, task.model)
+    spec = get_model(known) if known else None
     families = ([task.endpoint_family] if task.endpoint_family
                 else list(spec.families) if spec else ["legacy"])
     problems: dict[str, str] = {}
     for family in families:  # the connection decides the family later: any may fit
         try:
             prepare_request(task.model, literal, family=family, extra_params=extra,
-                            pending=pending, allow_unknown_model=task.allow_unknown_model)
+                            pending=pending, allow_unknown_model=task.allow_unknown_model,
+                            known_as=known)
             return
         except KlingValidationError as exc:
             problems[family] = str(exc)

@@ -14,8 +14,10 @@ connection sets ``budget_usd``. In order (why: :mod:`kling_provider._task.reserv
 
 A figure that cannot be read (403, a network fault, Airflow < 3.3 without ``Variable.keys``)
 fails the task (``on_unknown_spend="fail"``, the default) or is logged and taken as nothing
-(``"warn"``). The reservation is released when the generation ends (completed or failed); a
-task that stops waiting (timeout, killed) leaves it to expire. Tasks without a budget never touch
+(``"warn"``). The reservation is released when the generation ends (completed or failed; a task
+that ends in the triggerer gives the trigger its name, :func:`reservation_token`, and the
+trigger releases it); a task that stops waiting (timeout, killed) leaves it to expire, as the
+generation goes on and is billed. Tasks without a budget never touch
 Variables. Imported when a task runs (parse cost).
 """
 
@@ -39,11 +41,9 @@ if TYPE_CHECKING:
     from kling_provider._money.pricing import PriceEstimate
     from kling_provider.hooks.kling import KlingHook
 
-__all__ = ["STORE", "budget_of", "guard_budget", "release"]
+__all__ = ["budget_of", "guard_budget", "release", "reservation_token"]
 
 log = logging.getLogger("kling_provider")
-#: Where reservations live: Airflow's Variables (tests swap in their own store).
-STORE: reservations.Store = reservations.VariableStore()
 
 
 def budget_of(task: BaseOperator, hook: KlingHook) -> Budget | None:
@@ -75,10 +75,11 @@ def guard_budget(task: BaseOperator, context: Context, hook: KlingHook,
              "task_id": task.task_id, "map_index": getattr(ti, "map_index", -1),
              "model": estimate.model}
     unknown: list[str] = []
+    store = reservations.STORE
     flying = reservations.InFlight(Decimal(0), 0, ())
     try:
-        reservations.reserve(STORE, mine, api_key, about)
-        flying = reservations.in_flight(STORE.keys(reservations.key_prefix(api_key)), api_key,
+        reservations.reserve(store, mine, api_key, about)
+        flying = reservations.in_flight(store.keys(reservations.key_prefix(api_key)), api_key,
                                         now=now, own_task=token)
     except Exception as exc:  # Airflow < 3.3, the execution API unreachable, ...
         unknown.append(f"this deployment's generations in flight could not be read "
@@ -98,7 +99,7 @@ def guard_budget(task: BaseOperator, context: Context, hook: KlingHook,
     if unknown:
         said = f"Budget {budget.describe()}: {'; '.join(unknown)}."
         if budget.on_unknown_spend == "fail":
-            _release(STORE, api_key, token)
+            reservations.release_quietly(store, api_key, token)
             _record(ti, reading(spent, "unknown"))
             raise KlingSpendUnknownError(
                 f"Not submitting: {said} Set on_unknown_spend='warn' to submit anyway. Nothing "
@@ -110,7 +111,7 @@ def guard_budget(task: BaseOperator, context: Context, hook: KlingHook,
                              in_flight=flying.usd, in_flight_count=flying.count, estimate=usd,
                              model=estimate.model)
     except KlingBudgetExceededError:
-        _release(STORE, api_key, token)
+        reservations.release_quietly(store, api_key, token)
         _record(ti, reading(spent, "refused"))
         raise
     _record(ti, reading(spent, "admitted"))
@@ -118,7 +119,7 @@ def guard_budget(task: BaseOperator, context: Context, hook: KlingHook,
                   budget.describe(), format_usd(spent), format_usd(flying.usd), flying.count,
                   format_usd(usd), format_usd(total))
     for name in flying.expired:  # a killed task's leftovers: whoever sees them first
-        _forget(STORE, name)
+        _forget(store, name)
 
 
 def _record(ti: Any, reading: BudgetReading) -> None:
@@ -130,21 +131,20 @@ def _record(ti: Any, reading: BudgetReading) -> None:
 
 def release(task: BaseOperator, context: Context, hook: KlingHook) -> None:
     """The generation ended: this task's reservation stops counting (best effort)."""
+    token = reservation_token(task, context, hook)
+    if token is not None:
+        reservations.release_quietly(reservations.STORE, hook.settings.api_key, token)
+
+
+def reservation_token(task: BaseOperator, context: Context, hook: KlingHook) -> str | None:
+    """The name part of this task's reservation, ``None`` when it has no budget: what a trigger
+    that ends the task needs to release it (a hash, never the key)."""
     try:
         if budget_of(task, hook) is None:
-            return
-    except KlingError:
-        return
-    _release(STORE, hook.settings.api_key, _token(task, context))
-
-
-def _release(store: reservations.Store, api_key: str, token: str) -> None:
-    try:
-        reservations.release(store, api_key, token)
-    except Exception as exc:  # the reservation then expires on its own
-        log.warning(
-            "Could not release the budget reservation of this task (%s); it stops counting "
-            "when it expires.", type(exc).__name__)
+            return None
+    except Exception:  # a bad budget value or no connection: no budget, nothing reserved
+        return None
+    return _token(task, context)
 
 
 def _forget(store: reservations.Store, name: str) -> None:

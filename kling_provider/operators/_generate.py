@@ -12,18 +12,21 @@ trigger, :func:`execute_recovered` after the usage-logs lookup. Finishing a task
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from kling_provider import metrics
 from kling_provider._api.protocol import generation_failed
 from kling_provider._storage.lineage import operator_lineage
+from kling_provider._task import run_results
 from kling_provider._task.completion import finish
-from kling_provider._task.result import RESULT_XCOM_KEY, Completion, generation_result
+from kling_provider._task.result import Completion, generation_result
+from kling_provider._task.run_results import RunTasks
 from kling_provider._wait.deferral import video_seconds, wait_trigger_kwargs
 from kling_provider._wait.events import generation_from_event
 from kling_provider.exceptions import KlingGenerationFailedError
 from kling_provider.operators._arguments import ESTIMATE_KEY, check_generate_task
-from kling_provider.operators._budget import release
+from kling_provider.operators._budget import release, reservation_token
 from kling_provider.operators._download import store_video
 from kling_provider.operators._record import TaskRecord
 from kling_provider.operators._submission import Submission, prepared_request, sent
@@ -82,13 +85,20 @@ def execute_complete(task: KlingGenerateVideoOperator, context: Context, event: 
     return Run(task, context).complete(generation, endpoint_family, submitted_at=submitted_at)
 
 
-def generate_task_ids(context: Context) -> list[str]:
-    """The DAG's unmapped generate tasks: their results make the spend line's running total.
-
-    A mapped task is a ``MappedOperator`` here and is left out: its every map index would be
-    read again on each completion (docs/gallery.rst)."""
-    return [task.task_id for task in getattr(context.get("dag"), "tasks", ())
-            if getattr(type(task), "_pays_for_generations", False) is True]
+def generate_task_ids(context: Context) -> RunTasks:
+    """The DAG's generate tasks, unmapped and mapped: their results make the spend line's
+    running total. A mapped task is a ``MappedOperator`` here, its class ``operator_class``."""
+    unmapped: list[str] = []
+    mapped: list[str] = []
+    for task in getattr(context.get("dag"), "tasks", ()):
+        if getattr(type(task), "_pays_for_generations", False) is True:
+            unmapped.append(task.task_id)
+            continue
+        operator_class = getattr(task, "operator_class", None)
+        if isinstance(operator_class, type) and \
+                getattr(operator_class, "_pays_for_generations", False) is True:
+            mapped.append(task.task_id)
+    return RunTasks(tuple(unmapped), tuple(mapped))
 
 
 def lineage(task: KlingGenerateVideoOperator) -> Any:
@@ -147,9 +157,13 @@ class Run:
                 resume_kwargs={"endpoint_family": family, "submitted_at": submitted_at,
                                "estimated_usd": task.estimated_usd})
         with metrics.counting_failures(task.model):
-            generation = hook.wait_for_generation(generation_id, poll_interval=task.poll_interval,
-                                                  timeout=task.timeout, endpoint_family=family,
-                                                  **schedule)
+            try:
+                generation = hook.wait_for_generation(
+                    generation_id, poll_interval=task.poll_interval, timeout=task.timeout,
+                    endpoint_family=family, **schedule)
+            except KlingGenerationFailedError:
+                release(task, self.context, hook)  # billed nothing, in flight no more
+                raise
         return self.complete(generation, family, submitted_at=submitted_at)
 
     def _end_in_triggerer(self, family: str | None, submitted_at: float,
@@ -158,14 +172,16 @@ class Run:
         after the wait needs a worker (``download_to`` does). The prompt travels only then."""
         if not self.task.end_from_trigger or self.task.download_to:
             return None
-        return self._completion(family, submitted_at, prompt, generate_task_ids(self.context))
+        return replace(self._completion(family, submitted_at, prompt,
+                                        generate_task_ids(self.context)),
+                       reservation=reservation_token(self.task, self.context, self.hook))
 
     def _completion(self, family: str | None, submitted_at: float | None, prompt: Any,
-                    run_tasks: list[str]) -> Completion:
+                    run_tasks: RunTasks) -> Completion:
         task = self.task
         return Completion(model=task.model, endpoint_family=family, prompt=prompt, paying=True,
                           submitted_at=submitted_at, estimated_usd=task.estimated_usd,
-                          run_tasks=tuple(run_tasks))
+                          run_tasks=run_tasks.unmapped, mapped_run_tasks=run_tasks.mapped)
 
     def complete(self, generation: Generation, family: str | None, *,
                  submitted_at: float | None = None) -> dict[str, Any]:
@@ -173,10 +189,11 @@ class Run:
         task, context, hook = self.task, self.context, self.hook
         ti = context["ti"]
         result = finish(generation, self._completion(family, submitted_at,
-                                                     self.sent(family, "prompt"), []),
+                                                     self.sent(family, "prompt"), RunTasks()),
                         now=hook.clock.now(),
                         push=lambda key, value: ti.xcom_push(key=key, value=value),
-                        log=task.log, others=self._run_results())
+                        log=task.log,
+                        others=run_results.on_worker(ti, generate_task_ids(context)))
         task._lineage_outputs = [generation.video_url]
         if task.download_to:
             stored = store_video(context, hook, result, task.download_to, asset=task.asset,
@@ -187,16 +204,3 @@ class Run:
         self.record.mark_delivered(generation.generation_id)
         release(task, context, hook)  # billed now: the key's spend counts it
         return dict(result)
-
-    def _run_results(self) -> list[Any] | None:
-        """The return values of this DAG run's unmapped generate tasks so far, for the running
-        total; ``None`` when they cannot be read (the log line then has no total)."""
-        task_ids = generate_task_ids(self.context)
-        if not task_ids:
-            return None
-        try:
-            pulled = self.context["ti"].xcom_pull(task_ids=task_ids, key=RESULT_XCOM_KEY)
-        except Exception as why:  # never fail a paid, finished generation over a log line
-            self.task.log.debug("No DAG run total for the spend line: %s", why)
-            return None
-        return pulled if isinstance(pulled, list) else [pulled]

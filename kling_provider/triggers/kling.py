@@ -19,21 +19,22 @@ the loop keeps serving the other triggers meanwhile; triggers arriving together 
 What its events say is written and read in :mod:`kling_provider._wait.events`
 (:func:`generation_from_event`, the one validator, is importable from here too). A task that
 ends here is finished by :func:`kling_provider._task.completion.finish`, like one on a worker (its
-spend line reads the run's other results through the triggerer's XCom access,
-:func:`run_results`).
+spend line reads the run's other results, mapped tasks' included, through the triggerer's XCom
+access: :func:`kling_provider._task.run_results.in_triggerer`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
+from kling_provider._task import reservations
 from kling_provider._task.result import RESULT_XCOM_KEY, Completion
+from kling_provider._task.run_results import RunTasks, in_triggerer
 from kling_provider._wait import starting as _starting
 from kling_provider._wait.deferral import RESUME_METHOD, deferral_timeout
 from kling_provider._wait.events import error_event
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
 
     from kling_provider.hooks.kling import KlingHook
-
-log = logging.getLogger("kling_provider")
 
 HOOK_MODULE = "kling_provider.hooks.kling"
 #: What finishes a task (result, XCom, spend line, metrics), for ``end_from_trigger``.
@@ -75,7 +74,8 @@ class KlingGenerationTrigger(BaseTrigger):
         errors still resume it, so retries, ``soft_fail`` and the error messages stay the task's.
     :param result_fields: what the task's return value takes from outside the generation
         (:meth:`kling_provider._task.result.Completion.fields`: the model, the prompt, the estimate,
-        whether the task paid, the run's generate tasks), for ``end_from_trigger``.
+        whether the task paid, the run's generate tasks, the name of its budget reservation to
+        release once the video is billed), for ``end_from_trigger``.
     :param timeout: seconds from the trigger's start, when no absolute ``deadline`` could be
         given (a sensor started in the triggerer has no worker to compute one).
     """
@@ -139,11 +139,16 @@ class KlingGenerationTrigger(BaseTrigger):
         else:
             if self.end_from_trigger:
                 await import_off_loop(RESULT_MODULE)  # metrics and spend, off the loop
-                run_tasks = self._completion().run_tasks
+                completion = self._completion()
+                run_tasks = RunTasks(completion.run_tasks, completion.mapped_run_tasks)
                 others = await asyncio.to_thread(  # each read is a round trip to the supervisor
-                    run_results, getattr(self, "task_instance", None), run_tasks
+                    in_triggerer, getattr(self, "task_instance", None), run_tasks
                 ) if run_tasks else None
-                yield self._task_success(generation, others)
+                ended = self._task_success(generation, others)
+                if completion.reservation:  # billed now: the key's spend counts it
+                    await asyncio.to_thread(reservations.release_quietly, reservations.STORE,
+                                            hook.settings.api_key, completion.reservation)
+                yield ended
                 return
             event = {**base, "status": "success",
                      "generation": generation.to_dict(include_raw=False)}
@@ -183,24 +188,6 @@ def defer_wait(task: BaseOperator, trigger_kwargs: dict[str, Any], *, timeout: f
     kwargs of :func:`kling_provider._wait.deferral.wait_trigger_kwargs`, for ``timeout`` seconds."""
     task.defer(trigger=KlingGenerationTrigger(**trigger_kwargs), method_name=RESUME_METHOD,
                kwargs=resume_kwargs, timeout=deferral_timeout(timeout))
-
-
-def run_results(task_instance: Any, task_ids: Sequence[str]) -> list[Any] | None:
-    """The return values of the DAG run's generate tasks ``task_ids`` so far, read from the
-    triggerer (blocking: run it in a thread), for the spend line's running total; ``None`` when
-    they cannot be read (the line then has no total, as on a worker)."""
-    if task_instance is None:
-        return None
-    try:
-        # Execute time only, in a thread: the SDK's XCom reads through the supervisor.
-        from airflow.sdk.execution_time.xcom import XCom
-
-        return [XCom.get_one(key=RESULT_XCOM_KEY, dag_id=task_instance.dag_id,
-                             run_id=task_instance.run_id, task_id=task_id, map_index=-1)
-                for task_id in task_ids]
-    except Exception as why:  # never fail a paid, finished generation over a log line
-        log.debug("No DAG run total for the spend line: %s", why)
-        return None
 
 
 class KlingSubmissionRecoveryTrigger(BaseTrigger):
