@@ -155,6 +155,27 @@ def test_download_operator_from_generation_dict_emits_asset(sim_hook: KlingHook,
     assert again["downloaded"] is False  # a re-run keeps the complete file
 
 
+def test_download_operator_reads_a_generation_given_as_json_text(sim_hook: KlingHook,
+                                                                tmp_path: Path) -> None:
+    """Airflow 3.3.2 gives a downstream task the result of a task that ended in the triggerer
+    as JSON text (``tests/test_run_total_airflow.py`` shows it in real Airflow): it downloads
+    like the dict; text that is not a JSON object is still refused, naming the parameter."""
+    generation = ready(sim_hook)
+    as_text = json.dumps({"generation_id": generation.generation_id, "model": "m",
+                          "video_url": generation.video_url, "file_size": generation.file_size})
+    operator = KlingDownloadVideoOperator(task_id="d", generation=as_text,
+                                          destination=str(tmp_path / "v.mp4"), asset=None)
+    result = operator.execute(context_for(None))
+    assert result["generation_id"] == generation.generation_id and result["downloaded"] is True
+    assert (tmp_path / "v.mp4").stat().st_size == generation.file_size
+    for not_a_result in ("[1, 2]", "{not json", generation.video_url):
+        refused = KlingDownloadVideoOperator(task_id="e", generation=not_a_result,
+                                             destination=str(tmp_path / "w.mp4"), asset=None)
+        with pytest.raises(KlingValidationError, match="parameter 'generation'"):
+            refused.execute(context_for(None))
+    assert not (tmp_path / "w.mp4").exists()
+
+
 def test_download_operator_by_id_and_by_url(sim_hook: KlingHook, tmp_path: Path) -> None:
     generation = ready(sim_hook)
     by_id = KlingDownloadVideoOperator(task_id="a", generation_id=generation.generation_id,

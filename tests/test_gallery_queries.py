@@ -110,6 +110,16 @@ def test_sums_are_exact_decimals_and_come_from_the_generate_task_when_the_event_
     assert "0.3000" not in html
 
 
+def test_results_stored_as_json_text_are_summed_like_dicts(site: Site) -> None:
+    """A generate task that ended in the triggerer: Airflow 3.3.2 stores its result as JSON
+    text (the Task SDK hands it to a downstream task as text: ``stored_result``); the page reads
+    the metadata database, whose XCom decoding already gives the dict, so its spend counts."""
+    write(Runs("public_dag", runs=1, per_run=3, usd=0.1, credits=1, spend_in_event=False,
+               results_as_text=True))
+    spend = listing(site, "nobody")["spend"]["total"]
+    assert (spend["count"], spend["usd"], spend["credits"]) == (3, "0.3", "3")
+
+
 def test_the_database_sums_only_what_each_user_may_read(site: Site) -> None:
     red = Runs("red_dag", runs=30, per_run=20, usd=2.0, start=datetime(2026, 2, 1,
                                                                      tzinfo=timezone.utc))

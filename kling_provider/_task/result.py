@@ -14,6 +14,7 @@ only read by attribute. Finishing a task (XCom, spend line, metrics) is
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -149,6 +150,23 @@ class Completion:
                    run_tasks=names("run_tasks"), mapped_run_tasks=names("mapped_run_tasks"),
                    reservation=reservation if isinstance(reservation := given.get("reservation"),
                                                          str) else None)
+
+
+def stored_result(value: Any) -> Any:
+    """A task's result as an XCom read gives it back: the dict itself or, decoded here, that
+    dict as JSON text. Airflow 3.3.2 stores the XComs of a task that ended in the triggerer (its
+    ``TaskSuccessEvent``'s) encoded twice, so a downstream task reads ``generate.output`` of an
+    ``end_from_trigger`` task as text; every reader of a result (the download, the review, the
+    spend line's running total) goes through this. Anything else comes back unchanged, for the
+    caller to accept or refuse."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(decoded, Mapping):
+            return decoded
+    return value
 
 
 def generation_result(generation: Generation, *, model: str | None, family: str | None,

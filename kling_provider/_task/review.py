@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlencode
 
+from kling_provider._task.result import stored_result
 from kling_provider.exceptions import KlingValidationError
 
 __all__ = [
@@ -132,11 +133,12 @@ def candidates(generations: Any, *, task_id: str) -> list[Candidate]:
     Each must name a completed generation (``generation_id`` and ``video_url``); one generation
     id given twice is refused, since the reviewer could not tell the two apart.
     """
+    generations = stored_result(generations)
     if isinstance(generations, Mapping):
         generations = [generations]
     if isinstance(generations, (str, bytes)) or not isinstance(generations, Sequence):
         try:  # a mapped task's results arrive as a lazy sequence: any iterable of dicts
-            generations = list(generations)
+            generations = [stored_result(g) for g in generations]
         except TypeError:
             raise _refuse(task_id, generations, "expected a dict or a list of dicts.") from None
         if any(isinstance(g, (str, bytes, int)) for g in generations):
@@ -144,6 +146,7 @@ def candidates(generations: Any, *, task_id: str) -> list[Candidate]:
     found: list[Candidate] = []
     seen: set[str] = set()
     for number, item in enumerate(generations, start=1):
+        item = stored_result(item)
         if not isinstance(item, Mapping):
             raise _refuse(task_id, generations, f"item {number} is not a dict.")
         generation_id, video_url = _text(item.get("generation_id")), _text(item.get("video_url"))

@@ -21,13 +21,12 @@ run_total`), so a result read twice or a retried task is not counted twice.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kling_provider._task.result import RESULT_XCOM_KEY
+from kling_provider._task.result import RESULT_XCOM_KEY, stored_result
 
 __all__ = ["MAX_TRIGGERER_READS", "RunTasks", "flatten", "in_triggerer", "on_worker",
            "succeeded_map_indexes"]
@@ -55,15 +54,11 @@ class RunTasks:
 
 def flatten(pulled: Any) -> list[Any]:
     """The results in what an XCom pull answered: a value, a list of them, or (a mapped task's
-    results, as some Task SDK versions answer) lists inside the list. A result given as JSON
-    text is read: Airflow 3.3.2 stores the XComs of a task that ended in the triggerer (the
-    ``TaskSuccessEvent``'s) encoded twice, so the Task SDK reads them back as text."""
+    results, as some Task SDK versions answer) lists inside the list; a result given as JSON
+    text (a task that ended in the triggerer) is read by :func:`stored_result`."""
+    pulled = stored_result(pulled)
     if isinstance(pulled, str):
-        try:
-            decoded = json.loads(pulled)
-        except ValueError:
-            return [pulled]
-        return [decoded] if isinstance(decoded, Mapping) else [pulled]
+        return [pulled]
     if pulled is None or isinstance(pulled, (bytes, Mapping)):
         return [] if pulled is None else [pulled]
     if isinstance(pulled, Iterable):

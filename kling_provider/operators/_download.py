@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from kling_provider._checks import check_destination, check_max_bytes
 from kling_provider._storage.lineage import operator_lineage
-from kling_provider._task.result import VIDEO_URL_XCOM_KEY, asset_extra, download_result, generation_result
+from kling_provider._task.result import (
+    VIDEO_URL_XCOM_KEY,
+    asset_extra,
+    download_result,
+    generation_result,
+    stored_result,
+)
 from kling_provider.exceptions import KlingError, KlingValidationError
 from kling_provider.types import Stage
 
@@ -66,11 +72,12 @@ def lineage(task: KlingDownloadVideoOperator) -> Any:
 
 def _source(task: KlingDownloadVideoOperator, hook: KlingHook) -> dict[str, Any]:
     if task.generation is not None:
-        if not isinstance(task.generation, Mapping):
+        generation = stored_result(task.generation)
+        if not isinstance(generation, Mapping):
             raise KlingValidationError(
                 f"Invalid parameter 'generation'={task.generation!r}: expected the dict a "
                 "Kling generate operator or sensor returns.")
-        return dict(task.generation)
+        return dict(generation)
     if task.generation_id is not None:
         generation = hook.get_generation(task.generation_id,
                                          endpoint_family=task.endpoint_family)
